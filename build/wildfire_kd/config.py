@@ -1,0 +1,254 @@
+"""The one typed configuration of a wildfire-kd run.
+
+Defaults live here and nowhere else; ``configs/*.yaml`` document them line by line. A config is loaded once
+(YAML file, then ``--set section.key=value`` overrides, then the command's own flags) and passed down as an
+object: stage code never reads raw dicts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InputError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainSettings(_Section):
+    """How the student is trained: what ultralytics' DetectionTrainer receives, plus our stability guard."""
+
+    data: str | None = Field(None, description="dataset data.yaml in ultralytics' YOLO format")
+    teacher: str | None = Field(None, description="teacher weights (.pt), a YOLOv8 m/l/x finetuned on the same classes")
+    teacher_sha256: str | None = Field(None, description="expected sha256 of the teacher file, checked before loading")
+    student: str = Field("yolov8n.yaml", description="student: yolov8n.yaml (from scratch) or a yolov8n .pt file")
+    student_sha256: str | None = Field(None, description="expected sha256 of a student .pt, checked before loading")
+    out: str = Field("runs/train", description="folder that holds the run folder")
+    name: str = Field("student", description="run folder name under `out`")
+    exist_ok: bool = Field(False, description="reuse out/name instead of creating out/name2, out/name3, ...")
+    epochs: int = Field(200, ge=1, description="training epochs")
+    patience: int = Field(100, ge=0, description="early stopping: epochs without fitness improvement (0 = off)")
+    imgsz: int = Field(640, ge=32, description="square training and validation image size (multiple of 32)")
+    batch: int = Field(32, ge=1, description="images per batch (over all GPUs)")
+    device: str = Field("", description="'' auto, 'cpu', '0', or '0,1' for multi-GPU DDP")
+    workers: int = Field(8, ge=0, description="dataloader workers per process (ultralytics forces 0 on CPU)")
+    optimizer: Literal["SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] = Field(
+        "SGD", description="optimizer; SGD uses `momentum` with Nesterov"
+    )
+    lr0: float = Field(0.005, gt=0, description="initial learning rate")
+    lrf: float = Field(0.01, gt=0, le=1, description="final learning rate as a fraction of lr0 (LambdaLR schedule)")
+    momentum: float = Field(0.937, ge=0, lt=1, description="SGD momentum / Adam beta1")
+    weight_decay: float = Field(0.0005, ge=0, description="weight decay")
+    warmup_epochs: float = Field(3.0, ge=0, description="linear warm-up epochs")
+    cos_lr: bool = Field(False, description="cosine instead of linear LambdaLR decay")
+    grad_clip: float = Field(10.0, gt=0, description="max gradient L2 norm (clip_grad_norm_)")
+    freeze: int | list[int] | None = Field(
+        None, description="freeze the first N layers (10 = YOLOv8 backbone), or a list"
+    )
+    seed: int = Field(0, description="random seed")
+    deterministic: bool = Field(True, description="deterministic algorithms (slower on GPU)")
+    amp: bool = Field(True, description="mixed precision on CUDA; teacher and student share the autocast")
+    val: bool = Field(True, description="validate every epoch (needed for best.pt and early stopping)")
+    plots: bool = Field(True, description="write ultralytics' training plots")
+    save_period: int = Field(-1, description="also save weights/epochN.pt every N epochs (-1 = off)")
+    close_mosaic: int = Field(10, ge=0, description="disable mosaic augmentation for the last N epochs")
+    cache: bool = Field(False, description="cache decoded images in RAM")
+    max_consecutive_skipped: int = Field(
+        20, ge=1, description="stop with an error after this many consecutive non-finite optimizer steps"
+    )
+    ultralytics: dict[str, Any] = Field(
+        default_factory=dict, description="any other ultralytics train argument, e.g. {mosaic: 0.5, nbs: 64}"
+    )
+
+    @field_validator("imgsz")
+    @classmethod
+    def _stride_multiple(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(
+                f"must be a multiple of 32 (the largest YOLOv8 stride), e.g. {max(32, round(v / 32) * 32)}"
+            )
+        return v
+
+    @field_validator("teacher_sha256", "student_sha256")
+    @classmethod
+    def _hex_digest(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) != 64 or any(c not in "0123456789abcdef" for c in v.lower())):
+            raise ValueError("must be a 64-character hex sha256 digest (run `sha256sum FILE`)")
+        return v.lower() if v else v
+
+
+class DistillSettings(_Section):
+    """The response-based distillation of DESIGN.md: weights, temperature and the teacher's pseudo-targets."""
+
+    response: bool = Field(True, description="our response KD (CIoU box + Bernoulli KL cls); off = plain training")
+    lambda_detection: float = Field(1.0, ge=0, description="weight of the ground-truth detection loss")
+    lambda_distillation: float = Field(2.0, ge=0, description="weight of the whole KD term")
+    lambda_dist_ciou: float = Field(1.0, ge=0, description="weight of the CIoU box term inside the KD term")
+    lambda_dist_kl: float = Field(2.0, ge=0, description="weight of the class KL term inside the KD term")
+    temperature: float = Field(2.0, gt=0, description="softening temperature T of the KL term (scaled by T^2)")
+    teacher_conf: float = Field(0.25, ge=0, le=1, description="teacher NMS confidence threshold for pseudo-targets")
+    teacher_iou: float = Field(0.7, ge=0, le=1, description="teacher NMS IoU threshold")
+    teacher_max_det: int = Field(300, ge=1, description="max teacher pseudo-targets per image")
+    topk: int = Field(10, ge=1, description="student anchors matched per teacher box (task-aligned assigner)")
+    feature_distillation: bool = Field(
+        False, description="also run ultralytics' own feature distillation (distill_model) with the same teacher"
+    )
+    feature_weight: float = Field(6.0, ge=0, description="weight of ultralytics' feature KD loss (its `dis`)")
+
+
+class SynthSettings(_Section):
+    """The deterministic synthetic smoke/fire dataset used by the demo and the tests."""
+
+    classes: list[str] = Field(["smoke", "fire"], min_length=1, description="class names in label-id order")
+    train_images: int = Field(96, ge=1, description="training images")
+    val_images: int = Field(24, ge=1, description="validation images")
+    imgsz: int = Field(160, ge=32, description="image side in pixels")
+    max_objects: int = Field(3, ge=1, description="objects per image at most (some images get none)")
+    seed: int = Field(0, description="random seed; the same seed writes the same files")
+
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, v: list[str]) -> list[str]:
+        unknown = [c for c in v if c not in ("smoke", "fire")]
+        if unknown or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct names out of ['smoke', 'fire'], got {v}")
+        return v
+
+
+class DemoSettings(_Section):
+    """`wildfire-kd demo`: synthetic data, a quick yolov8s teacher, then the distilled student, on CPU in minutes."""
+
+    out: str = Field("runs/demo", description="folder for the dataset, the teacher run and the student run")
+    device: str = Field("cpu", description="device for both trainings ('cpu', '0', ...)")
+    teacher_model: str = Field("yolov8s.yaml", description="teacher architecture, trained from scratch on the data")
+    teacher_epochs: int = Field(25, ge=1, description="teacher training epochs")
+    epochs: int = Field(20, ge=1, description="student (distillation) epochs")
+    imgsz: int = Field(128, ge=32, description="training image size for both (multiple of 32)")
+    batch: int = Field(8, ge=1, description="batch size; one optimizer step per batch (nbs = batch)")
+    optimizer: Literal["SGD", "Adam", "AdamW"] = Field("AdamW", description="AdamW learns in few steps from scratch")
+    lr0: float = Field(0.002, gt=0, description="initial learning rate for both")
+
+
+class Config(_Section):
+    """A whole wildfire-kd configuration."""
+
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    distill: DistillSettings = Field(default_factory=DistillSettings)
+    synth: SynthSettings = Field(default_factory=SynthSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        d = self.distill
+        if d.response and d.lambda_detection == 0 and d.lambda_distillation == 0:
+            raise ValueError("distill.lambda_detection and distill.lambda_distillation are both 0: nothing would train")
+        return self
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of this config (for reports and resume checks)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts, e.g. 'train.lr0'."""
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(valid_keys(ann, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _did_you_mean(key: str) -> str:
+    keys = valid_keys()
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if not close:  # a bare or misplaced key such as 'lr0': offer every section that has it
+        leaf = key.rsplit(".", 1)[-1]
+        leaves = difflib.get_close_matches(leaf, sorted({k.rsplit(".", 1)[-1] for k in keys}), n=1, cutoff=0.6)
+        close = [k for k in keys if k.rsplit(".", 1)[-1] in leaves]
+    if not close:
+        return f"; valid sections: {', '.join(Config.model_fields)}"
+    return "; did you mean " + " or ".join(f"'{k}'" for k in close) + "?"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{key}'{_did_you_mean(key)}"
+    expected = error.get("msg", kind)
+    got = error.get("input")
+    return f"'{key}': {expected} (got {got!r})" if key else f"{expected}"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'train.lr0=0.01' -> (['train', 'lr0'], 0.01); the value is parsed as YAML (numbers, bools, lists)."""
+    if "=" not in item:
+        raise InputError(f"--set {item!r}: expected section.key=value, e.g. --set train.lr0=0.01")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if len(path) < 2:
+        raise InputError(f"--set {item!r}: the key needs its section{_did_you_mean(key.strip())}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise InputError(f"--set {item!r}: value is not valid YAML ({e.problem})") from e
+    return path, value
+
+
+def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InputError(f"--set {'.'.join(path)}: '{part}' is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), **flags: Any) -> Config:
+    """Load a config: YAML file (optional), then ``--set`` overrides, then command flags (``train__lr0=...``).
+
+    Raises InputError naming the file, the key and the fix; never a traceback for bad input.
+    """
+    source = "--set"  # no file: the only source of keys is the command line
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise InputError(f"config file not found: {p} (pass an existing YAML file to --config)")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise InputError(f"{p}: not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise InputError(
+                f"{p}: expected a mapping of sections (train:, distill:, ...), got {type(loaded).__name__}"
+            )
+        tree = loaded or {}
+    for item in overrides:
+        _apply(tree, *parse_override(item))
+    for name, value in flags.items():
+        if value is not None:
+            _apply(tree, name.split("__"), value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        problems = "; ".join(_describe(err) for err in e.errors(include_url=False))
+        raise InputError(f"{source}: {problems}") from None
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,289 @@
+"""Datasets: resolving a YOLO-format data.yaml, the preflight that runs before training, the synthetic set.
+
+The preflight reads only the label text files and the file listing (never decodes images, never writes into
+the dataset), so it is fast enough to run before every stage and gives file-named errors instead of the
+tracebacks ultralytics would raise deep inside a dataloader.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"}
+MAX_LISTED = 5  # file names quoted in one error message
+
+
+@dataclass
+class SplitInfo:
+    images: int
+    labelled_images: int
+    background_images: int
+    instances: list[int]  # per class id
+
+
+@dataclass
+class DatasetInfo:
+    yaml_path: str
+    names: list[str]
+    splits: dict[str, SplitInfo] = field(default_factory=dict)
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _names_list(raw: Any, source: Path) -> list[str]:
+    if isinstance(raw, dict):
+        try:
+            ids = sorted(int(k) for k in raw)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: 'names' keys must be class ids 0..n-1, got {list(raw)}") from None
+        if ids != list(range(len(ids))):
+            raise InputError(f"{source}: 'names' ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+        return [str(raw[k] if k in raw else raw[str(k)]) for k in ids]
+    if isinstance(raw, list) and raw:
+        return [str(n) for n in raw]
+    raise InputError(f"{source}: 'names' must list the class names, e.g. names: {{0: smoke, 1: fire}}")
+
+
+def read_data_yaml(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """Parse a data.yaml; returns the mapping and the dataset root its split paths are relative to."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"dataset file not found: {p} (pass a YOLO-format data.yaml to --data)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise InputError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: expected a mapping with train:, val: and names:")
+    # ultralytics' rule: no 'path:' means the yaml's folder; a relative 'path:' is relative to the working dir
+    root = Path(data["path"]).expanduser() if data.get("path") else p.parent
+    return data, root.resolve()
+
+
+def class_names(path: str | Path) -> list[str]:
+    data, _ = read_data_yaml(path)
+    return _names_list(data.get("names"), Path(path))
+
+
+def _image_files(entry: Path, source: Path, split: str) -> list[Path]:
+    if entry.is_dir():
+        return sorted(f for f in entry.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    if entry.is_file() and entry.suffix == ".txt":  # a list of image paths, relative to the list's folder
+        lines = [ln.strip() for ln in entry.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [(entry.parent / ln).resolve() if not Path(ln).is_absolute() else Path(ln) for ln in lines]
+    raise InputError(f"{source}: {split} path does not exist: {entry} (fix '{split}:' or the dataset's 'path:')")
+
+
+def label_path(image: Path) -> Path:
+    """ultralytics' rule: the last '/images/' in the path becomes '/labels/', the suffix becomes .txt."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    s = str(image)
+    if sa in s:
+        head, _, tail = s.rpartition(sa)
+        s = head + sb + tail
+    return Path(s).with_suffix(".txt")
+
+
+def _check_split(files: list[Path], nc: int, source: Path, split: str) -> SplitInfo:
+    instances = [0] * nc
+    labelled = 0
+    bad_class: list[str] = []
+    malformed: list[str] = []
+    for image in files:
+        lbl = label_path(image)
+        if not lbl.is_file():
+            continue  # background image
+        rows = [r.split() for r in lbl.read_text(encoding="utf-8", errors="replace").splitlines() if r.strip()]
+        if rows:
+            labelled += 1
+        for n, row in enumerate(rows, 1):
+            try:
+                cls = int(float(row[0]))
+                coords = [float(v) for v in row[1:5]]
+            except (ValueError, IndexError):
+                malformed.append(f"{lbl}:{n}")
+                continue
+            if len(row) < 5 or cls < 0:
+                malformed.append(f"{lbl}:{n}")
+            elif cls >= nc:
+                bad_class.append(f"{lbl}:{n} (class {cls})")
+            elif any(not 0.0 <= v <= 1.0 for v in coords):
+                malformed.append(f"{lbl}:{n} (coordinates outside 0..1)")
+            else:
+                instances[cls] += 1
+    if bad_class:
+        raise InputError(
+            f"{source}: {len(bad_class)} {split} label(s) have class ids >= nc={nc}: "
+            f"{', '.join(bad_class[:MAX_LISTED])}{' ...' if len(bad_class) > MAX_LISTED else ''} "
+            "(fix the labels or add the class to 'names:')"
+        )
+    if malformed:
+        raise InputError(
+            f"{source}: {len(malformed)} malformed {split} label line(s): "
+            f"{', '.join(malformed[:MAX_LISTED])}{' ...' if len(malformed) > MAX_LISTED else ''} "
+            "(each line must be 'class x_center y_center width height', normalised to 0..1)"
+        )
+    return SplitInfo(len(files), labelled, len(files) - labelled, instances)
+
+
+def preflight(path: str | Path, splits: Sequence[str] = ("train", "val")) -> DatasetInfo:
+    """Check a dataset before anything expensive runs: paths, non-empty splits, label sanity.
+
+    Raises InputError with the file names at fault. Reads only; the dataset is never modified.
+    """
+    source = Path(path)
+    data, root = read_data_yaml(source)
+    names = _names_list(data.get("names"), source)
+    info = DatasetInfo(yaml_path=str(source.resolve()), names=names)
+    for split in splits:
+        raw = data.get(split)
+        if not raw:
+            raise InputError(f"{source}: no '{split}:' split (add e.g. '{split}: images/{split}')")
+        entries = raw if isinstance(raw, list) else [raw]
+        files: list[Path] = []
+        for entry in entries:
+            entry_path = Path(entry)
+            files += _image_files(entry_path if entry_path.is_absolute() else root / entry_path, source, split)
+        if not files:
+            raise InputError(f"{source}: the {split} split is empty: no images under {', '.join(map(str, entries))}")
+        info.splits[split] = _check_split(files, len(names), source, split)
+    return info
+
+
+def check_class_names(teacher_names: Sequence[str], data_names: Sequence[str], teacher: str, data: str) -> None:
+    """The teacher must predict exactly the dataset's classes, in the same order.
+
+    A teacher trained on [fire, smoke] distilled on data labelled [smoke, fire] would silently teach the
+    student to call smoke fire.
+    """
+    if list(teacher_names) != list(data_names):
+        same_set = sorted(teacher_names) == sorted(data_names)
+        hint = (
+            "same classes in a different order: relabel the dataset or use a teacher trained with this order"
+            if same_set
+            else "the teacher must be finetuned on this dataset's classes"
+        )
+        raise InputError(
+            f"class names differ: teacher {teacher} has {list(teacher_names)}, dataset {data} has "
+            f"{list(data_names)} ({hint})"
+        )
+
+
+# --- synthetic data -------------------------------------------------------------------------------------------
+
+_SPLIT_IDS = {"train": 0, "val": 1}
+
+
+def _draw_smoke(draw_layer, rng, w: int, h: int) -> tuple[float, float, float, float]:
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(draw_layer)
+    bw, bh = rng.uniform(0.18, 0.4) * w, rng.uniform(0.2, 0.45) * h
+    x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+    shade = int(rng.integers(150, 225))
+    for _ in range(int(rng.integers(5, 9))):  # a plume: overlapping soft puffs inside the box
+        pw, ph = rng.uniform(0.35, 0.7) * bw, rng.uniform(0.3, 0.6) * bh
+        px, py = rng.uniform(x0, x0 + bw - pw), rng.uniform(y0, y0 + bh - ph)
+        d.ellipse([px, py, px + pw, py + ph], fill=(shade, shade, shade + 8, int(rng.integers(140, 210))))
+    bbox = draw_layer.getchannel("A").point(lambda a: 255 if a > 60 else 0).getbbox()
+    return bbox if bbox else (x0, y0, x0 + bw, y0 + bh)
+
+
+def _draw_fire(draw, rng, w: int, h: int) -> tuple[float, float, float, float]:
+    bw, bh = rng.uniform(0.1, 0.25) * w, rng.uniform(0.12, 0.3) * h
+    x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+    base = y0 + bh
+    colours = [(255, 90, 0), (255, 150, 20), (250, 220, 60), (220, 40, 10)]
+    for _ in range(int(rng.integers(4, 8))):  # flames: triangles rising from a common base line
+        fw = rng.uniform(0.25, 0.6) * bw
+        fx = rng.uniform(x0, x0 + bw - fw)
+        top = rng.uniform(y0, y0 + 0.5 * bh)
+        draw.polygon([(fx, base), (fx + fw, base), (fx + fw / 2, top)], fill=colours[int(rng.integers(0, 4))])
+    draw.polygon([(x0, base), (x0 + bw, base), (x0 + bw / 2, y0)], fill=(255, 120, 10))
+    return x0, y0, x0 + bw, base
+
+
+def _synth_image(rng, size: int, classes: Sequence[str], max_objects: int):
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    w = h = size
+    horizon = int(rng.uniform(0.3, 0.6) * h)
+    sky, ground = rng.integers(90, 200, 3), rng.integers(30, 120, 3)
+    ground[1] = max(ground[1], ground[0])  # vegetation leans green
+    canvas = np.zeros((h, w, 3), dtype=np.float32)
+    canvas[:horizon] = np.linspace(sky, sky * 0.8, horizon)[:, None, :]
+    canvas[horizon:] = np.linspace(ground, ground * 0.7, h - horizon)[:, None, :]
+    canvas += rng.normal(0, 8, canvas.shape)
+    image = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(0, 6))):  # distractors: dark tree crowns and rocks
+        r = rng.uniform(0.02, 0.07) * w
+        cx, cy = rng.uniform(0, w), rng.uniform(horizon, h)
+        draw.ellipse([cx - r, cy - 2 * r, cx + r, cy], fill=tuple(int(v) for v in rng.integers(10, 70, 3)))
+
+    boxes: list[tuple[int, float, float, float, float]] = []
+    for _ in range(int(rng.integers(0, max_objects + 1))):
+        cls = int(rng.integers(0, len(classes)))
+        if classes[cls] == "smoke":
+            layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+            x0, y0, x1, y1 = _draw_smoke(layer, rng, w, h)
+            layer = layer.filter(ImageFilter.GaussianBlur(radius=max(1.0, size / 160)))
+            image.paste(layer, (0, 0), layer)
+        else:
+            x0, y0, x1, y1 = _draw_fire(draw, rng, w, h)
+        boxes.append((cls, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h))
+    return image, boxes
+
+
+def synthesize(
+    out: str | Path,
+    classes: Sequence[str] = ("smoke", "fire"),
+    train_images: int = 48,
+    val_images: int = 16,
+    imgsz: int = 320,
+    max_objects: int = 3,
+    seed: int = 0,
+) -> Path:
+    """Write a deterministic synthetic smoke/fire dataset in YOLO format; returns its data.yaml.
+
+    Smoke is soft grey plumes, fire is clusters of orange flame triangles, on sky/vegetation backgrounds with
+    dark distractors; about one image in (max_objects + 1) is background. Same arguments, same files.
+    """
+    import numpy as np
+
+    root = Path(out)
+    if root.exists() and any(root.iterdir()) and not (root / "data.yaml").is_file():
+        raise InputError(f"{root} exists and is not a wildfire-kd synthetic dataset; choose an empty or new folder")
+    for split, count in (("train", train_images), ("val", val_images)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
+            image, boxes = _synth_image(rng, imgsz, classes, max_objects)
+            stem = f"{split}_{i:05d}"
+            image.save(root / "images" / split / f"{stem}.jpg", quality=92)
+            rows = "".join(f"{c} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}\n" for c, x, y, bw, bh in boxes)
+            (root / "labels" / split / f"{stem}.txt").write_text(rows, encoding="utf-8")
+    data_yaml = root / "data.yaml"
+    data_yaml.write_text(
+        "# synthetic smoke/fire dataset written by `wildfire-kd synth` (deterministic; for demos and tests)\n"
+        + yaml.safe_dump(
+            {"train": "images/train", "val": "images/val", "names": dict(enumerate(classes))}, sort_keys=False
+        ),
+        encoding="utf-8",
+    )
+    return data_yaml

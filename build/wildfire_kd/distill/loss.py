@@ -1,0 +1,177 @@
+"""Response-based distillation loss (DESIGN.md, "The distillation").
+
+    total = λ_det · v8DetectionLoss(student, ground truth) + λ_distill · (λ_ciou · L_box + λ_kl · L_cls)
+
+The teacher's NMS-kept detections are pseudo-targets that keep the teacher's raw class logits; student anchors
+are matched to them with ultralytics' task-aligned assigner (so the teacher's grid may differ from the
+student's); L_box is a weighted mean of 1 − CIoU and L_cls a weighted mean of the per-class Bernoulli KL at
+temperature T, scaled by T². Weights are teacher confidence × assignment quality.
+
+The criterion is attached to the live student only. Copies of the student (the EMA, checkpoints) get
+``None`` in its place, so a checkpoint never holds the teacher and loads as a plain ultralytics model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import DistillSettings
+
+KD_LOSS_NAMES = ("kd_box", "kd_cls")
+
+
+def bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Σ_classes KL(Bernoulli(σ(t/T)) ‖ Bernoulli(σ(s/T))) · T², over the last dim.
+
+    YOLOv8 scores each class with its own sigmoid, so each class is a Bernoulli variable. (A softmax KL over
+    classes is identically zero with one class.) Written with logsigmoid so large logits stay finite.
+    """
+    t = teacher_logits.float() / temperature
+    s = student_logits.float() / temperature
+    p = torch.sigmoid(t)
+    # KL = p·(log p − log q) + (1−p)·(log(1−p) − log(1−q)); log(1−σ(x)) = logsigmoid(−x)
+    kl = p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    return kl.sum(-1) * temperature**2
+
+
+def ciou_loss(student_boxes: torch.Tensor, teacher_boxes: torch.Tensor) -> torch.Tensor:
+    """1 − CIoU for paired xyxy boxes (..., 4) -> (...)."""
+    from ultralytics.utils.metrics import bbox_iou
+
+    return 1.0 - bbox_iou(student_boxes.float(), teacher_boxes.float(), xywh=False, CIoU=True).squeeze(-1)
+
+
+@dataclass
+class TeacherTargets:
+    """The teacher's kept detections, padded to (batch, max_kept, ...)."""
+
+    boxes: torch.Tensor  # xyxy pixels (B, M, 4)
+    labels: torch.Tensor  # argmax class (B, M, 1)
+    conf: torch.Tensor  # NMS confidence (B, M)
+    logits: torch.Tensor  # raw class logits (B, M, nc)
+    mask: torch.Tensor  # valid entries (B, M, 1)
+    count: int  # kept detections in the whole batch
+
+
+@torch.no_grad()
+def teacher_targets(teacher: nn.Module, images: torch.Tensor, settings: DistillSettings) -> TeacherTargets:
+    """Run the frozen teacher and turn its output into padded pseudo-targets with their class logits."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    decoded, raw = teacher(images)  # eval mode: ((B, 4 + nc, A) decoded, dict of raw outputs)
+    logits = raw["scores"]  # (B, nc, A) before the sigmoid
+    kept, keep_idx = non_max_suppression(
+        decoded,
+        conf_thres=settings.teacher_conf,
+        iou_thres=settings.teacher_iou,
+        max_det=settings.teacher_max_det,
+        max_time_img=10.0,  # never drop pseudo-targets to a wall-clock limit (slow CPUs)
+        return_idxs=True,
+    )
+    bs, nc = logits.shape[:2]
+    m = max((len(k) for k in kept), default=0)
+    device = images.device
+    boxes = torch.zeros(bs, m, 4, device=device)
+    labels = torch.zeros(bs, m, 1, device=device)
+    conf = torch.zeros(bs, m, device=device)
+    kept_logits = torch.zeros(bs, m, nc, device=device)
+    mask = torch.zeros(bs, m, 1, dtype=torch.bool, device=device)
+    for b, (det, idx) in enumerate(zip(kept, keep_idx, strict=True)):  # per image, all its boxes at once
+        n = len(det)
+        if n:
+            boxes[b, :n] = det[:, :4]
+            conf[b, :n] = det[:, 4]
+            labels[b, :n, 0] = det[:, 5]
+            kept_logits[b, :n] = logits[b, :, idx.long()].T.float()
+            mask[b, :n] = True
+    return TeacherTargets(boxes, labels, conf, kept_logits, mask, sum(len(k) for k in kept))
+
+
+class ResponseKDLoss:
+    """ultralytics-compatible criterion: ``(preds, batch) -> (loss vector × batch size, loss items)``.
+
+    Wraps the student's own v8DetectionLoss for the ground-truth term and adds the two KD terms. The
+    trainer sums the vector; the items (detached, per image) feed the progress bar, results.csv and the
+    per-batch log.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings):
+        from ultralytics.utils.loss import v8DetectionLoss
+        from ultralytics.utils.tal import TaskAlignedAssigner
+
+        self.detection = v8DetectionLoss(student)
+        self.teacher = teacher
+        self.settings = settings
+        self.assigner = TaskAlignedAssigner(
+            topk=settings.topk,
+            num_classes=self.detection.nc,
+            alpha=0.5,
+            beta=6.0,
+            stride=self.detection.stride.tolist(),
+        )
+        self.last_teacher_detections = 0.0  # per image, for the batch log
+
+    def __deepcopy__(self, memo):
+        # ModelEMA and checkpoint snapshots deepcopy the student: they must not carry the teacher along.
+        return None
+
+    def __getstate__(self):
+        raise TypeError("ResponseKDLoss holds the teacher and must never be pickled into a checkpoint")
+
+    def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        preds = self.detection.parse_output(preds)
+        det_loss, items = self.detection.loss(preds, batch)  # already × batch size
+        kd_box, kd_cls = self.kd_terms(preds, batch["img"])
+        s = self.settings
+        bs = batch["img"].shape[0]
+        kd = torch.stack([s.lambda_dist_ciou * kd_box, s.lambda_dist_kl * kd_cls]) * (s.lambda_distillation * bs)
+        loss = torch.cat([det_loss * s.lambda_detection, kd.to(det_loss.dtype)])
+        items = {**items, "kd_box": kd_box.detach(), "kd_cls": kd_cls.detach()}
+        return loss, items
+
+    def kd_terms(self, preds: dict, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_box, L_cls) for a batch: both exactly 0 when the teacher keeps no detection."""
+        from ultralytics.utils.tal import make_anchors
+
+        det = self.detection
+        zero = torch.zeros((), device=images.device)
+        teacher_dtype = next(self.teacher.parameters()).dtype
+        if images.dtype != teacher_dtype:  # fp16 validation batches: run the fp32 teacher under autocast
+            with torch.autocast(images.device.type, dtype=images.dtype, enabled=images.device.type == "cuda"):
+                targets = teacher_targets(self.teacher, images.to(teacher_dtype), self.settings)
+        else:
+            targets = teacher_targets(self.teacher, images, self.settings)
+        self.last_teacher_detections = targets.count / images.shape[0]
+        if targets.count == 0:
+            return zero, zero
+
+        pred_distri = preds["boxes"].permute(0, 2, 1).contiguous()
+        pred_logits = preds["scores"].permute(0, 2, 1).contiguous()  # (B, A, nc)
+        anchor_points, stride_tensor = make_anchors(preds["feats"], det.stride, 0.5)
+        pred_bboxes = det.bbox_decode(anchor_points, pred_distri) * stride_tensor  # xyxy pixels
+
+        _, target_bboxes, target_scores, fg_mask, target_gt_idx = self.assigner(
+            pred_logits.detach().sigmoid(),
+            pred_bboxes.detach().type(targets.boxes.dtype),
+            anchor_points * stride_tensor,
+            targets.labels,
+            targets.boxes,
+            targets.mask,
+        )
+        if not fg_mask.any():
+            return zero, zero
+        # assignment quality: the assigner's normalised alignment metric, carried on the one-hot class slot
+        quality = target_scores.sum(-1)
+        weight = (targets.conf.gather(1, target_gt_idx) * quality)[fg_mask]
+        weight_sum = weight.sum().clamp(min=1e-9)
+
+        box_term = (ciou_loss(pred_bboxes[fg_mask], target_bboxes[fg_mask]) * weight).sum() / weight_sum
+        nc = pred_logits.shape[-1]
+        matched_logits = targets.logits.gather(1, target_gt_idx.unsqueeze(-1).expand(-1, -1, nc))
+        kl = bernoulli_kl(matched_logits[fg_mask], pred_logits[fg_mask], self.settings.temperature)
+        cls_term = (kl * weight).sum() / weight_sum
+        return box_term, cls_term

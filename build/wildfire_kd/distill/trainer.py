@@ -1,0 +1,223 @@
+"""DistillationTrainer: ultralytics' DetectionTrainer plus the teacher, the KD criterion and a stability guard.
+
+Importable at module level (no side effects) so ultralytics' DDP launcher can rebuild it in each worker.
+In a worker the trainer is constructed as ``DistillationTrainer(cfg, overrides, _callbacks)``, so the
+wildfire-kd settings travel in the environment variable ``WILDFIRE_KD_RUN`` (JSON) rather than in
+ultralytics' own argument namespace, which rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..runtime import prepare_ultralytics
+
+prepare_ultralytics()
+
+import torch  # noqa: E402
+from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
+from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK  # noqa: E402
+from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
+
+from ..config import DistillSettings  # noqa: E402
+from ..errors import TrainingDiverged  # noqa: E402
+from ..weights import load_detection_model  # noqa: E402
+from .loss import ResponseKDLoss  # noqa: E402
+
+RUN_ENV = "WILDFIRE_KD_RUN"
+BATCH_LOG = "batch_log.jsonl"
+
+
+@dataclass
+class KDRun:
+    """What the trainer needs beyond ultralytics' own arguments."""
+
+    teacher: str | None
+    teacher_sha256: str | None
+    distill: dict[str, Any]
+    grad_clip: float = 10.0
+    max_consecutive_skipped: int = 20
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> KDRun:
+        raw = os.environ.get(RUN_ENV)
+        if not raw:
+            raise RuntimeError(f"DistillationTrainer needs its settings: pass kd=KDRun(...) or set {RUN_ENV}")
+        return cls(**json.loads(raw))
+
+    @property
+    def settings(self) -> DistillSettings:
+        return DistillSettings(**self.distill)
+
+
+def student_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain DetectionModel inside DDP and/or ultralytics' feature-distillation wrapper."""
+    model = unwrap_model(model)
+    return getattr(model, "student_model", model)
+
+
+class DistillationTrainer(DetectionTrainer):
+    """Trains the student on ground truth plus the teacher's responses; the teacher never enters a checkpoint."""
+
+    def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None, kd: KDRun | None = None):
+        self.kd = kd or KDRun.from_env()
+        os.environ[RUN_ENV] = self.kd.to_env()  # DDP workers inherit the environment
+        super().__init__(cfg, overrides, _callbacks)
+        self.teacher: torch.nn.Module | None = None
+        self.kd_criterion: ResponseKDLoss | None = None
+        self.skipped_steps = 0
+        self.consecutive_skipped = 0
+        self.last_grad_norm: float | None = None
+        self._stepped = False
+        self._step_skipped = False
+        self._batch_index = 0
+        self._batch_t0 = 0.0
+        self._finite_sums: dict[str, float] = {}
+        self._finite_count = 0
+        self._log_file = None
+        self._buffers: list[torch.Tensor] = []
+        self._buffer_backup: list[torch.Tensor] = []
+        self.add_callback("on_train_epoch_start", DistillationTrainer._on_epoch_start)
+        self.add_callback("on_train_batch_start", DistillationTrainer._on_batch_start)
+        self.add_callback("on_train_batch_end", DistillationTrainer._on_batch_end)
+        self.add_callback("on_train_end", DistillationTrainer._on_train_end)
+        self.add_callback("teardown", DistillationTrainer._close_log)  # also runs when training raises
+
+    # --- model set-up ---------------------------------------------------------------------------------------
+
+    def _setup_train(self):
+        super()._setup_train()  # builds student, EMA, optimizer, loaders; loads the resume checkpoint
+        if not self.kd.settings.response:
+            return
+        if not self.kd.teacher:
+            raise ValueError("response distillation needs a teacher (train.teacher)")
+        teacher = load_detection_model(self.kd.teacher, self.kd.teacher_sha256, role="teacher")
+        teacher = teacher.fuse(verbose=False) if hasattr(teacher, "fuse") else teacher
+        teacher = teacher.to(self.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher = teacher
+        settings = self.kd.settings
+        self.kd_criterion = ResponseKDLoss(student_of(self.model), teacher, settings)
+        student_of(self.model).criterion = self.kd_criterion
+        # The EMA is what validation runs: give it its own criterion so val/kd_* report how closely the
+        # smoothed student follows the teacher on held-out images.
+        student_of(self.ema.ema).criterion = ResponseKDLoss(student_of(self.ema.ema), teacher, settings)
+        if self.kd_criterion.detection.nc != teacher.model[-1].nc:
+            raise ValueError("teacher and student predict a different number of classes")
+
+    def _model_train(self):
+        super()._model_train()
+        if self.teacher is not None:
+            self.teacher.eval()  # never let BatchNorm statistics of the teacher move
+
+    # --- one optimizer step -----------------------------------------------------------------------------------
+
+    def optimizer_step(self):
+        """Clip, and step only when the loss and the gradient norm are finite; otherwise change no weight."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.kd.grad_clip)
+        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(self.loss))
+        self.last_grad_norm = float(grad_norm)
+        self._stepped = True
+        if finite:
+            self.scaler.step(self.optimizer)
+            self._step_skipped = False
+            self.consecutive_skipped = 0
+        else:
+            self._step_skipped = True
+            self.skipped_steps += 1
+            self.consecutive_skipped += 1
+        self.scaler.update()  # lowers the AMP scale after an overflow either way
+        self.optimizer.zero_grad()
+        if finite and self.ema:
+            self.ema.update(self.model)
+        if self.consecutive_skipped >= self.kd.max_consecutive_skipped:
+            raise TrainingDiverged(
+                f"{self.consecutive_skipped} consecutive optimizer steps had a non-finite loss or gradient "
+                f"(epoch {self.epoch + 1}); lower train.lr0, check the data, or set train.amp=false"
+            )
+
+    # --- callbacks: per-batch log and honest epoch means ------------------------------------------------------
+
+    def _on_epoch_start(self):
+        self._finite_sums, self._finite_count, self._batch_index = {}, 0, 0
+
+    def _on_batch_start(self):
+        self._batch_t0 = time.perf_counter()
+        self._stepped = self._step_skipped = False
+        # BatchNorm statistics move in the forward pass, before any loss exists: keep a copy to put back if
+        # this batch turns out non-finite (a few hundred KB for YOLOv8n)
+        self._buffers = [b for b in self.model.buffers() if b.is_floating_point()]
+        self._buffer_backup = [b.detach().clone() for b in self._buffers]
+
+    def _on_batch_end(self):
+        items = {k: float(v) for k, v in (self.loss_items or {}).items()}
+        loss_finite = self.loss is not None and bool(torch.isfinite(self.loss))
+        if loss_finite and all(math.isfinite(v) for v in items.values()):
+            # keep results.csv and the progress bar free of a skipped step's NaN
+            self._finite_count += 1
+            for k, v in items.items():
+                self._finite_sums[k] = self._finite_sums.get(k, 0.0) + v
+        if self._finite_count:
+            device = self.loss.device
+            self.tloss = {k: torch.tensor(v / self._finite_count, device=device) for k, v in self._finite_sums.items()}
+        if not loss_finite:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers, self._buffer_backup)
+            # ultralytics would rewind the whole epoch from last.pt on a NaN final-batch loss; the step was skipped
+            self.loss = torch.zeros((), device=self.device)
+        if RANK in {-1, 0}:
+            self._write_batch_log(items, loss_finite)
+        self._batch_index += 1
+
+    def _write_batch_log(self, items: dict[str, float], loss_finite: bool) -> None:
+        if self._log_file is None:
+            path = Path(self.save_dir) / BATCH_LOG
+            self._log_file = open(path, "a" if self.resume else "w", encoding="utf-8")  # noqa: SIM115
+        nb = len(self.train_loader)
+        lam = self.kd.settings
+        detection = sum(items.get(k, 0.0) for k in ("box_loss", "cls_loss", "dfl_loss"))
+        kd = lam.lambda_dist_ciou * items.get("kd_box", 0.0) + lam.lambda_dist_kl * items.get("kd_cls", 0.0)
+        total = lam.lambda_detection * detection + lam.lambda_distillation * kd if lam.response else detection
+        total += items.get("dis_loss", 0.0)  # ultralytics' feature KD, already weighted by its `dis`
+        record = {
+            "epoch": self.epoch + 1,
+            "iteration": self.epoch * nb + self._batch_index,
+            "batch": self._batch_index,
+            "total": total if loss_finite else None,
+            "box": items.get("box_loss"),
+            "cls": items.get("cls_loss"),
+            "dfl": items.get("dfl_loss"),
+            "kd_box": items.get("kd_box"),
+            "kd_cls": items.get("kd_cls"),
+            "feature_kd": items.get("dis_loss"),
+            "teacher_dets_per_image": self.kd_criterion.last_teacher_detections if self.kd_criterion else None,
+            "optimizer_step": self._stepped,
+            "grad_norm": self.last_grad_norm if self._stepped else None,
+            "lr": [g["lr"] for g in self.optimizer.param_groups],
+            "skipped": self._step_skipped or not loss_finite,
+            "seconds": round(time.perf_counter() - self._batch_t0, 4),
+        }
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        self._log_file.write(json.dumps(record) + "\n")
+        self._log_file.flush()
+
+    def _close_log(self):
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def _on_train_end(self):
+        self._close_log()
+        if self.skipped_steps:
+            LOGGER.warning(f"{self.skipped_steps} optimizer step(s) skipped for non-finite loss or gradients")

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny synthetic datasets and untrained teachers built from ultralytics' model yamls."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wildfire_kd.runtime import prepare_ultralytics
+
+prepare_ultralytics()
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_CONFIG = REPO / "configs" / "smoke.yaml"
+
+
+def make_teacher(path: Path, names: list[str], cfg: str = "yolov8s.yaml") -> Path:
+    """Save an untrained detection model as an ultralytics checkpoint, as a finetuned teacher would be saved."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel(cfg, nc=len(names), verbose=False)
+    model.names = dict(enumerate(names))
+    torch.manual_seed(0)
+    torch.save({"model": model.half(), "train_args": {"imgsz": 64}}, path)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real console script in a fresh interpreter (ultralytics keeps global state)."""
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "wildfire_kd.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def fire_smoke_data(tmp_path_factory) -> Path:
+    from wildfire_kd.data import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("data2") / "ds", ("smoke", "fire"), 16, 8, imgsz=96, seed=1)
+
+
+@pytest.fixture(scope="session")
+def smoke_only_data(tmp_path_factory) -> Path:
+    from wildfire_kd.data import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("data1") / "ds", ("smoke",), 16, 8, imgsz=96, seed=2)
+
+
+@pytest.fixture(scope="session")
+def teacher_pt(tmp_path_factory) -> Path:
+    return make_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt", ["smoke", "fire"])
+
+
+@pytest.fixture(scope="session")
+def smoke_teacher_pt(tmp_path_factory) -> Path:
+    return make_teacher(tmp_path_factory.mktemp("teacher1") / "teacher.pt", ["smoke"])

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import make_teacher, run_cli
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from wildfire_kd.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "for cmd in ('train', 'synth'):\n"
+        "    try:\n        app([cmd, '--help'])\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'ultralytics', 'cv2') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    assert "--teacher" in out and "--resume" in out
+
+
+def test_bad_config_value_exits_2_with_one_line(fire_smoke_data):
+    r = run_cli("train", "--data", str(fire_smoke_data), "--set", "train.lr0=abc")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "'train.lr0': Input should be a valid number" in r.stderr
+
+
+def test_missing_teacher_exits_2(fire_smoke_data, tmp_path):
+    r = run_cli("train", "--data", str(fire_smoke_data), "--teacher", str(tmp_path / "none.pt"))
+    assert r.returncode == 2 and "teacher weights not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_teacher_class_order_mismatch_exits_2_naming_both_lists(fire_smoke_data, tmp_path):
+    teacher = make_teacher(tmp_path / "fire_smoke.pt", ["fire", "smoke"], cfg="yolov8n.yaml")
+    r = run_cli("train", "--data", str(fire_smoke_data), "--teacher", str(teacher), "--out", str(tmp_path / "runs"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "['fire', 'smoke']" in r.stderr and "['smoke', 'fire']" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists(), "nothing is trained or written before the check"
+
+
+def test_synth_cli_writes_one_class_dataset(tmp_path):
+    r = run_cli("synth", str(tmp_path / "s"), "--classes", "smoke", "--train-images", "3", "--val-images", "2")
+    assert r.returncode == 0, r.stderr
+    assert "names:\n  0: smoke\n" in (tmp_path / "s" / "data.yaml").read_text()
+    assert len(list((tmp_path / "s" / "images" / "val").glob("*.jpg"))) == 2
+    r = run_cli("synth", str(tmp_path / "t"), "--classes", "smoke,flames")
+    assert r.returncode == 2 and "synth.classes" in r.stderr

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wildfire_kd.config import Config, load_config, parse_override, valid_keys
+from wildfire_kd.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_documented_config_states_exactly_the_defaults():
+    path = REPO / "configs" / "student_model_cfg.yaml"
+    assert load_config(path) == Config()
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("  ")]
+    documented = {ln.split(":")[0].strip() for ln in lines}
+    assert documented == {k.split(".")[-1] for k in valid_keys()}
+    assert all("  # (" in ln for ln in lines), "every key line carries '# (type) meaning'"
+
+
+def test_seed_training_settings():
+    c = Config()
+    t, d = c.train, c.distill
+    assert (t.imgsz, t.lr0, t.batch, t.epochs, t.patience, t.optimizer, t.grad_clip) == (
+        640,
+        0.005,
+        32,
+        200,
+        100,
+        "SGD",
+        10.0,
+    )
+    assert (d.lambda_distillation, d.lambda_detection, d.lambda_dist_ciou, d.lambda_dist_kl, d.temperature) == (
+        2.0,
+        1.0,
+        1.0,
+        2.0,
+        2.0,
+    )
+
+
+def test_overrides_then_flags_take_precedence(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr0: 0.1\n  epochs: 5\n")
+    c = load_config(f, ["train.lr0=0.02", "distill.temperature=4", "train.freeze=[0, 1]"], train__epochs=7)
+    assert (c.train.lr0, c.train.epochs, c.distill.temperature, c.train.freeze) == (0.02, 7, 4.0, [0, 1])
+
+
+def test_unknown_key_names_the_closest_valid_key(tmp_path):
+    with pytest.raises(InputError, match=r"unknown key 'train\.lr00'.*did you mean 'train\.lr0'"):
+        load_config(None, ["train.lr00=0.1"])
+    f = tmp_path / "bad.yaml"
+    f.write_text("distill:\n  temprature: 3\n")
+    with pytest.raises(InputError, match=r"bad\.yaml.*'distill\.temprature'.*did you mean 'distill\.temperature'"):
+        load_config(f)
+
+
+def test_wrong_type_names_key_and_expected_type():
+    with pytest.raises(InputError, match=r"'train\.epochs': Input should be a valid integer.*'many'"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(InputError, match=r"'train\.imgsz'.*multiple of 32.*e\.g\. 96"):
+        load_config(None, ["train.imgsz=100"])
+
+
+def test_cross_field_check_names_the_keys():
+    with pytest.raises(InputError, match="lambda_detection and distill.lambda_distillation are both 0"):
+        load_config(None, ["distill.lambda_detection=0", "distill.lambda_distillation=0"])
+
+
+def test_set_needs_section_and_value():
+    assert parse_override("train.lr0=0.01") == (["train", "lr0"], 0.01)
+    assert load_config(None, ["train.lr0=1e-3"]).train.lr0 == 0.001  # YAML 1.1 reads 1e-3 as text; float field
+    with pytest.raises(InputError, match="expected section.key=value"):
+        parse_override("train.lr0")
+    with pytest.raises(InputError, match="needs its section; did you mean 'train.lr0' or 'demo.lr0'"):
+        parse_override("lr0=0.1")
+
+
+def test_missing_config_file_is_input_error(tmp_path):
+    with pytest.raises(InputError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_smoke_config_is_valid_and_tiny():
+    c = load_config(REPO / "configs" / "smoke.yaml")
+    assert c.train.device == "cpu" and c.train.epochs <= 2 and c.train.imgsz <= 96
+    assert yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())["train"]["ultralytics"] == {"nbs": 4}

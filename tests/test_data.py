@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from wildfire_kd.data import check_class_names, class_names, label_path, preflight, synthesize
+from wildfire_kd.errors import InputError
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+def test_synth_is_deterministic_and_seed_dependent(tmp_path):
+    a = synthesize(tmp_path / "a", train_images=4, val_images=2, imgsz=64, seed=3).parent
+    b = synthesize(tmp_path / "b", train_images=4, val_images=2, imgsz=64, seed=3).parent
+    c = synthesize(tmp_path / "c", train_images=4, val_images=2, imgsz=64, seed=4).parent
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+    assert len(list((a / "images" / "train").glob("*.jpg"))) == 4
+
+
+def test_synth_labels_are_valid_yolo_rows(fire_smoke_data):
+    info = preflight(fire_smoke_data)
+    assert info.names == ["smoke", "fire"]
+    assert info.splits["train"].images == 16 and info.splits["val"].images == 8
+    assert all(n > 0 for n in info.splits["train"].instances), "both classes appear in training"
+    for lbl in (fire_smoke_data.parent / "labels" / "train").glob("*.txt"):
+        for row in lbl.read_text().splitlines():
+            cls, *xywh = row.split()
+            assert cls in {"0", "1"} and len(xywh) == 4 and all(0 < float(v) <= 1 for v in xywh)
+
+
+def test_one_class_synth_has_only_smoke(smoke_only_data):
+    assert class_names(smoke_only_data) == ["smoke"]
+    rows = [r for f in (smoke_only_data.parent / "labels").rglob("*.txt") for r in f.read_text().splitlines()]
+    assert rows and {r.split()[0] for r in rows} == {"0"}
+
+
+def test_label_path_follows_ultralytics_rule():
+    assert label_path(Path("/d/images/train/a.jpg")) == Path("/d/labels/train/a.txt")
+
+
+@pytest.fixture
+def dataset_copy(fire_smoke_data, tmp_path) -> Path:
+    shutil.copytree(fire_smoke_data.parent, tmp_path / "ds")
+    return tmp_path / "ds" / "data.yaml"
+
+
+def test_missing_split_path_is_named(dataset_copy):
+    shutil.rmtree(dataset_copy.parent / "images" / "val")
+    with pytest.raises(InputError, match=r"val path does not exist: .*images/val"):
+        preflight(dataset_copy)
+
+
+def test_empty_split_is_reported(dataset_copy):
+    for f in (dataset_copy.parent / "images" / "train").iterdir():
+        f.unlink()
+    with pytest.raises(InputError, match="the train split is empty"):
+        preflight(dataset_copy)
+
+
+def test_class_id_out_of_range_names_the_file(dataset_copy):
+    bad = dataset_copy.parent / "labels" / "train" / "train_00002.txt"
+    bad.write_text("5 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(InputError, match=r"class ids >= nc=2: .*train_00002\.txt:1 \(class 5\)"):
+        preflight(dataset_copy)
+
+
+def test_malformed_label_line_names_the_file(dataset_copy):
+    bad = dataset_copy.parent / "labels" / "val" / "val_00001.txt"
+    bad.write_text("0 0.5 0.5\n")
+    with pytest.raises(InputError, match=r"malformed val label.*val_00001\.txt:1"):
+        preflight(dataset_copy)
+
+
+def test_preflight_never_writes_into_the_dataset(fire_smoke_data):
+    before = _digest(fire_smoke_data.parent)
+    preflight(fire_smoke_data)
+    assert _digest(fire_smoke_data.parent) == before
+
+
+def test_class_order_mismatch_names_both_lists():
+    with pytest.raises(InputError) as e:
+        check_class_names(["fire", "smoke"], ["smoke", "fire"], "t.pt", "d.yaml")
+    assert "['fire', 'smoke']" in str(e.value) and "['smoke', 'fire']" in str(e.value)
+    assert "different order" in str(e.value)
+    check_class_names(["smoke", "fire"], ["smoke", "fire"], "t.pt", "d.yaml")  # same order passes

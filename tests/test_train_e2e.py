@@ -1,0 +1,236 @@
+"""End-to-end: the real `wildfire-kd train` on tiny synthetic data, CPU, teacher yolov8s / student yolov8n."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import SMOKE_CONFIG, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _batch_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "batch_log.jsonl").read_text().splitlines()]
+
+
+def _results(run: Path) -> list[dict]:
+    with open(run / "results.csv", newline="") as f:
+        return [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def two_class_run(fire_smoke_data, teacher_pt, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    r = run_cli(
+        "train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(teacher_pt),
+        "--out", str(out), "--name", "kd",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"run folder {out / 'kd'}" in r.stdout
+    return out / "kd"
+
+
+def test_batch_log_has_nonzero_kd_terms_every_step(two_class_run):
+    rows = _batch_log(two_class_run)
+    assert len(rows) == 2 * 4  # 2 epochs x 16 images / batch 4
+    assert [r["iteration"] for r in rows] == list(range(8))
+    expected = {"epoch", "iteration", "total", "box", "cls", "dfl", "kd_box", "kd_cls", "grad_norm", "lr",
+                "teacher_dets_per_image", "skipped", "seconds"}  # fmt: skip
+    assert expected <= set(rows[0])
+    assert all(r["kd_box"] > 0 and r["kd_cls"] > 0 for r in rows)
+    assert all(r["teacher_dets_per_image"] > 0 and not r["skipped"] for r in rows)
+    assert all(r["optimizer_step"] and r["grad_norm"] > 0 for r in rows)  # nbs == batch: every batch steps
+    # total is the objective of DESIGN.md with the default λ: 1.0·det + 2.0·(1.0·kd_box + 2.0·kd_cls)
+    r = rows[0]
+    assert r["total"] == pytest.approx(r["box"] + r["cls"] + r["dfl"] + 2.0 * (r["kd_box"] + 2.0 * r["kd_cls"]))
+
+
+def test_results_csv_has_kd_columns(two_class_run):
+    rows = _results(two_class_run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for col in ("train/kd_box", "train/kd_cls", "val/kd_box", "val/kd_cls"):
+        assert all(float(r[col]) > 0 for r in rows), col
+
+
+def test_best_pt_is_a_plain_student_without_teacher(two_class_run, fire_smoke_data):
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    best = two_class_run / "weights" / "best.pt"
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    model = ckpt["ema"] or ckpt["model"]
+    assert type(model) is DetectionModel  # not a wrapper, not our class: loads without wildfire_kd installed
+    assert getattr(model, "criterion", None) is None
+    reference = DetectionModel("yolov8n.yaml", nc=2, verbose=False)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
+    modules = [v for v in ckpt.values() if isinstance(v, torch.nn.Module)]
+    assert modules == [model], "the checkpoint holds exactly one network, the student"
+    yolo = YOLO(str(best))
+    assert yolo.names == {0: "smoke", 1: "fire"}
+    image = next((fire_smoke_data.parent / "images" / "val").glob("*.jpg"))
+    result = yolo.predict(str(image), imgsz=64, conf=0.001, verbose=False)[0]
+    assert result.boxes.xyxy.shape[1] == 4
+
+
+def test_run_writes_report_and_config(two_class_run):
+    report = json.loads((two_class_run / "train.json").read_text())
+    assert report["epochs_completed"] == 2 and report["skipped_steps"] == 0
+    assert Path(report["best"]).is_file()
+    assert (two_class_run / "wildfire_kd_config.yaml").is_file()
+
+
+def test_one_class_smoke_dataset_has_nonzero_kd_cls(smoke_only_data, smoke_teacher_pt, tmp_path):
+    r = run_cli(
+        "train", "--config", str(SMOKE_CONFIG), "--data", str(smoke_only_data), "--teacher", str(smoke_teacher_pt),
+        "--out", str(tmp_path), "--name", "smoke", "--epochs", "1",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _batch_log(tmp_path / "smoke")
+    assert rows and all(row["kd_cls"] > 0 for row in rows)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_finishes_the_run(fire_smoke_data, teacher_pt, tmp_path):
+    from wildfire_kd.config import load_config
+    from wildfire_kd.distill import train
+
+    config = load_config(
+        SMOKE_CONFIG, [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}", f"train.out={tmp_path}"]
+    )
+
+    def interrupt_second_epoch(trainer):
+        if trainer.epoch == 1 and trainer._batch_index == 2:  # mid-epoch 2, after epoch 1's checkpoint
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(config, callbacks={"on_train_batch_start": [interrupt_second_epoch]})
+    run = tmp_path / "student"
+    assert [int(r["epoch"]) for r in _results(run)] == [1]
+    assert not (run / "train.json").exists()
+
+    r = run_cli("train", "--resume", str(run))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [int(r["epoch"]) for r in _results(run)] == [1, 2], "no gap, no duplicate epoch"
+    report = json.loads((run / "train.json").read_text())
+    assert report["epochs_completed"] == 2
+    epochs = [row["epoch"] for row in _batch_log(run)]
+    assert epochs.count(1) == 4 and epochs.count(2) >= 4
+    ckpt = torch.load(run / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["train_args"]["epochs"] == 2  # the finished run's checkpoint, stripped of its optimizer
+    assert ckpt["optimizer"] is None
+
+
+def test_nan_step_changes_no_weight_and_is_logged_skipped(fire_smoke_data, teacher_pt, tmp_path, monkeypatch):
+    from wildfire_kd.config import load_config
+    from wildfire_kd.distill import train
+    from wildfire_kd.distill.loss import ResponseKDLoss
+
+    poisoned = {"iteration": 2}
+    calls = {"n": 0}
+    original = ResponseKDLoss.__call__
+
+    def nan_once(self, preds, batch):
+        loss, items = original(self, preds, batch)
+        if torch.is_grad_enabled():  # training steps only, not validation
+            calls["n"] += 1
+            if calls["n"] - 1 == poisoned["iteration"]:
+                loss = loss * float("nan")
+        return loss, items
+
+    monkeypatch.setattr(ResponseKDLoss, "__call__", nan_once)
+    snapshots: dict[str, dict] = {}
+
+    def student_state(trainer):
+        return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+    def before(trainer):
+        it = trainer.epoch * len(trainer.train_loader) + trainer._batch_index
+        snapshots[f"before{it}"] = student_state(trainer)
+        snapshots.setdefault("teacher", {k: v.clone() for k, v in trainer.teacher.state_dict().items()})
+
+    def after(trainer):
+        it = trainer.epoch * len(trainer.train_loader) + trainer._batch_index - 1  # _batch_index already advanced
+        snapshots[f"after{it}"] = student_state(trainer)
+        snapshots["teacher_end"] = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+
+    config = load_config(
+        SMOKE_CONFIG,
+        [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}", f"train.out={tmp_path}", "train.epochs=1"],
+    )
+    result = train(config, callbacks={"on_train_batch_start": [before], "on_train_batch_end": [after]})
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+    assert same(snapshots["before2"], snapshots["after2"]), "the NaN step changed weights"
+    assert not same(snapshots["before1"], snapshots["after1"]), "a normal step changes weights"
+    assert not same(snapshots["before3"], snapshots["after3"]), "training goes on after the skipped step"
+    assert same(snapshots["teacher"], snapshots["teacher_end"]), "the teacher never changes"
+    rows = _batch_log(Path(result.run_dir))
+    assert [r["skipped"] for r in rows] == [False, False, True, False]
+    assert rows[2]["total"] is None and rows[1]["total"] is not None
+    assert result.skipped_steps == 1
+    epoch_row = _results(Path(result.run_dir))[0]
+    assert all(v not in ("nan", "inf") for v in epoch_row.values()), "results.csv stays finite"
+
+
+def test_ultralytics_feature_distillation_stacks_with_ours(fire_smoke_data, teacher_pt, tmp_path):
+    r = run_cli(
+        "train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(teacher_pt),
+        "--out", str(tmp_path), "--epochs", "1", "--set", "distill.feature_distillation=true",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _batch_log(tmp_path / "student")
+    assert all(row["feature_kd"] > 0 and row["kd_box"] > 0 and row["kd_cls"] > 0 for row in rows)
+    row = rows[0]
+    det = row["box"] + row["cls"] + row["dfl"]
+    assert row["total"] == pytest.approx(det + 2.0 * (row["kd_box"] + 2.0 * row["kd_cls"]) + row["feature_kd"])
+    assert "train/dis_loss" in _results(tmp_path / "student")[0]
+
+
+def test_plain_training_without_teacher(fire_smoke_data, tmp_path):
+    r = run_cli(
+        "train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--out", str(tmp_path),
+        "--epochs", "1", "--set", "distill.response=false",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _batch_log(tmp_path / "student")
+    assert rows and all(row["kd_box"] is None and row["teacher_dets_per_image"] is None for row in rows)
+
+
+def test_ddp_worker_rebuilds_the_trainer_from_the_environment(fire_smoke_data, teacher_pt, tmp_path, monkeypatch):
+    # ultralytics' DDP launcher constructs `type(trainer)(cfg=..., overrides=..., _callbacks=...)` in each worker
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    from wildfire_kd.distill.trainer import RUN_ENV, DistillationTrainer, KDRun
+
+    kd = KDRun(teacher=str(teacher_pt), teacher_sha256=None, distill={"temperature": 3.0}, grad_clip=5.0)
+    monkeypatch.setenv(RUN_ENV, kd.to_env())
+    overrides = {"model": "yolov8n.yaml", "data": str(fire_smoke_data), "project": str(tmp_path), "device": "cpu"}
+    worker = DistillationTrainer(cfg=DEFAULT_CFG_DICT.copy(), overrides=overrides, _callbacks=None)
+    assert worker.kd == kd and worker.kd.settings.temperature == 3.0
+    monkeypatch.delenv(RUN_ENV)
+    with pytest.raises(RuntimeError, match=RUN_ENV):
+        DistillationTrainer(cfg=DEFAULT_CFG_DICT.copy(), overrides=overrides)
+
+
+def test_demo_plumbing_on_a_tiny_budget(tmp_path):
+    r = run_cli(
+        "demo", "--out", str(tmp_path / "demo"), "--set", "demo.teacher_epochs=1", "--set", "demo.epochs=1",
+        "--set", "demo.imgsz=64", "--set", "synth.train_images=8", "--set", "synth.val_images=4",
+        "--set", "synth.imgsz=64",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert Path(report["teacher"]["best"]).is_file() and Path(report["student"]["best"]).is_file()
+    student_cfg = (tmp_path / "demo" / "student" / "wildfire_kd_config.yaml").read_text()
+    assert report["teacher"]["best"] in student_cfg, "the student is distilled from the demo's own teacher"
+    assert "demo: teacher mAP50" in r.stdout
