@@ -78,6 +78,14 @@ def test_set_needs_section_and_value():
         parse_override("lr0=0.1")
 
 
+def test_text_keys_keep_their_text():
+    digest = "0" * 64
+    c = load_config(None, [f"train.teacher_sha256={digest}", "train.device=0", "train.name=007"])
+    assert (c.train.teacher_sha256, c.train.device, c.train.name) == (digest, "0", "007")
+    assert load_config(None, ["train.teacher_sha256=null"]).train.teacher_sha256 is None
+    assert load_config(None, ["train.epochs=007"]).train.epochs == 7  # numbers still parse
+
+
 def test_missing_config_file_is_input_error(tmp_path):
     with pytest.raises(InputError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -178,3 +178,18 @@ def test_copies_of_the_student_never_carry_the_teacher(pair):
     assert copy.deepcopy(s).criterion is None  # EMA and checkpoint snapshots get the plain loss back
     with pytest.raises(TypeError, match="must never be pickled"):
         pickle.dumps(s.criterion)
+
+
+def test_teacher_runs_under_the_students_autocast(pair):
+    student, teacher = pair
+    dtypes = []
+    handle = teacher.model[-1].register_forward_hook(lambda m, i, o: dtypes.append(o[0].dtype))
+    try:
+        criterion = ResponseKDLoss(student, teacher, DistillSettings(teacher_conf=0.001))
+        batch = _batch()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, items = criterion(student(batch["img"]), batch)
+    finally:
+        handle.remove()
+    assert dtypes == [torch.bfloat16], "the teacher forward shares the student's autocast"
+    assert torch.isfinite(loss).all() and items["kd_cls"] > 0

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import WildfireKDError
+from .errors import GateFailure, WildfireKDError
 
 app = typer.Typer(
     name="wildfire-kd",
@@ -91,6 +91,50 @@ def train(
     result = run_train(cfg, resume=resume)
     typer.echo(f"train: run folder {result.run_dir}; report {Path(result.run_dir) / 'train.json'}")
     typer.echo(f"train: best weights {result.best}")
+    if result.validation is not None:
+        typer.echo(f"train: student vs teacher report {result.validation['report']}")
+        if not result.passed:
+            raise GateFailure("; ".join(result.validation["failed_gates"]))
+
+
+@app.command()
+@_handle_errors
+def validate(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    student: Annotated[str | None, typer.Option(help="student weights .pt (default: train.student)")] = None,
+    teacher: Annotated[str | None, typer.Option(help="teacher weights .pt (train.teacher)")] = None,
+    data: Annotated[str | None, typer.Option(help="dataset data.yaml (train.data)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for validation.json/.md/.png")] = Path("runs/validate"),
+    imgsz: Annotated[int | None, typer.Option(help="image size (validation.imgsz, else train.imgsz)")] = None,
+    device: Annotated[str | None, typer.Option(help="'cpu', '0', ... (validation.device)")] = None,
+) -> None:
+    """Evaluate teacher and student on the same split; exit 1 when a gate fails."""
+    from .config import load_config
+    from .errors import InputError
+    from .validate import JSON_NAME
+    from .validate import validate as run_validate
+
+    _setup_logging()
+    cfg = load_config(
+        config, set_ or [], train__student=student, train__teacher=teacher, train__data=data,
+        validation__imgsz=imgsz, validation__device=device,
+    )  # fmt: skip
+    t, v = cfg.train, cfg.validation
+    missing = [flag for flag, value in (("--teacher", t.teacher), ("--data", t.data)) if not value]
+    if missing or not t.student.endswith(".pt"):
+        missing += [] if t.student.endswith(".pt") else ["--student (a .pt file)"]
+        raise InputError(f"validate needs {', '.join(missing)}")
+    result = run_validate(
+        t.student, t.teacher, t.data, v, out, imgsz=v.imgsz or t.imgsz,
+        device=t.device if v.device is None else v.device,
+        student_sha256=t.student_sha256, teacher_sha256=t.teacher_sha256,
+    )  # fmt: skip
+    for gate in result.gates:
+        typer.echo(f"validate: {'✓' if gate.passed else '✗'} {gate.describe()}")
+    typer.echo(f"validate: report {out / JSON_NAME}")
+    if not result.passed:
+        raise GateFailure("; ".join(g.describe() for g in result.failed_gates))
 
 
 @app.command()
@@ -142,6 +186,10 @@ def demo(
     t, s = result.teacher.final_metrics.get(key, 0.0), result.student.final_metrics.get(key, 0.0)
     typer.echo(f"demo: teacher mAP50 {t:.3f}, student mAP50 {s:.3f} (retention {s / t if t else 0:.2f})")
     typer.echo(f"demo: finished in {result.seconds:.0f}s; report {Path(result.out) / REPORT_NAME}")
+    if result.student.validation is not None:
+        typer.echo(f"demo: student vs teacher report {result.student.validation['report']}")
+    if not result.student.passed:
+        raise GateFailure("; ".join(result.student.validation["failed_gates"]))
 
 
 def main() -> None:

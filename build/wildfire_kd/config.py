@@ -123,6 +123,30 @@ class SynthSettings(_Section):
         return v
 
 
+class ValidateSettings(_Section):
+    """`wildfire-kd validate`: teacher and student on the same split with the same settings, and the gates."""
+
+    after_train: bool = Field(True, description="`train` ends with this comparison against its teacher")
+    split: Literal["val", "test"] = Field("val", description="dataset split both models are scored on")
+    imgsz: int | None = Field(None, description="evaluation image size; null = train.imgsz")
+    batch: int = Field(16, ge=1, description="validation batch size")
+    device: str | None = Field(None, description="device for evaluation and latency; null = train.device")
+    conf: float = Field(0.001, ge=0, le=1, description="confidence threshold for mAP (ultralytics' validation default)")
+    iou: float = Field(0.7, ge=0, le=1, description="NMS IoU threshold for mAP")
+    agreement_conf: float = Field(
+        0.25, ge=0, le=1, description="teacher predictions at or above this confidence are the agreement ground truth"
+    )
+    latency_warmup: int = Field(10, ge=0, description="untimed forward passes before latency is measured")
+    latency_runs: int = Field(50, ge=1, description="timed batch-1 forward passes; the median is reported")
+    min_map50_retention: float | None = Field(0.90, ge=0, description="gate: student mAP50 / teacher mAP50 at least")
+    min_map50: float | None = Field(None, ge=0, le=1, description="gate: student mAP50 at least (null = off)")
+    min_map50_95: float | None = Field(None, ge=0, le=1, description="gate: student mAP50-95 at least (null = off)")
+    min_teacher_agreement: float | None = Field(
+        None, ge=0, le=1, description="gate: student mAP50 against the teacher's predictions at least (null = off)"
+    )
+    max_latency_ms: float | None = Field(None, gt=0, description="gate: student median latency at most (null = off)")
+
+
 class DemoSettings(_Section):
     """`wildfire-kd demo`: synthetic data, a quick yolov8s teacher, then the distilled student, on CPU in minutes."""
 
@@ -142,6 +166,7 @@ class Config(_Section):
 
     train: TrainSettings = Field(default_factory=TrainSettings)
     distill: DistillSettings = Field(default_factory=DistillSettings)
+    validation: ValidateSettings = Field(default_factory=ValidateSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
@@ -192,14 +217,32 @@ def _describe(error: dict[str, Any]) -> str:
     return f"'{key}': {expected} (got {got!r})" if key else f"{expected}"
 
 
+def _is_text_field(path: list[str]) -> bool:
+    """True for keys typed `str` / `str | None`: their --set value is taken verbatim, not parsed as YAML."""
+    model: type[BaseModel] = Config
+    for part in path[:-1]:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return False
+        model = field.annotation
+    field = model.model_fields.get(path[-1])
+    return field is not None and field.annotation in (str, str | None)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """'train.lr0=0.01' -> (['train', 'lr0'], 0.01); the value is parsed as YAML (numbers, bools, lists)."""
+    """'train.lr0=0.01' -> (['train', 'lr0'], 0.01).
+
+    The value is parsed as YAML (numbers, bools, lists, {maps}), except for text keys, where '007' or a hex
+    digest made only of digits must stay the text it is ('null' still clears an optional key).
+    """
     if "=" not in item:
         raise InputError(f"--set {item!r}: expected section.key=value, e.g. --set train.lr0=0.01")
     key, raw = item.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
     if len(path) < 2:
         raise InputError(f"--set {item!r}: the key needs its section{_did_you_mean(key.strip())}")
+    if _is_text_field(path):
+        return path, None if raw.strip() in ("null", "~", "") else raw
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:

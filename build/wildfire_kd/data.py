@@ -145,22 +145,29 @@ def preflight(path: str | Path, splits: Sequence[str] = ("train", "val")) -> Dat
     Raises InputError with the file names at fault. Reads only; the dataset is never modified.
     """
     source = Path(path)
-    data, root = read_data_yaml(source)
+    data, _ = read_data_yaml(source)
     names = _names_list(data.get("names"), source)
     info = DatasetInfo(yaml_path=str(source.resolve()), names=names)
     for split in splits:
-        raw = data.get(split)
-        if not raw:
-            raise InputError(f"{source}: no '{split}:' split (add e.g. '{split}: images/{split}')")
-        entries = raw if isinstance(raw, list) else [raw]
-        files: list[Path] = []
-        for entry in entries:
-            entry_path = Path(entry)
-            files += _image_files(entry_path if entry_path.is_absolute() else root / entry_path, source, split)
-        if not files:
-            raise InputError(f"{source}: the {split} split is empty: no images under {', '.join(map(str, entries))}")
-        info.splits[split] = _check_split(files, len(names), source, split)
+        info.splits[split] = _check_split(split_images(source, split), len(names), source, split)
     return info
+
+
+def split_images(path: str | Path, split: str) -> list[Path]:
+    """The image files of one split, in a stable order; InputError when the split is missing or empty."""
+    source = Path(path)
+    data, root = read_data_yaml(source)
+    raw = data.get(split)
+    if not raw:
+        raise InputError(f"{source}: no '{split}:' split (add e.g. '{split}: images/{split}')")
+    entries = raw if isinstance(raw, list) else [raw]
+    files: list[Path] = []
+    for entry in entries:
+        entry_path = Path(entry)
+        files += _image_files(entry_path if entry_path.is_absolute() else root / entry_path, source, split)
+    if not files:
+        raise InputError(f"{source}: the {split} split is empty: no images under {', '.join(map(str, entries))}")
+    return files
 
 
 def check_class_names(teacher_names: Sequence[str], data_names: Sequence[str], teacher: str, data: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 from ..config import Config, load_config, save_config
 from ..data import check_class_names, preflight
 from ..errors import InputError
+from ..reports import write_json
 from ..runtime import prepare_ultralytics
 from ..weights import load_detection_model, model_class_names, verify_file
 
@@ -39,6 +39,11 @@ class TrainResult:
     seconds: float
     final_metrics: dict[str, float] = field(default_factory=dict)
     config_sha256: str = ""
+    validation: dict[str, Any] | None = None  # the after-train comparison: passed, report, failed gates
+
+    @property
+    def passed(self) -> bool:
+        return self.validation is None or bool(self.validation["passed"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,5 +178,24 @@ def train(config: Config, resume: str | None = None, callbacks: dict[str, list] 
         final_metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
         config_sha256=config.digest(),
     )
-    (run_dir / REPORT_NAME).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    if config.validation.after_train and config.train.teacher and result.best:
+        result.validation = _validate_against_teacher(config, result.best, run_dir / "validation")
+    write_json(run_dir / REPORT_NAME, result.to_dict())
     return result
+
+
+def _validate_against_teacher(config: Config, best: str, out: Path) -> dict[str, Any]:
+    from ..validate import JSON_NAME, validate
+
+    t, v = config.train, config.validation
+    report = validate(
+        best, t.teacher, t.data, v, out, imgsz=v.imgsz or t.imgsz, device=t.device if v.device is None else v.device,
+        teacher_sha256=t.teacher_sha256,
+    )  # fmt: skip
+    return {
+        "passed": report.passed,
+        "report": str(out / JSON_NAME),
+        "failed_gates": [g.describe() for g in report.failed_gates],
+        "map50_retention": report.retention["map50"],
+        "teacher_agreement": report.teacher_agreement,
+    }

@@ -86,11 +86,15 @@ class DistillationTrainer(DetectionTrainer):
         self._log_file = None
         self._buffers: list[torch.Tensor] = []
         self._buffer_backup: list[torch.Tensor] = []
-        self.add_callback("on_train_epoch_start", DistillationTrainer._on_epoch_start)
-        self.add_callback("on_train_batch_start", DistillationTrainer._on_batch_start)
-        self.add_callback("on_train_batch_end", DistillationTrainer._on_batch_end)
-        self.add_callback("on_train_end", DistillationTrainer._on_train_end)
-        self.add_callback("teardown", DistillationTrainer._close_log)  # also runs when training raises
+        for event, fn in (
+            ("on_train_epoch_start", DistillationTrainer._on_epoch_start),
+            ("on_train_batch_start", DistillationTrainer._on_batch_start),
+            ("on_train_batch_end", DistillationTrainer._on_batch_end),
+            ("on_train_end", DistillationTrainer._on_train_end),
+            ("teardown", DistillationTrainer._close_log),  # also runs when training raises
+        ):
+            if fn not in self.callbacks[event]:  # DDP workers receive the parent's callbacks, ours included
+                self.add_callback(event, fn)
 
     # --- model set-up ---------------------------------------------------------------------------------------
 

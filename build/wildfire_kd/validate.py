@@ -1,0 +1,345 @@
+"""The `validate` stage: the student measured against its teacher on the same split, with gates.
+
+Both models go through ultralytics' own validator with identical settings. Beside accuracy it reports cost
+(parameters, GFLOPs, file size, batch-1 latency), retention (student / teacher for every accuracy figure)
+and teacher agreement: the student's mAP50 when the teacher's own confident predictions are the ground
+truth, i.e. how faithfully the student mimics its teacher.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ValidateSettings
+from .data import check_class_names, preflight
+from .errors import InputError
+from .reports import atomic_write_text, package_versions, write_json
+from .runtime import prepare_ultralytics
+from .weights import load_detection_model, model_class_names, sha256_file
+
+ACCURACY = ("precision", "recall", "map50", "map50_95")
+LABELS = {"precision": "P", "recall": "R", "map50": "mAP50", "map50_95": "mAP50-95"}
+JSON_NAME, MD_NAME, PNG_NAME = "validation.json", "validation.md", "validation.png"
+
+
+@dataclass
+class ModelFigures:
+    weights: str
+    sha256: str
+    size_mb: float
+    parameters: int
+    gflops: float
+    latency_ms: float  # median batch-1 forward, fused model
+    latency_p90_ms: float
+    precision: float
+    recall: float
+    map50: float
+    map50_95: float
+    per_class: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+
+
+@dataclass
+class Gate:
+    name: str
+    value: float | None
+    threshold: float
+    comparison: str  # ">=" or "<="
+    passed: bool
+
+    def describe(self) -> str:
+        shown = "undefined" if self.value is None else f"{self.value:.4g}"
+        return f"{self.name} = {shown}, required {self.comparison} {self.threshold:g}"
+
+
+@dataclass
+class ValidationResult:
+    out_dir: str
+    passed: bool
+    classes: list[str]
+    teacher: ModelFigures
+    student: ModelFigures
+    retention: dict[str, float | None]
+    teacher_agreement: float
+    gates: list[Gate]
+
+    @property
+    def failed_gates(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ratio(student: float, teacher: float) -> float | None:
+    return student / teacher if teacher > 0 else None
+
+
+def _latency(model, imgsz: int, device, warmup: int, runs: int) -> tuple[float, float]:
+    import torch
+
+    x = torch.zeros(1, 3, imgsz, imgsz, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        for _ in range(runs):
+            sync()
+            t0 = time.perf_counter()
+            model(x)
+            sync()
+            times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))]
+
+
+def _accuracy(weights: str, data: str, settings: ValidateSettings, imgsz: int, device: str, workdir: Path, name: str):
+    """Run ultralytics' validator; returns its DetMetrics."""
+    from ultralytics import YOLO
+
+    return YOLO(weights).val(
+        data=data,
+        split=settings.split,
+        imgsz=imgsz,
+        batch=settings.batch,
+        conf=settings.conf,
+        iou=settings.iou,
+        device=device or None,
+        plots=False,
+        verbose=False,
+        project=str(workdir),
+        name=name,
+        exist_ok=True,
+    )
+
+
+def _figures(weights: str, model, metrics, names: list[str], settings: ValidateSettings, imgsz: int, device):
+    from ultralytics.utils.torch_utils import get_flops, get_num_params
+
+    box = metrics.box
+    per_class: dict[str, dict[str, float | int | None]] = {}
+    scored = {int(c): i for i, c in enumerate(box.ap_class_index)}
+    for c, name in enumerate(names):
+        instances = int(metrics.nt_per_class[c]) if c < len(metrics.nt_per_class) else 0
+        if c in scored:
+            p, r, ap50, ap = (float(v) for v in box.class_result(scored[c]))
+            per_class[name] = {"precision": p, "recall": r, "map50": ap50, "map50_95": ap, "instances": instances}
+        else:  # no labels of this class in the split: nothing to score
+            per_class[name] = {"precision": None, "recall": None, "map50": None, "map50_95": None, "instances": 0}
+    parameters, gflops = int(get_num_params(model)), round(float(get_flops(model, imgsz)), 3)  # before fusing
+    fused = model.fuse(verbose=False).to(device).eval()  # how it runs in deployment: Conv+BN folded
+    latency, p90 = _latency(fused, imgsz, device, settings.latency_warmup, settings.latency_runs)
+    return ModelFigures(
+        weights=str(weights),
+        sha256=sha256_file(weights),
+        size_mb=round(Path(weights).stat().st_size / 2**20, 3),
+        parameters=parameters,
+        gflops=gflops,
+        latency_ms=round(latency, 3),
+        latency_p90_ms=round(p90, 3),
+        precision=float(box.mp),
+        recall=float(box.mr),
+        map50=float(box.map50),
+        map50_95=float(box.map),
+        per_class=per_class,
+    )
+
+
+def _teacher_agreement(student: str, teacher_model, data: str, settings: ValidateSettings, imgsz: int, device: str,
+                       workdir: Path) -> float:  # fmt: skip
+    """Student mAP50 when the teacher's own predictions (conf >= agreement_conf) are the ground truth.
+
+    Scored inside ultralytics' validator on the very tensors the student sees: each batch's labels are
+    replaced by the teacher's NMS output on that batch, so letterboxing and padding cannot differ.
+    """
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.models.yolo.detect import DetectionValidator
+    from ultralytics.utils.nms import non_max_suppression
+    from ultralytics.utils.ops import xyxy2xywh
+
+    class AgreementValidator(DetectionValidator):
+        def preprocess(self, batch):
+            batch = super().preprocess(batch)
+            img = batch["img"]
+            model = teacher_model.to(self.device)
+            with torch.inference_mode():
+                decoded = model(img.to(next(model.parameters()).dtype))[0]
+            kept = non_max_suppression(
+                decoded, conf_thres=settings.agreement_conf, iou_thres=settings.iou, max_det=self.args.max_det
+            )
+            h, w = img.shape[2:]
+            scale = torch.tensor([w, h, w, h], device=img.device, dtype=torch.float32)
+            batch["batch_idx"] = torch.cat([torch.full((len(d),), i, device=img.device) for i, d in enumerate(kept)])
+            batch["cls"] = torch.cat([d[:, 5:6] for d in kept])
+            batch["bboxes"] = torch.cat([xyxy2xywh(d[:, :4]) / scale for d in kept])
+            return batch
+
+    args = {
+        "data": data, "split": settings.split, "imgsz": imgsz, "batch": settings.batch, "conf": settings.conf,
+        "iou": settings.iou, "device": device or None, "plots": False, "verbose": False, "rect": True,
+        "project": str(workdir), "name": "agreement", "exist_ok": True, "mode": "val",
+    }  # fmt: skip
+    validator = AgreementValidator(args=args)
+    validator(model=YOLO(student).model)
+    return float(validator.metrics.box.map50)
+
+
+def _gates(settings: ValidateSettings, student: ModelFigures, retention: dict, agreement: float) -> list[Gate]:
+    checks = [
+        ("min_map50_retention", retention["map50"], settings.min_map50_retention, ">="),
+        ("min_map50", student.map50, settings.min_map50, ">="),
+        ("min_map50_95", student.map50_95, settings.min_map50_95, ">="),
+        ("min_teacher_agreement", agreement, settings.min_teacher_agreement, ">="),
+        ("max_latency_ms", student.latency_ms, settings.max_latency_ms, "<="),
+    ]
+    gates = []
+    for name, value, threshold, op in checks:
+        if threshold is None:
+            continue
+        ok = value is not None and (value >= threshold if op == ">=" else value <= threshold)
+        gates.append(Gate(f"validation.{name}", value, threshold, op, ok))
+    return gates
+
+
+def _fmt(v: float | int | None, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.{digits}f}"
+
+
+def _markdown(result: ValidationResult, data: str, settings: ValidateSettings, imgsz: int) -> str:
+    t, s = result.teacher, result.student
+    lines = [
+        "# Student vs teacher",
+        "",
+        f"Data `{data}`, split `{settings.split}`, imgsz {imgsz}, conf {settings.conf}, IoU {settings.iou}.",
+        "",
+        f"**{'PASSED' if result.passed else 'FAILED'}**",
+        "",
+        "| metric | teacher | student | student / teacher |",
+        "|---|---:|---:|---:|",
+    ]
+    for key in ACCURACY:
+        lines.append(f"| {LABELS[key]} | {_fmt(getattr(t, key))} | {_fmt(getattr(s, key))} | "
+                     f"{_fmt(result.retention[key])} |")  # fmt: skip
+    lines.append(
+        f"| teacher agreement (student mAP50 vs teacher predictions) | – | {_fmt(result.teacher_agreement)} | – |"
+    )
+    for key, label, digits in (("parameters", "parameters", 0), ("gflops", "GFLOPs", 2), ("size_mb", "file MB", 2),
+                               ("latency_ms", "latency ms (median, batch 1)", 2)):  # fmt: skip
+        tv, sv = getattr(t, key), getattr(s, key)
+        lines.append(f"| {label} | {_fmt(tv, digits)} | {_fmt(sv, digits)} | {_fmt(_ratio(sv, tv), 3)} |")
+    lines += ["", "## Per class", "", "| class | instances | teacher mAP50 | student mAP50 | teacher mAP50-95 | "
+              "student mAP50-95 |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name in result.classes:
+        tc, sc = t.per_class[name], s.per_class[name]
+        lines.append(f"| {name} | {sc['instances']} | {_fmt(tc['map50'])} | {_fmt(sc['map50'])} | "
+                     f"{_fmt(tc['map50_95'])} | {_fmt(sc['map50_95'])} |")  # fmt: skip
+    lines += ["", "## Gates", ""]
+    lines += [f"- {'✓' if g.passed else '✗'} {g.describe()}" for g in result.gates] or ["- none configured"]
+    return "\n".join(lines) + "\n"
+
+
+def _chart(result: ValidationResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t, s = result.teacher, result.student
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    width = 0.38
+    overall = [*ACCURACY, "agreement"]
+    tv = [getattr(t, k) for k in ACCURACY] + [1.0]
+    sv = [getattr(s, k) for k in ACCURACY] + [result.teacher_agreement]
+    x = np.arange(len(overall))
+    left.bar(x - width / 2, tv, width, label="teacher", color="#c0392b")
+    left.bar(x + width / 2, sv, width, label="student", color="#2980b9")
+    left.set_xticks(x, [LABELS.get(k, "teacher\nagreement") for k in overall])
+    left.set_ylim(0, 1.05)
+    left.set_title("overall")
+    left.legend()
+    x = np.arange(len(result.classes))
+    right.bar(x - width / 2, [t.per_class[c]["map50"] or 0 for c in result.classes], width, color="#c0392b")
+    right.bar(x + width / 2, [s.per_class[c]["map50"] or 0 for c in result.classes], width, color="#2980b9")
+    right.set_xticks(x, result.classes)
+    right.set_ylim(0, 1.05)
+    right.set_title("mAP50 per class")
+    fig.suptitle(f"student vs teacher: {'passed' if result.passed else 'FAILED'}")
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def validate(
+    student: str,
+    teacher: str,
+    data: str,
+    settings: ValidateSettings,
+    out: str | Path,
+    imgsz: int,
+    device: str = "",
+    student_sha256: str | None = None,
+    teacher_sha256: str | None = None,
+) -> ValidationResult:
+    """Evaluate teacher and student on the same split; write validation.json/.md/.png into ``out``."""
+    prepare_ultralytics()
+    from ultralytics.utils.torch_utils import select_device
+
+    info = preflight(data, splits=(settings.split,))
+    student_model = load_detection_model(student, student_sha256, role="student")
+    teacher_model = load_detection_model(teacher, teacher_sha256, role="teacher")
+    check_class_names(model_class_names(teacher_model), info.names, teacher, data)
+    student_names = model_class_names(student_model)
+    if student_names != info.names:
+        raise InputError(
+            f"class names differ: student {student} has {student_names}, dataset {data} has {info.names} "
+            "(validate a student trained on this dataset)"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch_device = select_device(device or "", verbose=False)
+    with tempfile.TemporaryDirectory(prefix="wildfire-kd-validate-") as tmp:
+        work = Path(tmp)
+        figures = {}
+        for role, weights, model in (("teacher", teacher, teacher_model), ("student", student, student_model)):
+            metrics = _accuracy(weights, data, settings, imgsz, device, work, role)
+            figures[role] = _figures(weights, model, metrics, info.names, settings, imgsz, torch_device)
+        agreement = _teacher_agreement(student, teacher_model, data, settings, imgsz, device, work)
+    t, s = figures["teacher"], figures["student"]
+    retention = {k: _ratio(getattr(s, k), getattr(t, k)) for k in ACCURACY}
+    gates = _gates(settings, s, retention, agreement)
+    result = ValidationResult(
+        out_dir=str(out),
+        passed=all(g.passed for g in gates),
+        classes=info.names,
+        teacher=t,
+        student=s,
+        retention=retention,
+        teacher_agreement=agreement,
+        gates=gates,
+    )
+    report = {
+        **result.to_dict(),
+        "data": {
+            "yaml": str(Path(data).resolve()),
+            "sha256": sha256_file(data),
+            "split": settings.split,
+            "images": info.splits[settings.split].images,
+        },  # fmt: skip
+        "settings": {**settings.model_dump(), "imgsz": imgsz, "device": str(torch_device)},
+        "versions": package_versions(),
+    }
+    write_json(out / JSON_NAME, report)
+    atomic_write_text(out / MD_NAME, _markdown(result, data, settings, imgsz))
+    _chart(result, out / PNG_NAME)
+    return result

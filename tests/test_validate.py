@@ -1,0 +1,110 @@
+"""`wildfire-kd validate`: figures, retention, teacher agreement, gates and reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import make_teacher, run_cli
+
+pytestmark = pytest.mark.slow
+
+FAST = [
+    "--imgsz",
+    "128",
+    "--device",
+    "cpu",
+    "--set",
+    "validation.latency_runs=5",
+    "--set",
+    "validation.latency_warmup=1",
+]
+
+
+@pytest.fixture(scope="module")
+def self_validation(learnt_model, learnt_data, tmp_path_factory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("selfval")
+    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(learnt_model), "--data", str(learnt_data),
+                "--out", str(out), *FAST)  # fmt: skip
+    return out, r
+
+
+def test_model_against_itself_has_retention_one_and_full_agreement(self_validation):
+    out, r = self_validation
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "validation.json").read_text())
+    assert report["teacher"]["map50"] > 0.3, "the fixture model learnt something"
+    assert report["retention"] == {"precision": 1.0, "recall": 1.0, "map50": 1.0, "map50_95": 1.0}
+    assert report["teacher_agreement"] >= 0.99
+    assert report["passed"] is True
+    assert "✓ validation.min_map50_retention = 1, required >= 0.9" in r.stdout
+
+
+def test_report_holds_every_figure_in_range(self_validation, learnt_model, learnt_data):
+    out, _ = self_validation
+    report = json.loads((out / "validation.json").read_text())
+    for role in ("teacher", "student"):
+        fig = report[role]
+        for key in ("precision", "recall", "map50", "map50_95"):
+            assert 0.0 <= fig[key] <= 1.0, (role, key)
+        assert fig["parameters"] == 3_011_238  # yolov8n, 2 classes
+        assert 0.1 < fig["gflops"] < 1.0  # 8.2 GFLOPs at 640 scales to ~0.33 at 128
+        assert fig["latency_ms"] > 0 and fig["latency_p90_ms"] >= fig["latency_ms"]
+        assert fig["size_mb"] == pytest.approx(learnt_model.stat().st_size / 2**20, abs=1e-3)
+        assert len(fig["sha256"]) == 64
+        assert set(fig["per_class"]) == {"smoke", "fire"}
+        assert all(0 <= c["map50"] <= 1 and c["instances"] > 0 for c in fig["per_class"].values())
+    assert len(report["data"]["sha256"]) == 64 and report["data"]["split"] == "val"
+    assert report["settings"]["conf"] == 0.001 and report["settings"]["iou"] == 0.7
+    assert report["versions"]["ultralytics"].startswith("8.4")
+    assert [g["name"] for g in report["gates"]] == ["validation.min_map50_retention"]
+
+
+def test_markdown_table_and_png_are_written(self_validation):
+    out, _ = self_validation
+    md = (out / "validation.md").read_text()
+    assert "| metric | teacher | student | student / teacher |" in md
+    assert "| mAP50 |" in md and "| smoke |" in md and "| fire |" in md and "**PASSED**" in md
+    with Image.open(out / "validation.png") as png:
+        assert png.format == "PNG" and png.size[0] > 500 and png.size[1] > 200
+
+
+def test_impossible_gate_exits_1_naming_the_gate(learnt_model, learnt_data, tmp_path):
+    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(learnt_model), "--data", str(learnt_data),
+                "--out", str(tmp_path), *FAST, "--set", "validation.min_map50_retention=1.5",
+                "--set", "validation.max_latency_ms=0.0001")  # fmt: skip
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "validation.min_map50_retention = 1, required >= 1.5" in r.stderr
+    assert "validation.max_latency_ms" in r.stderr
+    report = json.loads((tmp_path / "validation.json").read_text())
+    assert report["passed"] is False and not any(g["passed"] for g in report["gates"])
+    assert "**FAILED**" in (tmp_path / "validation.md").read_text()
+
+
+def test_untrained_student_fails_retention_against_learnt_teacher(learnt_model, learnt_data, tmp_path):
+    student = make_teacher(tmp_path / "untrained.pt", ["smoke", "fire"], cfg="yolov8n.yaml")
+    r = run_cli("validate", "--student", str(student), "--teacher", str(learnt_model), "--data", str(learnt_data),
+                "--out", str(tmp_path / "v"), *FAST)  # fmt: skip
+    assert r.returncode == 1
+    report = json.loads((tmp_path / "v" / "validation.json").read_text())
+    assert report["retention"]["map50"] < 0.5 and report["teacher_agreement"] < 0.5
+
+
+def test_class_name_disagreement_exits_2(learnt_model, learnt_data, tmp_path):
+    teacher = make_teacher(tmp_path / "fs.pt", ["fire", "smoke"], cfg="yolov8n.yaml")
+    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(teacher), "--data", str(learnt_data),
+                "--out", str(tmp_path), *FAST)  # fmt: skip
+    assert r.returncode == 2 and "['fire', 'smoke']" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_val_split_exits_2(learnt_model, learnt_data, tmp_path):
+    data = tmp_path / "ds"
+    shutil.copytree(learnt_data.parent, data)
+    (data / "data.yaml").write_text("train: images/train\nnames: {0: smoke, 1: fire}\n")
+    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(learnt_model),
+                "--data", str(data / "data.yaml"), "--out", str(tmp_path / "v"), *FAST)  # fmt: skip
+    assert r.returncode == 2 and "no 'val:' split" in r.stderr and "Traceback" not in r.stderr
