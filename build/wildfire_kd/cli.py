@@ -170,6 +170,77 @@ def synth(
 
 @app.command()
 @_handle_errors
+def export(
+    weights: Annotated[str, typer.Option(help="student weights .pt (usually RUN/weights/best.pt)")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: RUN/export beside the weights)")] = None,
+    imgsz: Annotated[int | None, typer.Option(help="static input size (export.imgsz; default: as trained)")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (export.opset)")] = None,
+    dynamic: Annotated[bool | None, typer.Option("--dynamic/--static", help="dynamic input axes")] = None,
+    half: Annotated[bool | None, typer.Option("--half", help="also write an fp16 variant")] = None,
+    int8: Annotated[bool | None, typer.Option("--int8", help="also write an int8 QDQ variant (needs --data)")] = None,
+    data: Annotated[str | None, typer.Option(help="data.yaml whose val images calibrate int8 (train.data)")] = None,
+) -> None:
+    """Export the student to ONNX with metadata (+ optional fp16 / int8 variants)."""
+    from .config import load_config
+    from .export import REPORT_NAME
+    from .export import export as run_export
+
+    _setup_logging()
+    cfg = load_config(
+        config, set_ or [], export__imgsz=imgsz, export__opset=opset, export__dynamic=dynamic, export__half=half,
+        export__int8=int8, train__data=data,
+    )  # fmt: skip
+    weights_path = Path(weights)
+    out = out or (
+        weights_path.parent.parent / "export" if weights_path.parent.name == "weights" else Path("runs/export")
+    )
+    result = run_export(weights_path, out, cfg.export, data=cfg.train.data, weights_sha256=cfg.train.student_sha256)
+    for f in result.files:
+        typer.echo(f"export: {f.variant} {f.path} ({f.size_mb:.2f} MB, opset {f.opset}, sha256 {f.sha256[:12]}…)")
+    typer.echo(f"export: report {out / REPORT_NAME}")
+
+
+@app.command()
+@_handle_errors
+def parity(
+    weights: Annotated[str, typer.Option(help="student weights .pt the ONNX file was exported from")],
+    onnx: Annotated[str, typer.Option(help="ONNX file to check (fp32, fp16 or int8 variant)")],
+    data: Annotated[str | None, typer.Option(help="data.yaml: real val images to compare on")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    n: Annotated[int | None, typer.Option("--n", help="real val images compared (parity.images)")] = None,
+    imgsz: Annotated[int | None, typer.Option(help="input size (default: the ONNX metadata's)")] = None,
+    fp32_onnx: Annotated[str | None, typer.Option(help="fp32 ONNX for the int8 mAP50 drop (default: beside)")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for parity.json (default: the ONNX file's)")] = None,
+) -> None:
+    """PyTorch vs onnxruntime on the same tensors; exit 1 when anything is out of tolerance."""
+    from .config import load_config
+    from .errors import StageFailure
+    from .parity import parity as run_parity
+
+    _setup_logging()
+    cfg = load_config(config, set_ or [], parity__images=n, train__data=data)
+    onnx_path = Path(onnx)
+    sibling = onnx_path.with_name("student.onnx")
+    fp32 = fp32_onnx or (str(sibling) if sibling.is_file() and sibling != onnx_path else None)
+    out = out or onnx_path.parent
+    result = run_parity(weights, onnx_path, cfg.parity, data=cfg.train.data, imgsz=imgsz, out=out, fp32_onnx=fp32)
+    typer.echo(f"parity: {result.variant} {onnx_path} on {result.inputs['images']} images + "
+               f"{result.inputs['random']} random tensors at {result.imgsz}px")  # fmt: skip
+    for line in [d.line() for d in result.tensors] + [result.detections.line()]:
+        typer.echo(f"parity: {line}")
+    if result.map50:
+        typer.echo(f"parity: mAP50 fp32 {result.map50['fp32']:.4f}, int8 {result.map50['int8']:.4f}, "
+                   f"drop {result.map50['drop']:.4f}")  # fmt: skip
+    typer.echo(f"parity: report {result.report}")
+    if not result.passed:
+        raise StageFailure("; ".join(result.problems))
+
+
+@app.command()
+@_handle_errors
 def demo(
     config: ConfigOpt = None,
     set_: SetOpt = None,

@@ -147,6 +147,42 @@ class ValidateSettings(_Section):
     max_latency_ms: float | None = Field(None, gt=0, description="gate: student median latency at most (null = off)")
 
 
+class ExportSettings(_Section):
+    """`wildfire-kd export`: the student as ONNX for the cameras, plus optional fp16 / int8 variants."""
+
+    imgsz: int | None = Field(None, description="static input size; null = the size the student was trained at")
+    opset: int = Field(17, ge=11, le=21, description="ONNX opset (pinned so every build emits the same graph ops)")
+    dynamic: bool = Field(False, description="dynamic batch/height/width instead of a static 1x3ximgszximgsz input")
+    simplify: bool = Field(True, description="onnxslim simplification; a simplifier failure fails the export")
+    half: bool = Field(False, description="also write an fp16 variant (decode tail kept in fp32)")
+    int8: bool = Field(False, description="also write an int8 QDQ variant (decode tail kept in fp32)")
+    int8_calibration_images: int = Field(64, ge=1, description="val images used to calibrate int8 activations")
+    int8_calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="onnxruntime calibration method for int8 activation ranges"
+    )
+
+
+class ParitySettings(_Section):
+    """`wildfire-kd parity`: PyTorch vs onnxruntime on the same letterboxed tensors, with tolerances per variant."""
+
+    images: int = Field(16, ge=0, description="real val images compared")
+    random_tensors: int = Field(2, ge=0, description="seeded random tensors compared as well")
+    seed: int = Field(0, description="seed of the random tensors")
+    nms_conf: float = Field(0.25, ge=0, le=1, description="NMS confidence for detection-level parity")
+    nms_iou: float = Field(0.7, ge=0, le=1, description="NMS IoU for detection-level parity")
+    box_atol: float = Field(2e-2, gt=0, description="fp32: max |box difference| in pixels")
+    score_atol: float = Field(1e-4, gt=0, description="fp32: max |class score difference|")
+    det_iou: float = Field(0.99, gt=0, le=1, description="fp32: a detection matches when IoU >= this, same class")
+    det_conf_atol: float = Field(1e-3, gt=0, description="fp32: and |confidence difference| <= this")
+    fp16_box_atol: float = Field(1.0, gt=0, description="fp16: max |box difference| in pixels")
+    fp16_score_atol: float = Field(5e-3, gt=0, description="fp16: max |class score difference|")
+    fp16_det_iou: float = Field(0.95, gt=0, le=1, description="fp16: detection match IoU")
+    fp16_det_conf_atol: float = Field(2e-2, gt=0, description="fp16: detection match |confidence difference|")
+    int8_max_map50_drop: float = Field(
+        0.05, ge=0, le=1, description="int8: max mAP50 drop against the fp32 ONNX model on the val split"
+    )
+
+
 class DemoSettings(_Section):
     """`wildfire-kd demo`: synthetic data, a quick yolov8s teacher, then the distilled student, on CPU in minutes."""
 
@@ -167,6 +203,8 @@ class Config(_Section):
     train: TrainSettings = Field(default_factory=TrainSettings)
     distill: DistillSettings = Field(default_factory=DistillSettings)
     validation: ValidateSettings = Field(default_factory=ValidateSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+    parity: ParitySettings = Field(default_factory=ParitySettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 

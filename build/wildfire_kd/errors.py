@@ -21,5 +21,9 @@ class GateFailure(WildfireKDError):
     exit_code = 1
 
 
+class StageFailure(GateFailure):
+    """A stage's own check failed: the ONNX checker, the simplifier, parity out of tolerance."""
+
+
 class TrainingDiverged(GateFailure):
     """Too many consecutive optimizer steps had a non-finite loss or gradient."""

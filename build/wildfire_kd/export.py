@@ -1,0 +1,362 @@
+"""The `export` stage: the student as an ONNX file the cameras can trust, and its fp16 / int8 variants.
+
+ultralytics traces the graph (fp32, CPU, no simplification); we then simplify with the pinned onnxslim and
+treat a simplifier failure as a failed export, write metadata as JSON values, and run ``onnx.checker``.
+The variants keep the box-decoding tail (DFL, the anchor/stride scaling, the final concat and the score
+sigmoid) in fp32: one int8 scale spanning box pixels (0..640) and class probabilities (0..1) would round
+every score to zero, which is what makes naive int8 YOLO exports collapse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .config import ExportSettings
+from .errors import InputError, StageFailure
+from .letterbox import INPUT_CONTRACT, letterbox
+from .reports import package_versions, write_json
+from .runtime import prepare_ultralytics
+from .weights import load_detection_model, model_class_names, sha256_file
+
+META_PREFIX = "wildfire_kd."
+REPORT_NAME = "export.json"
+FILE_NAMES = {"fp32": "student.onnx", "fp16": "student_fp16.onnx", "int8": "student_int8.onnx"}
+
+
+@dataclass
+class OnnxFile:
+    variant: str
+    path: str
+    sha256: str
+    size_mb: float
+    opset: int
+    ir_version: int
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    float_tail_nodes: int  # nodes of the decode tail kept in fp32 (0 for fp32 itself)
+
+
+@dataclass
+class ExportResult:
+    out_dir: str
+    weights: str
+    imgsz: int
+    files: list[OnnxFile] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def file(self, variant: str) -> OnnxFile:
+        return next(f for f in self.files if f.variant == variant)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def git_commit() -> str | None:
+    """The project's commit: WILDFIRE_KD_GIT_COMMIT (set in the image) or the source checkout's HEAD."""
+    if commit := os.environ.get("WILDFIRE_KD_GIT_COMMIT"):
+        return commit
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_context(weights: str | Path) -> dict[str, Any]:
+    """What the training run beside ``weights`` says about it: teacher, KD settings, validation figures."""
+    run = Path(weights).resolve().parent.parent
+    context: dict[str, Any] = {"teacher_sha256": None, "distillation": None, "validation": None}
+    config = run / "wildfire_kd_config.yaml"
+    if config.is_file():
+        saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        train, distill = saved.get("train", {}), saved.get("distill")
+        context["distillation"] = distill
+        teacher = train.get("teacher")
+        if train.get("teacher_sha256"):
+            context["teacher_sha256"] = train["teacher_sha256"]
+        elif teacher and Path(teacher).is_file():
+            context["teacher_sha256"] = sha256_file(teacher)
+    report = run / "validation" / "validation.json"
+    if report.is_file():
+        v = json.loads(report.read_text(encoding="utf-8"))
+        context["validation"] = {
+            "passed": v["passed"],
+            "teacher": {k: v["teacher"][k] for k in ("precision", "recall", "map50", "map50_95")},
+            "student": {k: v["student"][k] for k in ("precision", "recall", "map50", "map50_95")},
+            "retention": v["retention"],
+            "teacher_agreement": v["teacher_agreement"],
+            "split": v["data"]["split"],
+        }
+    return context
+
+
+def decode_tail(graph) -> list[str]:
+    """Names of the nodes after the last feature convolutions of the detection head (the box-decoding tail).
+
+    A head convolution is a Conv with no other feature Conv downstream of it; the DFL Conv (a fixed
+    1 x reg_max x 1 x 1 projection) belongs to the tail. Everything downstream of a head convolution is tail.
+    """
+    weights = {init.name: list(init.dims) for init in graph.initializer}
+
+    def is_dfl(node) -> bool:
+        w = weights.get(node.input[1]) if len(node.input) > 1 else None
+        return "dfl" in node.name.lower() or (w is not None and w[0] == 1 and w[2:] == [1, 1])
+
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    conv_downstream: dict[str, bool] = {}
+    for node in reversed(graph.node):  # ONNX graphs are topologically sorted
+        conv_downstream[node.name] = any(
+            (c.op_type == "Conv" and not is_dfl(c)) or conv_downstream.get(c.name, False)
+            for out in node.output
+            for c in consumers.get(out, [])
+        )
+    heads = [n for n in graph.node if n.op_type == "Conv" and not is_dfl(n) and not conv_downstream[n.name]]
+    tail: dict[str, None] = {}
+    frontier = [out for n in heads for out in n.output]
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if node.name not in tail:
+                tail[node.name] = None
+                frontier.extend(node.output)
+    return list(tail)
+
+
+def _io(values) -> list[dict[str, Any]]:
+    import onnx
+
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+        out.append({"name": v.name, "shape": shape, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower()})
+    return out
+
+
+def _set_metadata(model, metadata: dict[str, Any]) -> None:
+    keep = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in metadata.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = META_PREFIX + key, json.dumps(value)
+
+
+def read_metadata(model) -> dict[str, Any]:
+    """Our metadata of an ONNX model (an onnx.ModelProto or an onnxruntime session's map), JSON-decoded."""
+    props = model if isinstance(model, dict) else {p.key: p.value for p in model.metadata_props}
+    return {k[len(META_PREFIX) :]: json.loads(v) for k, v in props.items() if k.startswith(META_PREFIX)}
+
+
+def _save_checked(model, path: Path) -> None:
+    import onnx
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(model, str(tmp))
+    try:
+        onnx.checker.check_model(str(tmp), full_check=True)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise StageFailure(f"{path.name}: onnx.checker rejected the model: {e}") from e
+    os.replace(tmp, path)
+
+
+def _describe(path: Path, variant: str, tail: int) -> OnnxFile:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return OnnxFile(
+        variant=variant,
+        path=str(path),
+        sha256=sha256_file(path),
+        size_mb=round(path.stat().st_size / 2**20, 3),
+        opset=next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        ir_version=model.ir_version,
+        inputs=_io(model.graph.input),
+        outputs=_io(model.graph.output),
+        float_tail_nodes=tail,
+    )
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over letterboxed val images."""
+
+    def __init__(self, images: list[Path], imgsz: int, input_name: str):
+        self.images, self.imgsz, self.input_name = iter(images), imgsz, input_name
+
+    def get_next(self):
+        import cv2
+
+        for path in self.images:
+            frame = cv2.imread(str(path))
+            if frame is not None:
+                return {self.input_name: letterbox(frame, self.imgsz)[0]}
+        return None
+
+
+def _toposort(graph) -> None:
+    """Reorder nodes so each one follows the producers of its inputs (the ONNX spec; the checker enforces it)."""
+    produced = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in produced for i in n.input)]
+        if not ready:
+            raise StageFailure(f"graph has a cycle or a dangling input near node {pending[0].name!r}")
+        for node in ready:
+            produced.update(node.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _fp16(src: Path, dst: Path, tail: list[str], metadata: dict[str, Any]) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=tail)
+    _toposort(model.graph)  # the converter appends its input casts at the end of the node list
+    _set_metadata(model, {**metadata, "variant": "fp16", "float_tail": True})
+    _save_checked(model, dst)
+
+
+def _int8(src: Path, dst: Path, tail: list[str], metadata: dict[str, Any], images: list[Path], imgsz: int,
+          settings: ExportSettings) -> None:  # fmt: skip
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[settings.int8_calibration_method]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="wildfire-kd-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_optimization=True)
+        input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+        raw = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(prepared),
+            str(raw),
+            _Calibration(images[: settings.int8_calibration_images], imgsz, input_name),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+            nodes_to_exclude=tail,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,  # u8 activations x s8 weights: the fast int8 kernels on x86
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+        )
+        model = onnx.load(str(raw))
+    _set_metadata(model, {**metadata, "variant": "int8", "float_tail": True,
+                          "int8_calibration": {"images": min(len(images), settings.int8_calibration_images),
+                                               "method": settings.int8_calibration_method}})  # fmt: skip
+    _save_checked(model, dst)
+
+
+def export(
+    weights: str | Path,
+    out: str | Path,
+    settings: ExportSettings,
+    imgsz: int | None = None,
+    data: str | None = None,
+    weights_sha256: str | None = None,
+) -> ExportResult:
+    """Export ``weights`` to ONNX into ``out`` (student.onnx, and the configured variants); writes export.json."""
+    prepare_ultralytics()
+    import onnx
+
+    weights = Path(weights)
+    model = load_detection_model(weights, weights_sha256, role="student")
+    trained_imgsz = int((model.args or {}).get("imgsz", 640)) if isinstance(model.args, dict) else 640
+    imgsz = imgsz or settings.imgsz or trained_imgsz
+    if imgsz % 32:
+        raise InputError(f"export imgsz {imgsz} is not a multiple of 32 (the model's largest stride)")
+    if settings.int8 and not data:
+        raise InputError("int8 export needs --data: its val images calibrate the activation ranges")
+    names = model_class_names(model)
+    context = run_context(weights)
+    metadata = {
+        "names": names,
+        "imgsz": [imgsz, imgsz],
+        "stride": int(model.stride.max()),
+        "input": INPUT_CONTRACT,
+        "output": {
+            "name": "output0",
+            "layout": f"1 x (4 + {len(names)}) x anchors",
+            "boxes": "rows 0-3: cx, cy, w, h in pixels of the letterboxed input",
+            "scores": "rows 4..: per-class sigmoid probabilities (no NMS in the graph)",
+        },  # fmt: skip
+        "student_sha256": sha256_file(weights),
+        "teacher_sha256": context["teacher_sha256"],
+        "distillation": context["distillation"],
+        "validation": context["validation"],
+        "version": __version__,
+        "git_commit": git_commit(),
+        "variant": "fp32",
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ExportResult(out_dir=str(out), weights=str(weights), imgsz=imgsz, metadata=metadata)
+
+    with tempfile.TemporaryDirectory(prefix="wildfire-kd-export-") as tmp:
+        # ultralytics writes the .onnx beside the weights: export from a copy so the run folder stays untouched
+        staged = Path(tmp) / "student.pt"
+        shutil.copyfile(weights, staged)
+        from ultralytics import YOLO
+
+        try:
+            traced = YOLO(str(staged)).export(
+                format="onnx", imgsz=imgsz, opset=settings.opset, dynamic=settings.dynamic, simplify=False,
+                device="cpu", batch=1, verbose=False,
+            )  # fmt: skip
+        except Exception as e:
+            raise StageFailure(f"ONNX export of {weights} failed: {e}") from e
+        graph = onnx.load(traced)
+    if settings.simplify:
+        import onnxslim
+
+        try:
+            graph = onnxslim.slim(graph)
+        except Exception as e:  # ultralytics only warns here; a silently unsimplified file is not what we ship
+            raise StageFailure(f"onnxslim {onnxslim.__version__} failed to simplify {weights}: {e}") from e
+    graph.ir_version = min(graph.ir_version, 10)  # onnxruntime reads IR <= 10 everywhere
+    _set_metadata(graph, metadata)
+    fp32 = out / FILE_NAMES["fp32"]
+    _save_checked(graph, fp32)
+    result.files.append(_describe(fp32, "fp32", 0))
+
+    tail = decode_tail(graph.graph)
+    if not tail:
+        raise StageFailure(f"{fp32}: no detection-head decode tail found; cannot keep it in float for the variants")
+    if settings.half:
+        dst = out / FILE_NAMES["fp16"]
+        _fp16(fp32, dst, tail, metadata)
+        result.files.append(_describe(dst, "fp16", len(tail)))
+    if settings.int8:
+        from .data import split_images
+
+        dst = out / FILE_NAMES["int8"]
+        _int8(fp32, dst, tail, metadata, split_images(data, "val"), imgsz, settings)
+        result.files.append(_describe(dst, "int8", len(tail)))
+
+    write_json(out / REPORT_NAME, {**result.to_dict(), "settings": settings.model_dump(),
+                                   "versions": package_versions()})  # fmt: skip
+    return result

@@ -1,0 +1,291 @@
+"""The `parity` stage: does onnxruntime give the same answers as PyTorch?
+
+The same letterboxed tensors (real val images plus seeded random tensors) go to the fused PyTorch student
+(eval, fp32, CPU) and to onnxruntime (CPUExecutionProvider, named explicitly). Checks, in order, collecting
+every failure before judging: the model's metadata against the weights; output0 split into box coordinates
+and class scores, each with its own absolute tolerance (max / mean / p99 of absolute and relative
+differences are reported); then detection-level parity after the same NMS on both sides. fp16 files use
+their own bounds; an int8 file is judged by its mAP50 drop against the fp32 model on the val split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ParitySettings
+from .data import split_images
+from .errors import InputError
+from .export import read_metadata
+from .letterbox import letterbox
+from .reports import package_versions, write_json
+from .runtime import prepare_ultralytics
+from .weights import load_detection_model, model_class_names, sha256_file
+
+REPORT_NAME = "parity.json"
+
+
+@dataclass
+class TensorDiff:
+    name: str
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_rel: float
+    mean_rel: float
+    p99_rel: float
+    atol: float | None  # None: reported, not judged (int8)
+    passed: bool
+
+    def line(self) -> str:
+        mark = "✓" if self.passed else "✗"
+        bound = f" (atol {self.atol:g})" if self.atol is not None else " (not judged)"
+        return (f"{mark} {self.name}: max |Δ| {self.max_abs:.3g}, mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g}; "
+                f"max rel {self.max_rel:.3g}, p99 rel {self.p99_rel:.3g}{bound}")  # fmt: skip
+
+
+@dataclass
+class DetectionParity:
+    torch_detections: int
+    onnx_detections: int
+    matched: int
+    unmatched: int  # on either side, borderline ones excluded
+    borderline: int  # unmatched but within det_conf_atol of the NMS threshold: a tie, not a difference
+    min_iou: float | None
+    max_conf_diff: float | None
+    iou_bound: float | None
+    conf_bound: float | None
+    passed: bool
+
+    def line(self) -> str:
+        mark = "✓" if self.passed else "✗"
+        return (f"{mark} detections: {self.matched}/{self.torch_detections} matched (onnx {self.onnx_detections}, "
+                f"unmatched {self.unmatched}, borderline {self.borderline}), min IoU {_f(self.min_iou)}, "
+                f"max |Δconf| {_f(self.max_conf_diff)}")  # fmt: skip
+
+
+@dataclass
+class ParityResult:
+    onnx: str
+    variant: str
+    imgsz: int
+    passed: bool
+    problems: list[str]
+    tensors: list[TensorDiff]
+    detections: DetectionParity
+    inputs: dict[str, int]
+    map50: dict[str, float] = field(default_factory=dict)
+    report: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _f(v: float | None) -> str:
+    return "–" if v is None else f"{v:.4g}"
+
+
+def open_session(onnx_path: str | Path, imgsz: int):
+    """An onnxruntime CPU session, after checking the file loads and its input fits ``imgsz`` (else exit 2)."""
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise InputError(f"ONNX file not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise InputError(f"{path} is not a valid ONNX model (truncated or corrupt?): {str(e).splitlines()[0]}") from e
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or any(d is not None and d != imgsz for d in dims[2:]):
+        raise InputError(
+            f"{path}: input shape {dims} does not take {imgsz}x{imgsz} images "
+            f"(export again with --imgsz {imgsz}, or pass --imgsz {dims[2] if len(dims) == 4 else '?'})"
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session, read_metadata(model)
+
+
+def _inputs(data: str | None, settings: ParitySettings, imgsz: int) -> tuple[list[np.ndarray], dict[str, int]]:
+    import cv2
+
+    tensors = []
+    if data and settings.images:
+        for path in split_images(data, "val")[: settings.images]:
+            frame = cv2.imread(str(path))
+            if frame is None:
+                raise InputError(f"{path}: cannot be decoded as an image")
+            tensors.append(letterbox(frame, imgsz)[0])
+    real = len(tensors)
+    rng = np.random.default_rng(settings.seed)
+    tensors += [rng.random((1, 3, imgsz, imgsz), dtype=np.float32) for _ in range(settings.random_tensors)]
+    if not tensors:
+        raise InputError("parity has nothing to compare: pass --data for real images or set parity.random_tensors")
+    return tensors, {"images": real, "random": len(tensors) - real}
+
+
+def _diff(name: str, ref: np.ndarray, got: np.ndarray, atol: float | None) -> TensorDiff:
+    abs_d = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    rel_d = abs_d / np.maximum(np.abs(ref), 1e-6)
+    return TensorDiff(
+        name=name,
+        max_abs=float(abs_d.max()),
+        mean_abs=float(abs_d.mean()),
+        p99_abs=float(np.percentile(abs_d, 99)),
+        max_rel=float(rel_d.max()),
+        mean_rel=float(rel_d.mean()),
+        p99_rel=float(np.percentile(rel_d, 99)),
+        atol=atol,
+        passed=atol is None or bool(abs_d.max() <= atol),
+    )
+
+
+def _match(ref, got, settings: ParitySettings, iou_bound: float, conf_bound: float):
+    """Greedy one-to-one matching of two images' detections by class, best IoU first."""
+    from ultralytics.utils.metrics import box_iou
+
+    stats = {"matched": 0, "unmatched": 0, "borderline": 0, "ious": [], "confs": []}
+    used = set()
+    iou = box_iou(ref[:, :4], got[:, :4]) if len(ref) and len(got) else None
+    for i in ref[:, 4].argsort(descending=True).tolist():
+        best, best_iou = None, iou_bound
+        for j in range(len(got)):
+            if j in used or got[j, 5] != ref[i, 5]:
+                continue
+            if iou[i, j] >= best_iou and abs(float(got[j, 4] - ref[i, 4])) <= conf_bound:
+                best, best_iou = j, float(iou[i, j])
+        if best is None:
+            key = "borderline" if float(ref[i, 4]) < settings.nms_conf + conf_bound else "unmatched"
+            stats[key] += 1
+            continue
+        used.add(best)
+        stats["matched"] += 1
+        stats["ious"].append(best_iou)
+        stats["confs"].append(abs(float(got[best, 4] - ref[i, 4])))
+    for j in range(len(got)):
+        if j not in used:
+            key = "borderline" if float(got[j, 4]) < settings.nms_conf + conf_bound else "unmatched"
+            stats[key] += 1
+    return stats
+
+
+def _onnx_map50(onnx_path: str, data: str, imgsz: int, batch: int = 1) -> float:
+    from ultralytics import YOLO
+
+    metrics = YOLO(str(onnx_path), task="detect").val(
+        data=data, imgsz=imgsz, batch=batch, device="cpu", plots=False, verbose=False, rect=False
+    )
+    return float(metrics.box.map50)
+
+
+def parity(
+    weights: str | Path,
+    onnx_path: str | Path,
+    settings: ParitySettings,
+    data: str | None = None,
+    imgsz: int | None = None,
+    out: str | Path | None = None,
+    fp32_onnx: str | Path | None = None,
+) -> ParityResult:
+    """Compare ``onnx_path`` with ``weights``; writes parity.json (or parity_<variant>.json) into ``out``."""
+    prepare_ultralytics()
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    model = load_detection_model(weights, role="student")
+    names = model_class_names(model)
+    import onnx
+
+    if not Path(onnx_path).is_file():
+        raise InputError(f"ONNX file not found: {onnx_path}")
+    try:  # the metadata tells the size to compare at when --imgsz is not given
+        meta = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    except Exception as e:
+        raise InputError(f"{onnx_path} is not a valid ONNX model (truncated or corrupt?): {e}") from e
+    imgsz = imgsz or (meta.get("imgsz") or [None])[0]
+    if not imgsz:
+        raise InputError(f"{onnx_path} has no wildfire_kd.imgsz metadata: pass --imgsz")
+    session, meta = open_session(onnx_path, imgsz)
+    variant = meta.get("variant", "fp32")
+    problems: list[str] = []
+    if meta.get("names") != names:
+        problems.append(f"metadata names {meta.get('names')} differ from the weights' {names}")
+    if meta.get("imgsz") != [imgsz, imgsz]:
+        problems.append(f"metadata imgsz {meta.get('imgsz')} differs from the compared size {imgsz}")
+    if meta.get("student_sha256") not in (None, sha256_file(weights)):
+        problems.append(f"metadata student_sha256 {meta.get('student_sha256')} is not the sha256 of {weights}")
+
+    if variant == "fp16":
+        box_atol, score_atol, iou_bound, conf_bound = (settings.fp16_box_atol, settings.fp16_score_atol,
+                                                       settings.fp16_det_iou, settings.fp16_det_conf_atol)  # fmt: skip
+    elif variant == "int8":  # judged by mAP50 drop; tensor and detection figures are reported only
+        box_atol = score_atol = iou_bound = conf_bound = None
+    else:
+        box_atol, score_atol, iou_bound, conf_bound = (settings.box_atol, settings.score_atol, settings.det_iou,
+                                                       settings.det_conf_atol)  # fmt: skip
+
+    fused = model.fuse(verbose=False).float().eval()
+    tensors, counts = _inputs(data, settings, imgsz)
+    input_name = session.get_inputs()[0].name
+    ref_out, got_out = [], []
+    with torch.inference_mode():
+        for x in tensors:
+            ref_out.append(fused(torch.from_numpy(x))[0].numpy())
+            got_out.append(session.run(None, {input_name: x})[0])
+    ref, got = np.concatenate(ref_out), np.concatenate(got_out)
+    if ref.shape != got.shape:
+        raise InputError(f"{onnx_path}: output shape {got.shape} differs from the PyTorch model's {ref.shape}")
+    diffs = [_diff("boxes", ref[:, :4], got[:, :4], box_atol), _diff("scores", ref[:, 4:], got[:, 4:], score_atol)]
+
+    nms = {"conf_thres": settings.nms_conf, "iou_thres": settings.nms_iou}
+    ref_det = non_max_suppression(torch.from_numpy(ref), **nms)
+    got_det = non_max_suppression(torch.from_numpy(got), **nms)
+    totals = {"matched": 0, "unmatched": 0, "borderline": 0, "ious": [], "confs": []}
+    for r, g in zip(ref_det, got_det, strict=True):
+        stats = _match(r, g, settings, iou_bound or 0.5, conf_bound if conf_bound is not None else 1.0)
+        for k in ("matched", "unmatched", "borderline"):
+            totals[k] += stats[k]
+        totals["ious"] += stats["ious"]
+        totals["confs"] += stats["confs"]
+    detections = DetectionParity(
+        torch_detections=sum(len(d) for d in ref_det),
+        onnx_detections=sum(len(d) for d in got_det),
+        matched=totals["matched"],
+        unmatched=totals["unmatched"],
+        borderline=totals["borderline"],
+        min_iou=min(totals["ious"]) if totals["ious"] else None,
+        max_conf_diff=max(totals["confs"]) if totals["confs"] else None,
+        iou_bound=iou_bound,
+        conf_bound=conf_bound,
+        passed=variant == "int8" or totals["unmatched"] == 0,
+    )
+    problems += [f"{d.name} max |Δ| {d.max_abs:.3g} > atol {d.atol:g}" for d in diffs if not d.passed]
+    if not detections.passed:
+        problems.append(f"{detections.unmatched} detection(s) without a match (IoU >= {iou_bound}, "
+                        f"|Δconf| <= {conf_bound}, same class)")  # fmt: skip
+
+    map50: dict[str, float] = {}
+    if variant == "int8":
+        if not (data and fp32_onnx):
+            raise InputError("int8 parity needs --data and the fp32 ONNX file (--fp32-onnx) for the mAP50 drop")
+        map50 = {"fp32": _onnx_map50(str(fp32_onnx), data, imgsz), "int8": _onnx_map50(str(onnx_path), data, imgsz)}
+        map50["drop"] = map50["fp32"] - map50["int8"]
+        if map50["drop"] > settings.int8_max_map50_drop:
+            problems.append(f"int8 mAP50 drop {map50['drop']:.4f} > {settings.int8_max_map50_drop} "
+                            f"(fp32 {map50['fp32']:.4f}, int8 {map50['int8']:.4f})")  # fmt: skip
+
+    result = ParityResult(
+        onnx=str(onnx_path), variant=variant, imgsz=imgsz, passed=not problems, problems=problems, tensors=diffs,
+        detections=detections, inputs=counts, map50=map50,
+    )  # fmt: skip
+    if out is not None:
+        report = Path(out) / (REPORT_NAME if variant == "fp32" else f"parity_{variant}.json")
+        result.report = str(report)
+        write_json(report, {**result.to_dict(), "weights": str(weights), "settings": settings.model_dump(),
+                                      "versions": package_versions()})  # fmt: skip
+    return result

@@ -1,0 +1,141 @@
+"""`wildfire-kd export` and `wildfire-kd parity` on a small trained student (CPU)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import make_teacher, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(learnt_model, learnt_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export")
+    r = run_cli("export", "--weights", str(learnt_model), "--out", str(out), "--half", "--int8",
+                "--data", str(learnt_data), "--set", "export.int8_calibration_images=12")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"report {out / 'export.json'}" in r.stdout
+    return out
+
+
+def test_export_writes_checked_files_with_their_facts(exported, learnt_model):
+    from wildfire_kd.weights import sha256_file
+
+    report = json.loads((exported / "export.json").read_text())
+    assert [f["variant"] for f in report["files"]] == ["fp32", "fp16", "int8"]
+    sizes = {}
+    for f in report["files"]:
+        path = Path(f["path"])
+        onnx.checker.check_model(str(path), full_check=True)
+        assert f["sha256"] == sha256_file(path) and f["opset"] == 17 and f["ir_version"] <= 10
+        assert f["inputs"] == [{"name": "images", "shape": [1, 3, 128, 128], "dtype": "float"}]
+        assert f["outputs"][0]["name"] == "output0" and f["outputs"][0]["shape"][:2] == [1, 6]
+        sizes[f["variant"]] = f["size_mb"]
+    assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+    assert report["metadata"]["student_sha256"] == sha256_file(learnt_model)
+    assert not (learnt_model.parent / "best.onnx").exists(), "the run folder is left untouched"
+
+
+def test_metadata_round_trips_as_json(exported, learnt_model):
+    from wildfire_kd.export import read_metadata
+    from wildfire_kd.weights import sha256_file
+
+    for name, variant in (("student.onnx", "fp32"), ("student_fp16.onnx", "fp16"), ("student_int8.onnx", "int8")):
+        meta = read_metadata(onnx.load(str(exported / name)))
+        assert meta["variant"] == variant
+        assert meta["names"] == ["smoke", "fire"] and meta["imgsz"] == [128, 128] and meta["stride"] == 32
+        assert meta["input"]["pad_value"] == 114 and meta["input"]["color"] == "RGB"
+        assert meta["student_sha256"] == sha256_file(learnt_model)
+        assert meta["version"] and "distillation" in meta and "validation" in meta
+    # the learnt model was trained with distill.response=false: its run records the KD settings all the same
+    assert read_metadata(onnx.load(str(exported / "student.onnx")))["distillation"]["response"] is False
+
+
+def test_variants_keep_the_decode_tail_in_float(exported):
+    from wildfire_kd.export import decode_tail
+
+    fp32 = onnx.load(str(exported / "student.onnx")).graph
+    tail = set(decode_tail(fp32))
+    ops = {n.op_type for n in fp32.node if n.name in tail}
+    assert {"Softmax", "Conv", "Sigmoid", "Concat", "Mul"} <= ops  # DFL, scores, final concat, stride scaling
+    int8 = onnx.load(str(exported / "student_int8.onnx")).graph
+    producers = {o: n for n in int8.node for o in n.output}
+    dfl = next(n for n in int8.node if n.op_type == "Conv" and "dfl" in n.name)
+    assert dfl.input[1] not in producers, "the DFL weight is a plain float initializer, not dequantized"
+    quantized_convs = [n for n in int8.node if n.op_type == "Conv" and n.input[1] in producers]
+    assert len(quantized_convs) >= 60, "the feature convolutions are quantized"
+
+
+@pytest.mark.parametrize("name", ["student.onnx", "student_fp16.onnx", "student_int8.onnx"])
+def test_parity_passes_on_the_honest_export(exported, learnt_model, learnt_data, name):
+    r = run_cli("parity", "--weights", str(learnt_model), "--onnx", str(exported / name), "--data", str(learnt_data))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "✓ boxes" in r.stdout and "✓ scores" in r.stdout and "✓ detections" in r.stdout
+    variant = {"student.onnx": "fp32", "student_fp16.onnx": "fp16", "student_int8.onnx": "int8"}[name]
+    report = json.loads((exported / ("parity.json" if variant == "fp32" else f"parity_{variant}.json")).read_text())
+    assert report["passed"] and report["inputs"] == {"images": 12, "random": 2}
+    assert report["detections"]["torch_detections"] > 0
+    if variant == "fp32":
+        assert report["tensors"][0]["max_abs"] < 0.02 and report["tensors"][1]["max_abs"] < 1e-4
+        assert report["detections"]["matched"] == report["detections"]["torch_detections"]
+    if variant == "int8":
+        assert set(report["map50"]) == {"fp32", "int8", "drop"} and report["map50"]["fp32"] > 0.3
+        assert report["map50"]["drop"] <= 0.05
+
+
+def test_parity_fails_on_a_slightly_perturbed_copy(exported, learnt_model, learnt_data, tmp_path):
+    model = onnx.load(str(exported / "student.onnx"))
+    weight = next(i for i in model.graph.initializer if len(i.dims) == 4 and i.dims[0] >= 16)
+    array = onnx.numpy_helper.to_array(weight) * np.float32(1.01)  # +1% on one early conv weight tensor
+    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+    onnx.save(model, str(tmp_path / "student.onnx"))
+    r = run_cli("parity", "--weights", str(learnt_model), "--onnx", str(tmp_path / "student.onnx"),
+                "--data", str(learnt_data))  # fmt: skip
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert "✗ boxes" in r.stdout
+    assert "boxes max |Δ|" in r.stderr and "> atol 0.02" in r.stderr
+    assert json.loads((tmp_path / "parity.json").read_text())["passed"] is False
+
+
+def test_parity_against_other_weights_fails_on_metadata_and_values(exported, learnt_data, tmp_path):
+    other = make_teacher(tmp_path / "other.pt", ["smoke", "fire"], cfg="yolov8n.yaml")
+    r = run_cli("parity", "--weights", str(other), "--onnx", str(exported / "student.onnx"),
+                "--data", str(learnt_data), "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode == 1 and "is not the sha256 of" in r.stderr
+
+
+def test_onnx_for_another_size_exits_2(exported, learnt_model):
+    r = run_cli("parity", "--weights", str(learnt_model), "--onnx", str(exported / "student.onnx"), "--imgsz", "64")
+    assert r.returncode == 2 and "does not take 64x64 images" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_truncated_onnx_exits_2(exported, learnt_model, tmp_path):
+    data = (exported / "student.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 3])
+    r = run_cli("parity", "--weights", str(learnt_model), "--onnx", str(tmp_path / "cut.onnx"))
+    assert r.returncode == 2 and "truncated or corrupt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_simplifier_failure_fails_the_export(learnt_model, tmp_path, monkeypatch):
+    import onnxslim
+
+    from wildfire_kd.config import ExportSettings
+    from wildfire_kd.errors import StageFailure
+    from wildfire_kd.export import export
+
+    def broken(model, *args, **kwargs):
+        raise RuntimeError("shape inference exploded")
+
+    monkeypatch.setattr(onnxslim, "slim", broken)
+    weights = tmp_path / "best.pt"
+    shutil.copyfile(learnt_model, weights)
+    with pytest.raises(StageFailure, match="onnxslim .* failed to simplify .*shape inference exploded"):
+        export(weights, tmp_path / "out", ExportSettings())
+    assert not (tmp_path / "out" / "student.onnx").exists()
