@@ -6,10 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml scripts/install.sh
+	scripts/install.sh $(VENV) dev
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,6 +18,8 @@ demo: $(STAMP)  ## the main job on the embedded default: synthetic data, teacher
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/zizmor --offline .github/workflows
 
 test: lint  ## ruff, then every test including the slow end-to-end ones
 	$(BIN)/pytest -q

@@ -41,10 +41,10 @@ def _handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except WildfireKDError as e:
-            typer.echo(f"wildfire-kd {fn.__name__}: error: {e}", err=True)
+            typer.echo(f"wildfire-kd {fn.__name__.replace('_', ' ')}: error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo(f"wildfire-kd {fn.__name__}: interrupted", err=True)
+            typer.echo(f"wildfire-kd {fn.__name__.replace('_', ' ')}: interrupted", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -232,11 +232,44 @@ def parity(
     for line in [d.line() for d in result.tensors] + [result.detections.line()]:
         typer.echo(f"parity: {line}")
     if result.map50:
-        typer.echo(f"parity: mAP50 fp32 {result.map50['fp32']:.4f}, int8 {result.map50['int8']:.4f}, "
-                   f"drop {result.map50['drop']:.4f}")  # fmt: skip
+        typer.echo(f"parity: mAP50 fp32 {result.map50['fp32']:.4f}, {result.variant} "
+                   f"{result.map50[result.variant]:.4f}, drop {result.map50['drop']:.4f}")  # fmt: skip
     typer.echo(f"parity: report {result.report}")
     if not result.passed:
         raise StageFailure("; ".join(result.problems))
+
+
+@app.command()
+@_handle_errors
+def build(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="build folder; re-running on it skips unchanged stages")] = Path(
+        "runs/build"
+    ),
+    data: Annotated[str | None, typer.Option(help="dataset data.yaml (train.data)")] = None,
+    teacher: Annotated[str | None, typer.Option(help="teacher weights .pt (train.teacher)")] = None,
+    student: Annotated[str | None, typer.Option(help="yolov8n.yaml or a yolov8n .pt (train.student)")] = None,
+    device: Annotated[str | None, typer.Option(help="'cpu', '0', '0,1' (train.device)")] = None,
+) -> None:
+    """train -> validate -> export -> parity into one folder; non-zero exit names the failed stage or gate."""
+    from .config import load_config
+    from .pipeline import REPORT_NAME
+    from .pipeline import build as run_build
+
+    _setup_logging()
+    cfg = load_config(config, set_ or [], train__data=data, train__teacher=teacher, train__student=student,
+                      train__device=device)  # fmt: skip
+    result = run_build(cfg, out)
+    _echo_build(result)
+    typer.echo(f"build: report {out / REPORT_NAME}")
+    if not result.passed:
+        raise GateFailure("; ".join(result.failures))
+
+
+def _echo_build(result) -> None:
+    for s in result.stages:
+        typer.echo(f"build: {'✓' if s.passed else '✗'} {s.name} {s.status} ({s.seconds:.1f}s)")
 
 
 @app.command()
@@ -253,14 +286,49 @@ def demo(
 
     _setup_logging()
     result = run_demo(load_config(config, set_ or [], demo__out=out, demo__device=device))
-    key = "metrics/mAP50(B)"
-    t, s = result.teacher.final_metrics.get(key, 0.0), result.student.final_metrics.get(key, 0.0)
-    typer.echo(f"demo: teacher mAP50 {t:.3f}, student mAP50 {s:.3f} (retention {s / t if t else 0:.2f})")
-    typer.echo(f"demo: finished in {result.seconds:.0f}s; report {Path(result.out) / REPORT_NAME}")
-    if result.student.validation is not None:
-        typer.echo(f"demo: student vs teacher report {result.student.validation['report']}")
-    if not result.student.passed:
-        raise GateFailure("; ".join(result.student.validation["failed_gates"]))
+    _echo_build(result.build)
+    typer.echo(f"demo: finished in {result.seconds:.0f}s; build folder {result.build.out_dir}; report "
+               f"{Path(result.out) / REPORT_NAME}")  # fmt: skip
+    if not result.build.passed:
+        raise GateFailure("; ".join(result.build.failures))
+
+
+image_app = typer.Typer(help="Build the container image, or run a pipeline command in it with all GPUs.")
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+@_handle_errors
+def image_build(
+    context: Annotated[Path, typer.Option(help="the wildfire-kd checkout (holds the Dockerfile)")] = Path("."),
+    tag: Annotated[str | None, typer.Option(help="image tag (default wildfire-kd:VERSION-COMMIT)")] = None,
+    base_image: Annotated[str | None, typer.Option(help="override the Dockerfile's BASE_IMAGE")] = None,
+) -> None:
+    """Build the image through the Docker SDK, tagged with the version and git commit (and latest)."""
+    from .image import build as build_image
+
+    tags = build_image(context, tag=tag, base_image=base_image)
+    typer.echo(f"image build: {', '.join(tags)}")
+
+
+@image_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_handle_errors
+def image_run(
+    ctx: typer.Context,
+    image: Annotated[str | None, typer.Option(help="image to run (default wildfire-kd:latest)")] = None,
+    data: Annotated[Path | None, typer.Option(help="dataset folder, mounted read-only at /data")] = None,
+    weights: Annotated[Path | None, typer.Option(help="weights folder, mounted read-only at /weights")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder, mounted at /out")] = Path("runs/container"),
+    gpus: Annotated[bool, typer.Option("--gpus/--no-gpus", help="request all GPUs")] = True,
+    network: Annotated[str | None, typer.Option(help="container network, e.g. none")] = None,
+) -> None:
+    """Run `wildfire-kd ARGS...` in the container: `image run --data D --weights W -- build --data /data/data.yaml`."""
+    from .image import run, run_request
+
+    if not ctx.args:
+        raise typer.BadParameter("give the command to run after --, e.g. -- train --data /data/data.yaml")
+    code = run(run_request(ctx.args, image=image, data=data, weights=weights, out=out, gpus=gpus, network=network))
+    raise typer.Exit(code)
 
 
 def main() -> None:

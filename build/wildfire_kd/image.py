@@ -1,0 +1,116 @@
+"""`wildfire-kd image build` / `image run`: the container image through the Docker SDK.
+
+`run_request` is a pure function (what the container gets: all GPUs, the mounts, the caller's uid, the
+environment), so it is tested without an engine; `run` hands it to the engine, streams the logs and returns
+the container's exit code as its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import InputError, StageFailure
+from .export import git_commit
+
+IMAGE_NAME = "wildfire-kd"
+MOUNTS = {"data": ("/data", "ro"), "weights": ("/weights", "ro"), "out": ("/out", "rw")}
+
+
+def image_tag(commit: str | None = None) -> str:
+    commit = commit if commit is not None else git_commit()
+    return f"{IMAGE_NAME}:{__version__}-{commit[:12]}" if commit else f"{IMAGE_NAME}:{__version__}"
+
+
+def client():
+    import docker
+
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except Exception as e:  # no socket, permission denied, engine down
+        raise InputError(f"no Docker engine answers ({e}); start one or set DOCKER_HOST") from e
+    return engine
+
+
+def build(context: str | Path = ".", tag: str | None = None, base_image: str | None = None, engine=None,
+          network_mode: str | None = None) -> list[str]:  # fmt: skip
+    """Build the image from ``context``; tags it with version-commit and latest; streams the build log."""
+    context = Path(context)
+    if not (context / "Dockerfile").is_file():
+        raise InputError(f"{context} has no Dockerfile (run from the wildfire-kd checkout or pass --context)")
+    engine = engine or client()
+    commit = git_commit() or "unknown"
+    tags = [tag or image_tag(commit), f"{IMAGE_NAME}:latest"]
+    buildargs = {"GIT_COMMIT": commit, **({"BASE_IMAGE": base_image} if base_image else {})}
+    stream = engine.api.build(path=str(context), tag=tags[0], buildargs=buildargs, rm=True, decode=True,
+                              network_mode=network_mode)  # fmt: skip
+    for chunk in stream:
+        if "error" in chunk:
+            raise StageFailure(f"image build failed: {chunk['error'].strip()}")
+        if text := chunk.get("stream"):
+            sys.stdout.write(text)
+    image = engine.images.get(tags[0])
+    for extra in tags[1:]:
+        repo, _, label = extra.partition(":")
+        image.tag(repo, label)
+    return tags
+
+
+def run_request(
+    command: list[str],
+    image: str | None = None,
+    data: str | Path | None = None,
+    weights: str | Path | None = None,
+    out: str | Path | None = None,
+    gpus: bool = True,
+    network: str | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``docker.containers.run``: what the container gets, nothing else."""
+    from docker.types import DeviceRequest
+
+    volumes = {}
+    for name, host in (("data", data), ("weights", weights), ("out", out)):
+        if host is None:
+            continue
+        path = Path(host).resolve()
+        if name != "out" and not path.is_dir():
+            raise InputError(f"--{name} {host}: not a folder (mount a folder, it appears at {MOUNTS[name][0]})")
+        if name == "out":
+            path.mkdir(parents=True, exist_ok=True)
+        bind, mode = MOUNTS[name]
+        volumes[str(path)] = {"bind": bind, "mode": mode}
+    request: dict[str, Any] = {
+        "image": image or f"{IMAGE_NAME}:latest",
+        "command": list(command),
+        "volumes": volumes,
+        # the caller's uid, so files written into /out belong to whoever ran the command
+        "user": f"{os.getuid() if uid is None else uid}:{os.getgid() if gid is None else gid}",
+        "environment": {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "PYTHONUNBUFFERED": "1"},
+        "working_dir": "/out",
+        "shm_size": "8g",  # dataloader workers share batches through /dev/shm
+        "detach": True,
+    }
+    if gpus:
+        request["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if network:
+        request["network_mode"] = network
+    return request
+
+
+def run(request: dict[str, Any], engine=None) -> int:
+    """Start the container, stream its output, remove it; returns its exit code."""
+    engine = engine or client()
+    container = engine.containers.run(**request)
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        return int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)

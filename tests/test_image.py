@@ -1,0 +1,83 @@
+"""The Docker SDK commands: the request is checked without an engine; the real run needs one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import REPO, run_cli
+from wildfire_kd.errors import InputError
+from wildfire_kd.image import IMAGE_NAME, image_tag, run_request
+
+
+def test_run_request_asks_for_all_gpus_mounts_uid_and_offline_env(tmp_path):
+    data, weights, out = tmp_path / "data", tmp_path / "weights", tmp_path / "out"
+    data.mkdir()
+    weights.mkdir()
+    req = run_request(["build", "--data", "/data/data.yaml"], image="wildfire-kd:test", data=data, weights=weights,
+                      out=out, network="none", uid=1234, gid=567)  # fmt: skip
+    (gpu,) = req["device_requests"]
+    assert gpu["Count"] == -1 and gpu["Capabilities"] == [["gpu"]]  # all GPUs, like --gpus all
+    assert req["volumes"] == {
+        str(data.resolve()): {"bind": "/data", "mode": "ro"},
+        str(weights.resolve()): {"bind": "/weights", "mode": "ro"},
+        str(out.resolve()): {"bind": "/out", "mode": "rw"},
+    }
+    assert out.is_dir(), "the output folder exists before the container writes into it"
+    assert req["user"] == "1234:567" and req["network_mode"] == "none"
+    assert req["environment"]["YOLO_OFFLINE"] == "1" and req["environment"]["YOLO_AUTOINSTALL"] == "0"
+    assert req["command"] == ["build", "--data", "/data/data.yaml"] and req["image"] == "wildfire-kd:test"
+
+
+def test_run_request_defaults_to_the_callers_uid_and_can_skip_gpus(tmp_path):
+    req = run_request(["--help"], gpus=False)
+    assert req["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert "device_requests" not in req and req["volumes"] == {} and req["image"] == f"{IMAGE_NAME}:latest"
+
+
+def test_run_request_refuses_a_missing_data_folder(tmp_path):
+    with pytest.raises(InputError, match="--data .*not a folder"):
+        run_request(["train"], data=tmp_path / "missing")
+
+
+def test_image_tag_carries_version_and_commit():
+    assert image_tag("0123456789abcdef0123") == "wildfire-kd:0.1.0-0123456789ab"
+
+
+def test_dockerignore_keeps_data_runs_and_weights_out():
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert ignore[1] == "*" or "*" in ignore  # deny by default
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "scripts/install.sh", "configs/", "build/"}
+    assert "**/*.pt" in ignore and "**/*.onnx" in ignore
+
+
+def test_dockerfile_installs_like_the_readme():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    assert "RUN scripts/install.sh /opt/venv" in dockerfile and "scripts/install.sh $(VENV) dev" in makefile
+    assert 'ENTRYPOINT ["wildfire-kd"]' in dockerfile and 'CMD ["--help"]' in dockerfile
+    assert "USER 1000:1000" in dockerfile and "YOLO_OFFLINE=1" in dockerfile
+
+
+def _engine_or_skip():
+    import docker
+
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except Exception as e:
+        pytest.skip(f"no Docker engine answers here ({type(e).__name__}); the container test needs one")
+    return engine
+
+
+@pytest.mark.slow
+def test_image_run_against_a_real_engine(tmp_path):
+    engine = _engine_or_skip()
+    tags = [t for image in engine.images.list(name=IMAGE_NAME) for t in image.tags]
+    if not tags:
+        pytest.skip("a Docker engine answers but no wildfire-kd image is built (wildfire-kd image build)")
+    r = run_cli("image", "run", "--image", tags[0], "--no-gpus", "--network", "none", "--out", str(tmp_path),
+                "--", "--help")  # fmt: skip
+    assert r.returncode == 0 and "distil" in r.stdout
