@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_documented_config_states_exactly_the_defaults():
     path = REPO / "configs" / "student_model_cfg.yaml"
-    assert load_config(path) == Config()
+    assert load_config(path).model_dump() == Config().model_dump()
     lines = [ln for ln in path.read_text().splitlines() if ln.startswith("  ")]
     documented = {ln.split(":")[0].strip() for ln in lines}
     assert documented == {k.split(".")[-1] for k in valid_keys()}
@@ -95,3 +95,10 @@ def test_smoke_config_is_valid_and_tiny():
     c = load_config(REPO / "configs" / "smoke.yaml")
     assert c.train.device == "cpu" and c.train.epochs <= 2 and c.train.imgsz <= 96
     assert yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())["train"]["ultralytics"] == {"nbs": 4}
+
+
+def test_explicit_keys_record_what_the_user_set(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr0: 0.1\ndistill:\n  temperature: 3\n")
+    c = load_config(f, ["train.epochs=3"], train__device="cpu", train__data=None)
+    assert c.explicit_keys == {"train.lr0", "distill.temperature", "train.epochs", "train.device"}

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from wildfire_kd.data import check_class_names, class_names, label_path, preflight, synthesize
+from wildfire_kd.data import check_class_names, class_names, label_path, mirror, preflight, synthesize
 from wildfire_kd.errors import InputError
 
 
@@ -68,14 +69,15 @@ def test_empty_split_is_reported(dataset_copy):
 def test_class_id_out_of_range_names_the_file(dataset_copy):
     bad = dataset_copy.parent / "labels" / "train" / "train_00002.txt"
     bad.write_text("5 0.5 0.5 0.1 0.1\n")
-    with pytest.raises(InputError, match=r"class ids >= nc=2: .*train_00002\.txt:1 \(class 5\)"):
+    with pytest.raises(InputError, match=r"1 of 24 images have problems.*class id out of range: .*train_00002\.txt:1 "
+                                         r"\(class 5\) \(fix the labels or add the class to 'names:'\)"):  # fmt: skip
         preflight(dataset_copy)
 
 
 def test_malformed_label_line_names_the_file(dataset_copy):
     bad = dataset_copy.parent / "labels" / "val" / "val_00001.txt"
     bad.write_text("0 0.5 0.5\n")
-    with pytest.raises(InputError, match=r"malformed val label.*val_00001\.txt:1"):
+    with pytest.raises(InputError, match=r"1 malformed label: .*val_00001\.txt:1 \(each line must be"):
         preflight(dataset_copy)
 
 
@@ -91,3 +93,44 @@ def test_class_order_mismatch_names_both_lists():
     assert "['fire', 'smoke']" in str(e.value) and "['smoke', 'fire']" in str(e.value)
     assert "different order" in str(e.value)
     check_class_names(["smoke", "fire"], ["smoke", "fire"], "t.pt", "d.yaml")  # same order passes
+
+
+def _jpeg_without_end_marker(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.endswith(b"\xff\xd9")
+    path.write_bytes(data[:-2])
+
+
+def test_preflight_counts_every_problem_and_honours_the_tolerated_fraction(dataset_copy, tmp_path):
+    root = dataset_copy.parent
+    (root / "labels" / "train" / "train_00001.txt").write_text("7 0.5 0.5 0.1 0.1\n")  # class id >= nc
+    (root / "labels" / "train" / "train_00003.txt").write_text("0 0.5 1.5 0.1 0.1\n")  # y outside 0..1
+    (root / "images" / "train" / "train_00004.jpg").write_bytes(b"not an image")
+    shutil.copyfile(root / "images" / "train" / "train_00005.jpg", root / "images" / "val" / "copy.jpg")
+    _jpeg_without_end_marker(root / "images" / "train" / "train_00006.jpg")
+    with pytest.raises(InputError, match=r"4 of 25 images have problems \(16\.0% > train\.max_bad_fraction 10\.0%\)"):
+        preflight(dataset_copy, max_bad_fraction=0.10)
+    info = preflight(dataset_copy, max_bad_fraction=0.2, report=tmp_path / "preflight.json")
+    assert {k: len(v) for k, v in info.problems.items()} == {
+        "class_id_out_of_range": 1, "coordinates_out_of_range": 1, "unreadable_image": 1, "duplicate_image": 1,
+        "truncated_jpeg": 1,
+    }  # fmt: skip
+    assert info.bad_fraction == pytest.approx(4 / 25)
+    report = json.loads((tmp_path / "preflight.json").read_text())
+    assert "copy.jpg (same bytes as" in report["problems"]["duplicate_image"][0]
+
+
+def test_mirror_takes_the_writes_and_the_dataset_keeps_its_bytes(dataset_copy, tmp_path):
+    root = dataset_copy.parent
+    _jpeg_without_end_marker(root / "images" / "train" / "train_00006.jpg")
+    before = _digest(root)
+    mirrored = mirror(dataset_copy, tmp_path / "mirror")
+    m = mirrored.parent
+    linked = m / "images" / "train" / "train_00000.jpg"
+    assert linked.is_symlink() and linked.resolve() == (root / "images" / "train" / "train_00000.jpg").resolve()
+    assert not (m / "images" / "train" / "train_00006.jpg").is_symlink(), "a truncated JPEG is copied, not linked"
+    assert (m / "labels" / "train" / "train_00000.txt").read_text() == (
+        root / "labels" / "train" / "train_00000.txt"
+    ).read_text()
+    assert preflight(mirrored).names == ["smoke", "fire"]
+    assert _digest(root) == before

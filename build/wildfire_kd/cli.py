@@ -69,6 +69,9 @@ def train(
     batch: Annotated[int | None, typer.Option(help="batch size (train.batch)")] = None,
     device: Annotated[str | None, typer.Option(help="'cpu', '0', '0,1' (train.device)")] = None,
     resume: Annotated[str | None, typer.Option(help="resume a run: its folder or weights/last.pt")] = None,
+    force: Annotated[
+        bool, typer.Option(help="resume even if the given settings differ (the run's own are kept)")
+    ] = False,
 ) -> None:
     """Distil the teacher into a YOLOv8n student (the main job)."""
     from .config import load_config
@@ -88,7 +91,7 @@ def train(
         train__batch=batch,
         train__device=device,
     )
-    result = run_train(cfg, resume=resume)
+    result = run_train(cfg, resume=resume, force=force)
     typer.echo(f"train: run folder {result.run_dir}; report {Path(result.run_dir) / 'train.json'}")
     typer.echo(f"train: best weights {result.best}")
     if result.validation is not None:
@@ -128,7 +131,7 @@ def validate(
     result = run_validate(
         t.student, t.teacher, t.data, v, out, imgsz=v.imgsz or t.imgsz,
         device=t.device if v.device is None else v.device,
-        student_sha256=t.student_sha256, teacher_sha256=t.teacher_sha256,
+        student_sha256=t.student_sha256, teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction,
     )  # fmt: skip
     for gate in result.gates:
         typer.echo(f"validate: {'✓' if gate.passed else '✗'} {gate.describe()}")

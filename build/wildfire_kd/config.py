@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import InputError
 
@@ -61,6 +61,9 @@ class TrainSettings(_Section):
     save_period: int = Field(-1, description="also save weights/epochN.pt every N epochs (-1 = off)")
     close_mosaic: int = Field(10, ge=0, description="disable mosaic augmentation for the last N epochs")
     cache: bool = Field(False, description="cache decoded images in RAM")
+    max_bad_fraction: float = Field(
+        0.0, ge=0, le=1, description="preflight: fraction of images with a problem tolerated (more = exit 2)"
+    )
     max_consecutive_skipped: int = Field(
         20, ge=1, description="stop with an error after this many consecutive non-finite optimizer steps"
     )
@@ -216,6 +219,13 @@ class Config(_Section):
     synth: SynthSettings = Field(default_factory=SynthSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
+    # dotted keys the user set (file, --set, flags) as opposed to defaults; resume compares only these
+    _explicit: set[str] = PrivateAttr(default_factory=set)
+
+    @property
+    def explicit_keys(self) -> set[str]:
+        return set(self._explicit)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         d = self.distill
@@ -333,10 +343,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if value is not None:
             _apply(tree, name.split("__"), value)
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
     except ValidationError as e:
         problems = "; ".join(_describe(err) for err in e.errors(include_url=False))
         raise InputError(f"{source}: {problems}") from None
+    config._explicit = set(_flatten(tree))
+    return config
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        if isinstance(v, dict) and f"{prefix}{k}" in Config.model_fields:
+            keys += _flatten(v, f"{prefix}{k}.")
+        else:
+            keys.append(f"{prefix}{k}")
+    return keys
 
 
 def save_config(config: Config, path: Path) -> None:

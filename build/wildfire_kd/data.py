@@ -8,6 +8,7 @@ tracebacks ultralytics would raise deep inside a dataloader.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ class DatasetInfo:
     yaml_path: str
     names: list[str]
     splits: dict[str, SplitInfo] = field(default_factory=dict)
+    bad_fraction: float = 0.0
+    problems: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def nc(self) -> int:
@@ -97,12 +100,56 @@ def label_path(image: Path) -> Path:
     return Path(s).with_suffix(".txt")
 
 
-def _check_split(files: list[Path], nc: int, source: Path, split: str) -> SplitInfo:
+# problem kinds; "bad" ones count towards train.max_bad_fraction, the rest are reported only
+BAD = ("unreadable_image", "malformed_label", "coordinates_out_of_range", "class_id_out_of_range", "duplicate_image")
+NOTED = ("truncated_jpeg",)  # ultralytics repairs these in place: we let it repair a copy in the mirror
+
+
+@dataclass
+class PreflightProblems:
+    by_kind: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in BAD + NOTED})
+    bad_images: set[str] = field(default_factory=set)
+
+    def add(self, kind: str, where: str, image: Path) -> None:
+        self.by_kind[kind].append(where)
+        if kind in BAD:
+            self.bad_images.add(str(image))
+
+
+def _jpeg_truncated(path: Path) -> bool:
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return False
+    with open(path, "rb") as f:
+        f.seek(-2, os.SEEK_END)
+        return f.read() != b"\xff\xd9"
+
+
+def _check_image(image: Path, problems: PreflightProblems, seen: dict[str, str]) -> None:
+    import hashlib
+
+    from PIL import Image
+
+    try:
+        with Image.open(image) as im:
+            im.verify()
+        data = image.read_bytes()
+    except Exception as e:
+        problems.add("unreadable_image", f"{image} ({type(e).__name__})", image)
+        return
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in seen:
+        problems.add("duplicate_image", f"{image} (same bytes as {seen[digest]})", image)
+    else:
+        seen[digest] = str(image)
+    if _jpeg_truncated(image):
+        problems.add("truncated_jpeg", str(image), image)
+
+
+def _check_split(files: list[Path], nc: int, problems: PreflightProblems, seen: dict[str, str]) -> SplitInfo:
     instances = [0] * nc
     labelled = 0
-    bad_class: list[str] = []
-    malformed: list[str] = []
     for image in files:
+        _check_image(image, problems, seen)
         lbl = label_path(image)
         if not lbl.is_file():
             continue  # background image
@@ -114,42 +161,61 @@ def _check_split(files: list[Path], nc: int, source: Path, split: str) -> SplitI
                 cls = int(float(row[0]))
                 coords = [float(v) for v in row[1:5]]
             except (ValueError, IndexError):
-                malformed.append(f"{lbl}:{n}")
+                problems.add("malformed_label", f"{lbl}:{n}", image)
                 continue
             if len(row) < 5 or cls < 0:
-                malformed.append(f"{lbl}:{n}")
+                problems.add("malformed_label", f"{lbl}:{n}", image)
             elif cls >= nc:
-                bad_class.append(f"{lbl}:{n} (class {cls})")
+                problems.add("class_id_out_of_range", f"{lbl}:{n} (class {cls})", image)
             elif any(not 0.0 <= v <= 1.0 for v in coords):
-                malformed.append(f"{lbl}:{n} (coordinates outside 0..1)")
+                problems.add("coordinates_out_of_range", f"{lbl}:{n}", image)
             else:
                 instances[cls] += 1
-    if bad_class:
-        raise InputError(
-            f"{source}: {len(bad_class)} {split} label(s) have class ids >= nc={nc}: "
-            f"{', '.join(bad_class[:MAX_LISTED])}{' ...' if len(bad_class) > MAX_LISTED else ''} "
-            "(fix the labels or add the class to 'names:')"
-        )
-    if malformed:
-        raise InputError(
-            f"{source}: {len(malformed)} malformed {split} label line(s): "
-            f"{', '.join(malformed[:MAX_LISTED])}{' ...' if len(malformed) > MAX_LISTED else ''} "
-            "(each line must be 'class x_center y_center width height', normalised to 0..1)"
-        )
     return SplitInfo(len(files), labelled, len(files) - labelled, instances)
 
 
-def preflight(path: str | Path, splits: Sequence[str] = ("train", "val")) -> DatasetInfo:
-    """Check a dataset before anything expensive runs: paths, non-empty splits, label sanity.
+_FIXES = {
+    "unreadable_image": "remove or replace the file",
+    "malformed_label": "each line must be 'class x_center y_center width height', normalised to 0..1",
+    "coordinates_out_of_range": "coordinates are normalised to 0..1",
+    "class_id_out_of_range": "fix the labels or add the class to 'names:'",
+    "duplicate_image": "remove the copies (a val image that is also a train image inflates every metric)",
+}
 
-    Raises InputError with the file names at fault. Reads only; the dataset is never modified.
+
+def preflight(
+    path: str | Path, splits: Sequence[str] = ("train", "val"), max_bad_fraction: float = 0.0,
+    report: str | Path | None = None,
+) -> DatasetInfo:  # fmt: skip
+    """Check a dataset before anything expensive runs: paths, non-empty splits, images and labels.
+
+    Every problem is counted and listed (in ``report`` as JSON when given); more than ``max_bad_fraction`` of
+    the images with a problem raises InputError naming the files. Reads only; the dataset is never modified.
     """
     source = Path(path)
     data, _ = read_data_yaml(source)
     names = _names_list(data.get("names"), source)
     info = DatasetInfo(yaml_path=str(source.resolve()), names=names)
+    problems, seen = PreflightProblems(), {}
     for split in splits:
-        info.splits[split] = _check_split(split_images(source, split), len(names), source, split)
+        info.splits[split] = _check_split(split_images(source, split), len(names), problems, seen)
+    total = sum(s.images for s in info.splits.values())
+    info.bad_fraction = len(problems.bad_images) / total
+    info.problems = {k: v for k, v in problems.by_kind.items() if v}
+    if report is not None:
+        from .reports import write_json
+
+        write_json(report, {**info.to_dict(), "max_bad_fraction": max_bad_fraction})
+    if info.bad_fraction > max_bad_fraction:
+        details = "; ".join(
+            f"{len(v)} {k.replace('_', ' ')}: {', '.join(v[:MAX_LISTED])}{' ...' if len(v) > MAX_LISTED else ''} "
+            f"({_FIXES[k]})"
+            for k, v in info.problems.items() if k in BAD
+        )  # fmt: skip
+        raise InputError(
+            f"{source}: {len(problems.bad_images)} of {total} images have problems ({info.bad_fraction:.1%} > "
+            f"train.max_bad_fraction {max_bad_fraction:.1%}): {details}"
+        )
     return info
 
 
@@ -187,6 +253,50 @@ def check_class_names(teacher_names: Sequence[str], data_names: Sequence[str], t
             f"class names differ: teacher {teacher} has {list(teacher_names)}, dataset {data} has "
             f"{list(data_names)} ({hint})"
         )
+
+
+def mirror(path: str | Path, root: str | Path) -> Path:
+    """A mirror of the dataset built from links, for ultralytics to read; returns its data.yaml.
+
+    ultralytics writes label caches beside the labels and rewrites truncated JPEGs in place. Pointed at the
+    mirror, it writes only into ``root``: truncated JPEGs are copied there rather than linked, so the repair
+    never reaches the original file.
+    """
+    source = Path(path)
+    data, _ = read_data_yaml(source)
+    root = Path(root).resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    mirrored: dict[str, Any] = {"path": str(root), "names": dict(enumerate(_names_list(data.get("names"), source)))}
+    for split in ("train", "val", "test"):
+        if not data.get(split):
+            continue
+        img_dir, lbl_dir = root / "images" / split, root / "labels" / split
+        img_dir.mkdir(parents=True)
+        lbl_dir.mkdir(parents=True)
+        used: set[str] = set()
+        for i, image in enumerate(split_images(source, split)):
+            name = image.name if image.name not in used else f"{i:06d}_{image.name}"
+            used.add(name)
+            target = img_dir / name
+            if _jpeg_truncated(image):
+                shutil.copyfile(image, target)
+            else:
+                _link(image, target)
+            label = label_path(image)
+            if label.is_file():
+                _link(label, (lbl_dir / name).with_suffix(".txt"))
+        mirrored[split] = f"images/{split}"
+    out = root / "data.yaml"
+    out.write_text(yaml.safe_dump(mirrored, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.symlink(src.resolve(), dst)
+    except OSError:  # filesystems without symlinks: a copy is slower but just as safe
+        shutil.copyfile(src, dst)
 
 
 # --- synthetic data -------------------------------------------------------------------------------------------

@@ -27,3 +27,9 @@ class StageFailure(GateFailure):
 
 class TrainingDiverged(GateFailure):
     """Too many consecutive optimizer steps had a non-finite loss or gradient."""
+
+
+class TrainingTerminated(WildfireKDError):
+    """SIGTERM (e.g. `docker stop`): the current step finished, the last epoch checkpoint is intact."""
+
+    exit_code = 143

@@ -177,11 +177,17 @@ def _match(ref, got, settings: ParitySettings, iou_bound: float, conf_bound: flo
 
 
 def _onnx_map50(onnx_path: str, data: str, imgsz: int, batch: int = 1) -> float:
+    import tempfile
+
     from ultralytics import YOLO
 
-    metrics = YOLO(str(onnx_path), task="detect").val(
-        data=data, imgsz=imgsz, batch=batch, device="cpu", plots=False, verbose=False, rect=False
-    )
+    from .data import mirror
+
+    with tempfile.TemporaryDirectory(prefix="wildfire-kd-parity-") as tmp:
+        metrics = YOLO(str(onnx_path), task="detect").val(
+            data=str(mirror(data, Path(tmp) / "dataset")), imgsz=imgsz, batch=batch, device="cpu", plots=False,
+            verbose=False, rect=False, project=tmp, name="val",
+        )  # fmt: skip
     return float(metrics.box.map50)
 
 

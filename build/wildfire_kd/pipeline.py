@@ -160,7 +160,7 @@ def build(config: Config, out: str | Path) -> BuildResult:
     previous_report = out / REPORT_NAME
     previous = json.loads(previous_report.read_text(encoding="utf-8")) if previous_report.is_file() else None
     builder = _Builder(config, out, previous)
-    info = preflight(t.data)
+    info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
     data_fp = dataset_fingerprint(t.data)
     teacher_sha = sha256_file(t.teacher)
     student_input = sha256_file(t.student) if Path(t.student).is_file() else t.student
@@ -199,7 +199,7 @@ def _run_stages(config: Config, out: Path, builder: _Builder, data_fp: str, teac
 
     def run_validate():
         report = validate(str(best), t.teacher, t.data, v, vdir, imgsz=imgsz, device=device,
-                          teacher_sha256=t.teacher_sha256)  # fmt: skip
+                          teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction)  # fmt: skip
         failures = [f"gate {g.describe()}" for g in report.failed_gates]
         return ("ran", report.passed, [vdir / JSON_NAME, vdir / MD_NAME, vdir / PNG_NAME],
                 {"passed": report.passed, "retention": report.retention,

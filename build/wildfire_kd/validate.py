@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ValidateSettings
-from .data import check_class_names, preflight
+from .data import check_class_names, mirror, preflight
 from .errors import InputError
 from .reports import atomic_write_text, package_versions, write_json
 from .runtime import prepare_ultralytics
@@ -290,12 +290,13 @@ def validate(
     device: str = "",
     student_sha256: str | None = None,
     teacher_sha256: str | None = None,
+    max_bad_fraction: float = 0.0,
 ) -> ValidationResult:
     """Evaluate teacher and student on the same split; write validation.json/.md/.png into ``out``."""
     prepare_ultralytics()
     from ultralytics.utils.torch_utils import select_device
 
-    info = preflight(data, splits=(settings.split,))
+    info = preflight(data, splits=(settings.split,), max_bad_fraction=max_bad_fraction)
     student_model = load_detection_model(student, student_sha256, role="student")
     teacher_model = load_detection_model(teacher, teacher_sha256, role="teacher")
     check_class_names(model_class_names(teacher_model), info.names, teacher, data)
@@ -310,6 +311,7 @@ def validate(
     torch_device = select_device(device or "", verbose=False)
     with tempfile.TemporaryDirectory(prefix="wildfire-kd-validate-") as tmp:
         work = Path(tmp)
+        original_data, data = data, str(mirror(data, work / "dataset"))  # ultralytics writes caches beside labels
         figures = {}
         for role, weights, model in (("teacher", teacher, teacher_model), ("student", student, student_model)):
             metrics = _accuracy(weights, data, settings, imgsz, device, work, role)
@@ -331,8 +333,8 @@ def validate(
     report = {
         **result.to_dict(),
         "data": {
-            "yaml": str(Path(data).resolve()),
-            "sha256": sha256_file(data),
+            "yaml": str(Path(original_data).resolve()),
+            "sha256": sha256_file(original_data),
             "split": settings.split,
             "images": info.splits[settings.split].images,
         },  # fmt: skip
@@ -340,6 +342,6 @@ def validate(
         "versions": package_versions(),
     }
     write_json(out / JSON_NAME, report)
-    atomic_write_text(out / MD_NAME, _markdown(result, data, settings, imgsz))
+    atomic_write_text(out / MD_NAME, _markdown(result, original_data, settings, imgsz))
     _chart(result, out / PNG_NAME)
     return result

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import json
+import logging
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +19,8 @@ from ..errors import InputError
 from ..reports import write_json
 from ..runtime import prepare_ultralytics
 from ..weights import load_detection_model, model_class_names, verify_file
+
+log = logging.getLogger("wildfire_kd")
 
 CONFIG_NAME = "wildfire_kd_config.yaml"
 REPORT_NAME = "train.json"
@@ -102,7 +109,7 @@ def check_inputs(config: Config) -> None:
     t, d = config.train, config.distill
     if not t.data:
         raise InputError("no dataset: pass --data path/to/data.yaml (or set train.data)")
-    info = preflight(t.data)
+    info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
     needs_teacher = d.response or d.feature_distillation
     if needs_teacher:
         if not t.teacher:
@@ -120,7 +127,11 @@ def check_inputs(config: Config) -> None:
         )
 
 
-def _resume_config(resume: str, config: Config) -> tuple[Config, Path]:
+# changing these on resume is harmless: they decide where and how fast, not what is learnt
+_RESUME_MAY_CHANGE = {"train.device", "train.workers"}
+
+
+def _resume_config(resume: str, config: Config, force: bool) -> tuple[Config, Path]:
     path = Path(resume)
     last = path / "weights" / "last.pt" if path.is_dir() else path
     if not last.is_file():
@@ -130,18 +141,41 @@ def _resume_config(resume: str, config: Config) -> tuple[Config, Path]:
     if not saved.is_file():
         raise InputError(f"--resume {resume}: {saved} is missing, so the run's teacher and KD settings are unknown")
     resumed = load_config(saved)
-    # hardware-only settings may change on resume; everything that shapes the model comes from the run
+    saved_values, given = resumed.model_dump(), config.model_dump()
+    differ = []
+    for key in sorted(config.explicit_keys - _RESUME_MAY_CHANGE):
+        section, _, name = key.partition(".")
+        old, new = saved_values.get(section, {}).get(name), given.get(section, {}).get(name)
+        if old != new:
+            differ.append(f"{key} ({old!r} in the run, {new!r} now)")
+    if differ and not force:
+        raise InputError(
+            f"--resume {run_dir}: the run was started with other settings, which resuming would silently ignore: "
+            f"{'; '.join(differ)}. Start a new run to change them, or pass --force to resume with the run's own"
+        )
+    if differ:
+        log.warning("resuming %s with its own settings; ignored: %s", run_dir, "; ".join(differ))
     resumed.train.device = config.train.device
     resumed.train.workers = config.train.workers
     return resumed, last
 
 
-def train(config: Config, resume: str | None = None, callbacks: dict[str, list] | None = None) -> TrainResult:
-    """Distil ``config.train.teacher`` into ``config.train.student``; returns where everything was written."""
+def train(
+    config: Config, resume: str | None = None, callbacks: dict[str, list] | None = None, force: bool = False
+) -> TrainResult:
+    """Distil ``config.train.teacher`` into ``config.train.student``; returns where everything was written.
+
+    ``resume``: a run folder (or its weights/last.pt) to continue; a finished run is returned as it is.
+    SIGTERM finishes the current step and raises TrainingTerminated (exit 143); completed epochs are kept.
+    """
     prepare_ultralytics()
     last_ckpt = None
     if resume:
-        config, last_ckpt = _resume_config(resume, config)
+        config, last_ckpt = _resume_config(resume, config, force)
+        report = last_ckpt.parent.parent / REPORT_NAME
+        if report.is_file():
+            log.info("%s already finished; nothing to resume", last_ckpt.parent.parent)
+            return TrainResult(**json.loads(report.read_text(encoding="utf-8")))
     check_inputs(config)
 
     from .trainer import DistillationTrainer, KDRun
@@ -155,7 +189,12 @@ def train(config: Config, resume: str | None = None, callbacks: dict[str, list] 
     )
     overrides = _ultralytics_overrides(config)
     if last_ckpt is not None:
-        overrides = {"resume": str(last_ckpt), "device": overrides["device"], "workers": overrides["workers"]}
+        overrides = {
+            "resume": str(last_ckpt),
+            "save_dir": str(last_ckpt.parent.parent),  # a stripped checkpoint no longer records its folder
+            "device": overrides["device"],
+            "workers": overrides["workers"],
+        }
     trainer = DistillationTrainer(overrides=overrides, kd=kd)
     for event, fns in (callbacks or {}).items():
         for fn in fns:
@@ -163,9 +202,19 @@ def train(config: Config, resume: str | None = None, callbacks: dict[str, list] 
     run_dir = Path(trainer.save_dir)
     if last_ckpt is None:
         save_config(config, run_dir / CONFIG_NAME)
+        preflight(config.train.data, max_bad_fraction=config.train.max_bad_fraction, report=run_dir / "preflight.json")
 
     start = time.time()
-    trainer.train()
+    with _terminate_on_sigterm(trainer):
+        try:
+            trainer.train()
+        except AssertionError as e:  # ultralytics asserts when every epoch is done but the run was not finalised
+            if last_ckpt is None or "nothing to resume" not in str(e):
+                raise
+            # killed after the last epoch's checkpoint but before the run was finalised: finalise it now
+            log.info("%s: every epoch was already trained; finalising the run", run_dir)
+            trainer.epoch = trainer.epochs - 1
+            trainer.final_eval()
     result = TrainResult(
         run_dir=str(run_dir),
         best=str(trainer.best) if trainer.best.exists() else None,
@@ -184,13 +233,31 @@ def train(config: Config, resume: str | None = None, callbacks: dict[str, list] 
     return result
 
 
+@contextmanager
+def _terminate_on_sigterm(trainer):
+    """`docker stop` sends SIGTERM: let the current step finish, then stop (the trainer raises at batch end)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        log.warning("SIGTERM: finishing the current step, then stopping")
+        trainer.terminate_requested = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _validate_against_teacher(config: Config, best: str, out: Path) -> dict[str, Any]:
     from ..validate import JSON_NAME, validate
 
     t, v = config.train, config.validation
     report = validate(
         best, t.teacher, t.data, v, out, imgsz=v.imgsz or t.imgsz, device=t.device if v.device is None else v.device,
-        teacher_sha256=t.teacher_sha256,
+        teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction,
     )  # fmt: skip
     return {
         "passed": report.passed,

@@ -26,7 +26,8 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK  # noqa: E402
 from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
 from ..config import DistillSettings  # noqa: E402
-from ..errors import TrainingDiverged  # noqa: E402
+from ..errors import TrainingDiverged, TrainingTerminated  # noqa: E402
+from ..reports import atomic_write_text as _rewrite  # noqa: E402
 from ..weights import load_detection_model  # noqa: E402
 from .loss import ResponseKDLoss  # noqa: E402
 
@@ -59,6 +60,26 @@ class KDRun:
         return DistillSettings(**self.distill)
 
 
+def _replace_durably(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, rename it over ``final``, fsync the folder: after a crash either file is whole."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _strip_durably(path: Path, strip, updates: dict | None = None) -> dict:
+    tmp = path.with_name(f".{path.name}.strip.tmp")
+    ckpt = strip(path, s=str(tmp), updates=updates)
+    if tmp.exists():
+        _replace_durably(tmp, path)
+    return ckpt
+
+
 def student_of(model: torch.nn.Module) -> torch.nn.Module:
     """The plain DetectionModel inside DDP and/or ultralytics' feature-distillation wrapper."""
     model = unwrap_model(model)
@@ -84,6 +105,7 @@ class DistillationTrainer(DetectionTrainer):
         self._finite_sums: dict[str, float] = {}
         self._finite_count = 0
         self._log_file = None
+        self.terminate_requested = False  # set by the SIGTERM handler of wildfire_kd.distill.train
         self._buffers: list[torch.Tensor] = []
         self._buffer_backup: list[torch.Tensor] = []
         for event, fn in (
@@ -95,6 +117,16 @@ class DistillationTrainer(DetectionTrainer):
         ):
             if fn not in self.callbacks[event]:  # DDP workers receive the parent's callbacks, ours included
                 self.add_callback(event, fn)
+
+    # --- data: ultralytics reads a mirror, never the dataset itself ----------------------------------------
+
+    def get_dataset(self):
+        mirror_root = Path(self.save_dir) / "dataset"
+        if RANK in {-1, 0} and mirror_root.resolve() not in Path(self.args.data).resolve().parents:
+            from ..data import mirror
+
+            self.args.data = str(mirror(self.args.data, mirror_root))  # label caches and JPEG repairs land here
+        return super().get_dataset()
 
     # --- model set-up ---------------------------------------------------------------------------------------
 
@@ -119,10 +151,70 @@ class DistillationTrainer(DetectionTrainer):
         if self.kd_criterion.detection.nc != teacher.model[-1].nc:
             raise ValueError("teacher and student predict a different number of classes")
 
+    def resume_training(self, ckpt):
+        super().resume_training(ckpt)
+        if ckpt is not None and self.resume and RANK in {-1, 0}:
+            self._trim_after(self.start_epoch)
+
+    def _trim_after(self, completed_epochs: int) -> None:
+        """Drop rows of epochs that the checkpoint does not hold: a kill after ultralytics wrote an epoch's
+        results.csv row but before it saved last.pt would otherwise leave that epoch in the log twice."""
+        import csv as _csv
+
+        if self.csv.exists():
+            with open(self.csv, newline="", encoding="utf-8") as f:
+                rows = list(_csv.reader(f))
+            kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= completed_epochs]
+            if len(kept) != len(rows):
+                _rewrite(self.csv, "".join(",".join(r) + "\n" for r in kept))
+        log = Path(self.save_dir) / BATCH_LOG
+        if log.exists():
+            lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept_lines = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) <= completed_epochs]
+            if len(kept_lines) != len(lines):
+                _rewrite(log, "".join(kept_lines))
+
     def _model_train(self):
         super()._model_train()
         if self.teacher is not None:
             self.teacher.eval()  # never let BatchNorm statistics of the teacher move
+
+    # --- crash-safe checkpoints ------------------------------------------------------------------------------------
+
+    def save_model(self):
+        """ultralytics writes straight into last.pt/best.pt: write temporary files, fsync, then rename."""
+        real_last, real_best = self.last, self.best
+        self.last, self.best = self.wdir / f".{real_last.name}.tmp", self.wdir / f".{real_best.name}.tmp"
+        try:
+            saved = super().save_model()
+        finally:
+            pending = [(self.last, real_last), (self.best, real_best)]
+            self.last, self.best = real_last, real_best
+        for tmp, final in pending:
+            if tmp.exists():
+                _replace_durably(tmp, final)
+        return saved
+
+    def final_eval(self):
+        """ultralytics' final_eval, but the optimizer is stripped into a temporary file renamed over the original."""
+        from ultralytics.utils import LOCAL_RANK
+        from ultralytics.utils.torch_utils import strip_optimizer, torch_distributed_zero_first
+
+        model = self.best if self.best.exists() else None
+        with torch_distributed_zero_first(LOCAL_RANK):
+            if RANK in {-1, 0}:
+                ckpt = _strip_durably(self.last, strip_optimizer) if self.last.exists() else {}
+                if model:
+                    _strip_durably(self.best, strip_optimizer, updates={"train_results": ckpt.get("train_results")})
+        if model:
+            LOGGER.info(f"\nValidating {model}...")
+            self.validator.args.plots = self.args.plots
+            self.validator.args.compile = False
+            self.metrics = self.validator(model=model)
+            self.metrics.pop("fitness", None)
+            self.epoch += 1  # log best metrics at step epochs+1, as ultralytics does
+            self.run_callbacks("on_fit_epoch_end")
+            self.epoch -= 1
 
     # --- one optimizer step -----------------------------------------------------------------------------------
 
@@ -183,6 +275,12 @@ class DistillationTrainer(DetectionTrainer):
         if RANK in {-1, 0}:
             self._write_batch_log(items, loss_finite)
         self._batch_index += 1
+        if self.terminate_requested:  # SIGTERM: this step is done; stop before the next one
+            where = f"stopped by SIGTERM in epoch {self.epoch + 1} after batch {self._batch_index}"
+            kept = "no epoch had completed; start the run again"
+            if self.last.exists():
+                kept = f"{self.last} holds every completed epoch; resume: wildfire-kd train --resume {self.save_dir}"
+            raise TrainingTerminated(f"{where}; {kept}")
 
     def _write_batch_log(self, items: dict[str, float], loss_finite: bool) -> None:
         if self._log_file is None:
