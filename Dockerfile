@@ -5,6 +5,8 @@
 # Mount points: /data (dataset, read-only), /weights (teacher and optional yolov8n.pt, read-only), /out (results).
 # A slim Python base is enough: PyTorch's CUDA wheels carry the CUDA libraries and `--gpus all` brings the driver.
 # Tests build FROM a local Debian base instead (--build-arg BASE_IMAGE=...); production keeps this pinned tag.
+# Every metadata instruction comes before the dependency install and one COPY after it: builders that store each
+# layer in full (the vfs driver) then copy the multi-GB torch layer once, not once per instruction.
 ARG BASE_IMAGE=python:3.11.7-slim-bookworm
 FROM ${BASE_IMAGE}
 
@@ -17,7 +19,10 @@ ARG DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 libxcb1 \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin kd \
+    && mkdir -p /data /weights /out /opt/venv /opt/wildfire-kd \
+    && chown 1000:1000 /out /opt/venv /opt/wildfire-kd
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -30,19 +35,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/wildfire-kd/matplotlib \
     WILDFIRE_KD_GIT_COMMIT=${GIT_COMMIT}
 
-WORKDIR /opt/wildfire-kd
-COPY pyproject.toml README.md ./
-COPY scripts/install.sh scripts/install.sh
-COPY configs/ configs/
-COPY build/ build/
-# the same install script as the README's `make install`, without the dev tools
-RUN scripts/install.sh /opt/venv \
-    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin kd \
-    && mkdir -p /data /weights /out \
-    && chown kd:kd /out
-
 USER 1000:1000
 WORKDIR /out
 VOLUME ["/out"]
 ENTRYPOINT ["wildfire-kd"]
 CMD ["--help"]
+
+# Dependencies first, in a layer only pyproject.toml invalidates: the install is editable, so the source copied
+# afterwards is what runs, and a code change does not download torch again.
+COPY --chown=1000:1000 pyproject.toml README.md /opt/wildfire-kd/
+COPY --chown=1000:1000 scripts/install.sh /opt/wildfire-kd/scripts/install.sh
+COPY --chown=1000:1000 build/wildfire_kd/__init__.py /opt/wildfire-kd/build/wildfire_kd/__init__.py
+# the same install script as the README's `make install`, without the dev tools. DL3003 (use WORKDIR) is
+# ignored on purpose: WORKDIR is /out for users, and switching it here would add a full layer copy under vfs.
+# hadolint ignore=DL3003
+RUN cd /opt/wildfire-kd && scripts/install.sh /opt/venv
+
+# one layer for the source: .dockerignore admits only pyproject.toml, README.md, scripts/install.sh, configs/, build/
+COPY --chown=1000:1000 . /opt/wildfire-kd/

@@ -306,11 +306,12 @@ def image_build(
     context: Annotated[Path, typer.Option(help="the wildfire-kd checkout (holds the Dockerfile)")] = Path("."),
     tag: Annotated[str | None, typer.Option(help="image tag (default wildfire-kd:VERSION-COMMIT)")] = None,
     base_image: Annotated[str | None, typer.Option(help="override the Dockerfile's BASE_IMAGE")] = None,
+    network: Annotated[str | None, typer.Option(help="build network, e.g. host (pip needs one)")] = None,
 ) -> None:
     """Build the image through the Docker SDK, tagged with the version and git commit (and latest)."""
     from .image import build as build_image
 
-    tags = build_image(context, tag=tag, base_image=base_image)
+    tags = build_image(context, tag=tag, base_image=base_image, network_mode=network)
     typer.echo(f"image build: {', '.join(tags)}")
 
 
@@ -324,13 +325,17 @@ def image_run(
     out: Annotated[Path | None, typer.Option(help="output folder, mounted at /out")] = Path("runs/container"),
     gpus: Annotated[bool, typer.Option("--gpus/--no-gpus", help="request all GPUs")] = True,
     network: Annotated[str | None, typer.Option(help="container network, e.g. none")] = None,
+    user: Annotated[str | None, typer.Option(help="UID:GID to run as (default: yours)")] = None,
 ) -> None:
     """Run `wildfire-kd ARGS...` in the container: `image run --data D --weights W -- build --data /data/data.yaml`."""
     from .image import run, run_request
 
     if not ctx.args:
         raise typer.BadParameter("give the command to run after --, e.g. -- train --data /data/data.yaml")
-    code = run(run_request(ctx.args, image=image, data=data, weights=weights, out=out, gpus=gpus, network=network))
+    uid, _, gid = (user or "").partition(":")
+    request = run_request(ctx.args, image=image, data=data, weights=weights, out=out, gpus=gpus, network=network,
+                          uid=int(uid) if uid else None, gid=int(gid or uid) if uid else None)  # fmt: skip
+    code = run(request)
     raise typer.Exit(code)
 
 

@@ -198,6 +198,7 @@ class DemoSettings(_Section):
     """`wildfire-kd demo`: synthetic data, a quick yolov8s teacher, then the distilled student, on CPU in minutes."""
 
     out: str = Field("runs/demo", description="folder for the dataset, the teacher run and the student run")
+    data: str | None = Field(None, description="use this YOLO dataset (data.yaml) instead of writing the synthetic one")
     device: str = Field("cpu", description="device for both trainings ('cpu', '0', ...)")
     teacher_model: str = Field("yolov8s.yaml", description="teacher architecture, trained from scratch on the data")
     teacher_epochs: int = Field(25, ge=1, description="teacher training epochs")

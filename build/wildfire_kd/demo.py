@@ -50,7 +50,10 @@ def run_demo(config: Config) -> DemoResult:
     start = time.time()
     d, s = config.demo, config.synth
     out = Path(d.out)
-    data = synthesize(out / "data", s.classes, s.train_images, s.val_images, s.imgsz, s.max_objects, s.seed)
+    if d.data:
+        data = Path(d.data)
+    else:
+        data = synthesize(out / "data", s.classes, s.train_images, s.val_images, s.imgsz, s.max_objects, s.seed)
     teacher_run = out / "teacher"
     if (teacher_run / "train.json").is_file() and (teacher_run / "weights" / "best.pt").is_file():
         teacher = TrainResult(**json.loads((teacher_run / "train.json").read_text(encoding="utf-8")))  # reuse

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Make a Docker engine answer on this machine, for the container test (see tests/container/).
+# Idempotent: installs docker.io and debootstrap when missing, starts dockerd when none answers, and imports a
+# local Debian base with Python (local/base:bookworm) when the engine lacks it. No registry is needed.
+# Prints one line; exits 0 when an engine answers and the base exists, 1 otherwise (the test then skips).
+set -uo pipefail
+log=${WILDFIRE_KD_DOCKER_LOG:-/tmp/wildfire-kd-dockerd.log}
+base=local/base:bookworm
+
+if ! docker info >/dev/null 2>&1; then
+    if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
+        apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null 2>&1 \
+            || { echo "docker-engine: cannot install docker.io/debootstrap"; exit 1; }
+    fi
+    (setsid dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs >"$log" 2>&1 &)
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "docker-engine: dockerd did not start (see $log)"; exit 1; }
+fi
+
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+    root=$(mktemp -d /tmp/wildfire-kd-debroot.XXXXXX)
+    mirror=$(grep -ho 'http[^ ]*debian' /etc/apt/sources.list.d/* /etc/apt/sources.list 2>/dev/null | grep -v snapshot | head -1)
+    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$root" \
+        "${mirror:-http://deb.debian.org/debian}" >/dev/null 2>&1 || { echo "docker-engine: debootstrap failed"; exit 1; }
+    # package registries are reached through a TLS proxy whose CA only the host trusts
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$root/etc/pip.conf"
+    tar -C "$root" -c . | docker import - "$base" >/dev/null || { echo "docker-engine: import failed"; exit 1; }
+    rm -rf "$root"
+fi
+echo "docker-engine: ready ($(docker version --format '{{.Server.Version}}'), base $base)"
