@@ -56,7 +56,7 @@ def test_dockerignore_keeps_data_runs_and_weights_out():
 def test_dockerfile_installs_like_the_readme():
     dockerfile = (REPO / "Dockerfile").read_text()
     makefile = (REPO / "Makefile").read_text()
-    assert "RUN scripts/install.sh /opt/venv" in dockerfile and "scripts/install.sh $(VENV) dev" in makefile
+    assert "&& scripts/install.sh /opt/venv\n" in dockerfile and "scripts/install.sh $(VENV) dev" in makefile
     assert 'ENTRYPOINT ["wildfire-kd"]' in dockerfile and 'CMD ["--help"]' in dockerfile
     assert "USER 1000:1000" in dockerfile and "YOLO_OFFLINE=1" in dockerfile
 

@@ -47,6 +47,7 @@ class TrainResult:
     final_metrics: dict[str, float] = field(default_factory=dict)
     config_sha256: str = ""
     validation: dict[str, Any] | None = None  # the after-train comparison: passed, report, failed gates
+    peak_gpu_memory_mb: float | None = None  # torch.cuda.max_memory_allocated during training (CUDA only)
 
     @property
     def passed(self) -> bool:
@@ -226,11 +227,20 @@ def train(
         seconds=round(time.time() - start, 2),
         final_metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
         config_sha256=config.digest(),
+        peak_gpu_memory_mb=_peak_gpu_memory_mb(trainer),
     )
     if config.validation.after_train and config.train.teacher and result.best:
         result.validation = _validate_against_teacher(config, result.best, run_dir / "validation")
     write_json(run_dir / REPORT_NAME, result.to_dict())
     return result
+
+
+def _peak_gpu_memory_mb(trainer) -> float | None:
+    import torch
+
+    if trainer.device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(trainer.device) / 2**20, 1)
 
 
 @contextmanager

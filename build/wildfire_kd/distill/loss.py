@@ -58,12 +58,17 @@ class TeacherTargets:
 
 
 @torch.no_grad()
-def teacher_targets(teacher: nn.Module, images: torch.Tensor, settings: DistillSettings) -> TeacherTargets:
-    """Run the frozen teacher and turn its output into padded pseudo-targets with their class logits."""
+def teacher_forward(teacher: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen teacher on the batch: (decoded (B, 4 + nc, A), raw class logits (B, nc, A))."""
+    decoded, raw = teacher(images)  # eval mode: ((B, 4 + nc, A) decoded, dict of raw outputs)
+    return decoded, raw["scores"]
+
+
+@torch.no_grad()
+def pseudo_targets(decoded: torch.Tensor, logits: torch.Tensor, settings: DistillSettings) -> TeacherTargets:
+    """NMS on the teacher's output, keeping each kept detection's box, confidence and raw logit vector."""
     from ultralytics.utils.nms import non_max_suppression
 
-    decoded, raw = teacher(images)  # eval mode: ((B, 4 + nc, A) decoded, dict of raw outputs)
-    logits = raw["scores"]  # (B, nc, A) before the sigmoid
     kept, keep_idx = non_max_suppression(
         decoded,
         conf_thres=settings.teacher_conf,
@@ -74,7 +79,7 @@ def teacher_targets(teacher: nn.Module, images: torch.Tensor, settings: DistillS
     )
     bs, nc = logits.shape[:2]
     m = max((len(k) for k in kept), default=0)
-    device = images.device
+    device = decoded.device
     boxes = torch.zeros(bs, m, 4, device=device)
     labels = torch.zeros(bs, m, 1, device=device)
     conf = torch.zeros(bs, m, device=device)
@@ -89,6 +94,21 @@ def teacher_targets(teacher: nn.Module, images: torch.Tensor, settings: DistillS
             kept_logits[b, :n] = logits[b, :, idx.long()].T.float()
             mask[b, :n] = True
     return TeacherTargets(boxes, labels, conf, kept_logits, mask, sum(len(k) for k in kept))
+
+
+def teacher_targets(teacher: nn.Module, images: torch.Tensor, settings: DistillSettings) -> TeacherTargets:
+    """Run the frozen teacher and turn its output into padded pseudo-targets with their class logits."""
+    return pseudo_targets(*teacher_forward(teacher, images), settings)
+
+
+@dataclass
+class Match:
+    """Student anchors assigned to teacher boxes by the task-aligned assigner."""
+
+    fg_mask: torch.Tensor  # (B, A) matched anchors
+    target_bboxes: torch.Tensor  # (B, A, 4) matched teacher box, xyxy pixels
+    target_gt_idx: torch.Tensor  # (B, A) index of the matched teacher box
+    weight: torch.Tensor  # (F,) teacher confidence x assignment quality, per matched anchor
 
 
 class ResponseKDLoss:
@@ -133,11 +153,44 @@ class ResponseKDLoss:
         items = {**items, "kd_box": kd_box.detach(), "kd_cls": kd_cls.detach()}
         return loss, items
 
-    def kd_terms(self, preds: dict, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_box, L_cls) for a batch: both exactly 0 when the teacher keeps no detection."""
+    def student_outputs(self, preds: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(class logits (B, A, nc), decoded boxes xyxy pixels (B, A, 4), anchor points, strides) of the student."""
         from ultralytics.utils.tal import make_anchors
 
         det = self.detection
+        pred_distri = preds["boxes"].permute(0, 2, 1).contiguous()
+        pred_logits = preds["scores"].permute(0, 2, 1).contiguous()
+        anchor_points, stride_tensor = make_anchors(preds["feats"], det.stride, 0.5)
+        pred_bboxes = det.bbox_decode(anchor_points, pred_distri) * stride_tensor
+        return pred_logits, pred_bboxes, anchor_points, stride_tensor
+
+    def match(self, pred_logits, pred_bboxes, anchor_points, stride_tensor, targets: TeacherTargets) -> Match:
+        """Assign student anchors to teacher boxes (top-k per box), batched over the whole batch."""
+        _, target_bboxes, target_scores, fg_mask, target_gt_idx = self.assigner(
+            pred_logits.detach().sigmoid(),
+            pred_bboxes.detach().type(targets.boxes.dtype),
+            anchor_points * stride_tensor,
+            targets.labels,
+            targets.boxes,
+            targets.mask,
+        )
+        # assignment quality: the assigner's normalised alignment metric, carried on the one-hot class slot
+        quality = target_scores.sum(-1)
+        weight = (targets.conf.gather(1, target_gt_idx.long()) * quality)[fg_mask]
+        return Match(fg_mask, target_bboxes, target_gt_idx.long(), weight)
+
+    def losses(self, pred_logits, pred_bboxes, targets: TeacherTargets, match: Match):
+        """(L_box, L_cls): weighted means of 1 - CIoU and of the per-class Bernoulli KL at T, scaled by T^2."""
+        fg = match.fg_mask
+        weight_sum = match.weight.sum().clamp(min=1e-9)
+        box_term = (ciou_loss(pred_bboxes[fg], match.target_bboxes[fg]) * match.weight).sum() / weight_sum
+        nc = pred_logits.shape[-1]
+        matched_logits = targets.logits.gather(1, match.target_gt_idx.unsqueeze(-1).expand(-1, -1, nc))
+        kl = bernoulli_kl(matched_logits[fg], pred_logits[fg], self.settings.temperature)
+        return box_term, (kl * match.weight).sum() / weight_sum
+
+    def kd_terms(self, preds: dict, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_box, L_cls) for a batch: both exactly 0 when the teacher keeps no detection."""
         zero = torch.zeros((), device=images.device)
         teacher_dtype = next(self.teacher.parameters()).dtype
         if images.dtype != teacher_dtype:  # fp16 validation batches: run the fp32 teacher under autocast
@@ -148,30 +201,8 @@ class ResponseKDLoss:
         self.last_teacher_detections = targets.count / images.shape[0]
         if targets.count == 0:
             return zero, zero
-
-        pred_distri = preds["boxes"].permute(0, 2, 1).contiguous()
-        pred_logits = preds["scores"].permute(0, 2, 1).contiguous()  # (B, A, nc)
-        anchor_points, stride_tensor = make_anchors(preds["feats"], det.stride, 0.5)
-        pred_bboxes = det.bbox_decode(anchor_points, pred_distri) * stride_tensor  # xyxy pixels
-
-        _, target_bboxes, target_scores, fg_mask, target_gt_idx = self.assigner(
-            pred_logits.detach().sigmoid(),
-            pred_bboxes.detach().type(targets.boxes.dtype),
-            anchor_points * stride_tensor,
-            targets.labels,
-            targets.boxes,
-            targets.mask,
-        )
-        if not fg_mask.any():
+        pred_logits, pred_bboxes, anchor_points, stride_tensor = self.student_outputs(preds)
+        match = self.match(pred_logits, pred_bboxes, anchor_points, stride_tensor, targets)
+        if not match.fg_mask.any():
             return zero, zero
-        # assignment quality: the assigner's normalised alignment metric, carried on the one-hot class slot
-        quality = target_scores.sum(-1)
-        weight = (targets.conf.gather(1, target_gt_idx) * quality)[fg_mask]
-        weight_sum = weight.sum().clamp(min=1e-9)
-
-        box_term = (ciou_loss(pred_bboxes[fg_mask], target_bboxes[fg_mask]) * weight).sum() / weight_sum
-        nc = pred_logits.shape[-1]
-        matched_logits = targets.logits.gather(1, target_gt_idx.unsqueeze(-1).expand(-1, -1, nc))
-        kl = bernoulli_kl(matched_logits[fg_mask], pred_logits[fg_mask], self.settings.temperature)
-        cls_term = (kl * weight).sum() / weight_sum
-        return box_term, cls_term
+        return self.losses(pred_logits, pred_bboxes, targets, match)
