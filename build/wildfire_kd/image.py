@@ -29,7 +29,9 @@ def client():
     import docker
 
     try:
-        engine = docker.from_env()
+        # no read timeout: a build or a container runs as long as it runs (logs can be quiet for minutes, and the
+        # vfs storage driver copies the whole image to create a container); Ctrl-C stops waiting
+        engine = docker.from_env(timeout=None)
         engine.ping()
     except Exception as e:  # no socket, permission denied, engine down
         raise InputError(f"no Docker engine answers ({e}); start one or set DOCKER_HOST") from e
