@@ -203,9 +203,7 @@ def preflight(
     info.bad_fraction = len(problems.bad_images) / total
     info.problems = {k: v for k, v in problems.by_kind.items() if v}
     if report is not None:
-        from .reports import write_json
-
-        write_json(report, {**info.to_dict(), "max_bad_fraction": max_bad_fraction})
+        write_preflight_report(info, report, max_bad_fraction)
     if info.bad_fraction > max_bad_fraction:
         details = "; ".join(
             f"{len(v)} {k.replace('_', ' ')}: {', '.join(v[:MAX_LISTED])}{' ...' if len(v) > MAX_LISTED else ''} "
@@ -217,6 +215,12 @@ def preflight(
             f"train.max_bad_fraction {max_bad_fraction:.1%}): {details}"
         )
     return info
+
+
+def write_preflight_report(info: DatasetInfo, path: str | Path, max_bad_fraction: float) -> None:
+    from .reports import write_json
+
+    write_json(path, {**info.to_dict(), "max_bad_fraction": max_bad_fraction})
 
 
 def split_images(path: str | Path, split: str) -> list[Path]:

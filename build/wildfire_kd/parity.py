@@ -89,10 +89,9 @@ def _f(v: float | None) -> str:
     return "–" if v is None else f"{v:.4g}"
 
 
-def open_session(onnx_path: str | Path, imgsz: int):
-    """An onnxruntime CPU session, after checking the file loads and its input fits ``imgsz`` (else exit 2)."""
+def load_onnx(onnx_path: str | Path):
+    """The ONNX model, after checking it exists and passes the checker (else InputError: exit 2)."""
     import onnx
-    import onnxruntime as ort
 
     path = Path(onnx_path)
     if not path.is_file():
@@ -102,6 +101,15 @@ def open_session(onnx_path: str | Path, imgsz: int):
         onnx.checker.check_model(model)
     except Exception as e:
         raise InputError(f"{path} is not a valid ONNX model (truncated or corrupt?): {str(e).splitlines()[0]}") from e
+    return model
+
+
+def open_session(onnx_path: str | Path, imgsz: int, model=None):
+    """An onnxruntime CPU session, after checking the file loads and its input fits ``imgsz`` (else exit 2)."""
+    import onnxruntime as ort
+
+    path = Path(onnx_path)
+    model = model if model is not None else load_onnx(path)
     dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.input[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or any(d is not None and d != imgsz for d in dims[2:]):
         raise InputError(
@@ -207,18 +215,12 @@ def parity(
 
     model = load_detection_model(weights, role="student")
     names = model_class_names(model)
-    import onnx
-
-    if not Path(onnx_path).is_file():
-        raise InputError(f"ONNX file not found: {onnx_path}")
-    try:  # the metadata tells the size to compare at when --imgsz is not given
-        meta = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
-    except Exception as e:
-        raise InputError(f"{onnx_path} is not a valid ONNX model (truncated or corrupt?): {e}") from e
+    onnx_model = load_onnx(onnx_path)
+    meta = read_metadata(onnx_model)  # tells the size to compare at when --imgsz is not given
     imgsz = imgsz or (meta.get("imgsz") or [None])[0]
     if not imgsz:
         raise InputError(f"{onnx_path} has no wildfire_kd.imgsz metadata: pass --imgsz")
-    session, meta = open_session(onnx_path, imgsz)
+    session, _ = open_session(onnx_path, imgsz, onnx_model)
     variant = meta.get("variant", "fp32")
     problems: list[str] = []
     if meta.get("names") != names:

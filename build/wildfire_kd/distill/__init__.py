@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config, save_config
-from ..data import check_class_names, preflight
+from ..data import DatasetInfo, check_class_names, preflight, write_preflight_report
 from ..errors import InputError
 from ..reports import write_json
 from ..runtime import prepare_ultralytics
@@ -105,7 +105,7 @@ def _ultralytics_overrides(config: Config) -> dict[str, Any]:
     return overrides
 
 
-def check_inputs(config: Config) -> None:
+def check_inputs(config: Config) -> DatasetInfo:
     """Everything that can be checked before training starts: exit 2 now rather than an hour in."""
     t, d = config.train, config.distill
     if not t.data:
@@ -126,6 +126,7 @@ def check_inputs(config: Config) -> None:
         raise InputError(
             f"train.student={t.student!r}: expected a .pt checkpoint or a model .yaml such as yolov8n.yaml"
         )
+    return info
 
 
 # changing these on resume is harmless: they decide where and how fast, not what is learnt
@@ -177,7 +178,7 @@ def train(
         if report.is_file():
             log.info("%s already finished; nothing to resume", last_ckpt.parent.parent)
             return TrainResult(**json.loads(report.read_text(encoding="utf-8")))
-    check_inputs(config)
+    info = check_inputs(config)
 
     from .trainer import DistillationTrainer, KDRun
 
@@ -203,7 +204,7 @@ def train(
     run_dir = Path(trainer.save_dir)
     if last_ckpt is None:
         save_config(config, run_dir / CONFIG_NAME)
-        preflight(config.train.data, max_bad_fraction=config.train.max_bad_fraction, report=run_dir / "preflight.json")
+        write_preflight_report(info, run_dir / "preflight.json", config.train.max_bad_fraction)
 
     start = time.time()
     with _terminate_on_sigterm(trainer):
