@@ -8,6 +8,7 @@ no network, as a non-root uid, with the dataset mounted read-only and the output
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from conftest import run_cli  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 BASE = "local/base:bookworm"
 TAG = "wildfire-kd:container-test"
+NEEDED_GB = 25  # dependency layer + source layer + a container's copy, under vfs
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,13 @@ def image() -> str:
         engine.images.get(BASE)
     except Exception as e:
         pytest.skip(f"no Docker engine with {BASE} here ({type(e).__name__}); run scripts/docker-engine.sh first")
+    # the vfs driver stores every layer in full (~7 GB each here): clear what earlier builds left before building
+    engine.containers.prune()
+    engine.images.prune(filters={"dangling": True})
+    root = engine.info().get("DockerRootDir", "/var/lib/docker")
+    free_gb = shutil.disk_usage(root if Path(root).exists() else "/").free / 2**30
+    if free_gb < NEEDED_GB:
+        pytest.skip(f"only {free_gb:.0f} GB free under {root}; the image build needs about {NEEDED_GB} GB")
     r = run_cli("image", "build", "--context", str(REPO), "--tag", TAG, "--base-image", BASE, "--network", "host",
                 timeout=3000)  # fmt: skip
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
