@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 VARIANTS = {
@@ -42,12 +43,12 @@ def _run(cmd: list[str]) -> tuple[int, float]:
     return proc.returncode, usage.ru_maxrss / 1024
 
 
-def _train_args(args, data: str, name: str) -> list[str]:
+def _train_args(args, data: str, name: str, seed: int) -> list[str]:
     return [
         sys.executable, "-m", "wildfire_kd.cli", "train", "--data", data, "--epochs", str(args.epochs),
         "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--device", args.device, "--out", str(args.out),
         "--name", name, "--set", "train.exist_ok=true", "--set", "train.plots=false",
-        "--set", f"train.seed={args.seed}",
+        "--set", f"train.seed={seed}",
         "--set", f"train.optimizer={args.optimizer}", "--set", f"train.lr0={args.lr0}",
         "--set", "train.warmup_epochs=1", "--set", f"train.close_mosaic={max(1, args.epochs // 5)}",
         "--set", "train.patience=0", "--set", f"train.ultralytics={{nbs: {args.batch}}}",
@@ -150,6 +151,27 @@ def profile_step(data: str, teacher_path: str, imgsz: int, batch: int, device: s
             "median_s": medians, "total_s": sum(medians.values())}  # fmt: skip
 
 
+def _parse_variant(text: str) -> tuple[str, list[str]]:
+    """'NAME:key=value,key=value' -> (NAME, ['--set', 'key=value', ...])."""
+    name, _, sets = text.partition(":")
+    if not name or not sets:
+        raise SystemExit(f"--variant {text!r}: expected NAME:key=value[,key=value], e.g. c2:distill.topk=5")
+    return name, [a for kv in sets.split(",") for a in ("--set", kv)]
+
+
+def _aggregate(per_seed: list[dict]) -> dict:
+    """Mean over seeds of every figure, plus the spread (sample std) of the accuracy figures."""
+    out = {}
+    for key in per_seed[0]:
+        values = [r[key] for r in per_seed if r[key] is not None]
+        out[key] = statistics.fmean(values) if values else None
+    for key in ("map50", "map50_95", "teacher_agreement"):
+        values = [r[key] for r in per_seed]
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    out["seeds"] = len(per_seed)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="data.yaml (default: the synthetic demo dataset)")
@@ -162,10 +184,33 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--optimizer", default="AdamW")
     parser.add_argument("--lr0", type=float, default=0.002)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train every variant once per seed")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:key=value[,key=value]",
+        help="an extra variant: overrides on top of (c), e.g. c_anchor:distill.cls_target=anchor",
+    )
+    parser.add_argument("--only", default=None, help="comma-separated variants to run (default: all)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trainings at once (CPU: ultralytics gives each one core less than the machine has; "
+        "timings are only comparable within one --jobs setting)",
+    )
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-part profile of one KD step")
+    args = parser.parse_args()  # fmt: skip
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
+    variants = dict(VARIANTS)
+    variants.update(_parse_variant(v) for v in args.variant)
+    if args.only:
+        unknown = set(args.only.split(",")) - set(variants)
+        if unknown:
+            raise SystemExit(f"--only: unknown variant(s) {sorted(unknown)}; known: {sorted(variants)}")
+        variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
 
     data = args.data
     if data is None:
@@ -174,47 +219,65 @@ def main() -> None:
         data = str(synthesize(args.out / "data"))
     teacher = args.teacher
     if teacher is None:
-        cmd = _train_args(args, data, "teacher") + ["--student", "yolov8s.yaml", "--epochs", str(args.teacher_epochs),
-                                                    "--set", "distill.response=false"]  # fmt: skip
+        cmd = _train_args(args, data, "teacher", args.seeds[0])
+        cmd += ["--student", "yolov8s.yaml", "--epochs", str(args.teacher_epochs), "--set", "distill.response=false"]
         _run(cmd)
         teacher = str(args.out / "teacher" / "weights" / "best.pt")
 
-    results = {}
-    for name, extra in VARIANTS.items():
-        print(f"training {name} ...", flush=True)
-        _, peak = _run(_train_args(args, data, name) + ["--teacher", teacher, *extra])
-        results[name] = _variant_figures(args.out / name, peak)
-    base = results["a_none"]
+    jobs = [(name, seed) for seed in args.seeds for name in variants]
+
+    def train_one(job: tuple[str, int]) -> tuple[str, int, dict]:
+        name, seed = job
+        run_name = name if len(args.seeds) == 1 else f"{name}-s{seed}"
+        print(f"training {run_name} ...", flush=True)
+        _, peak = _run(_train_args(args, data, run_name, seed) + ["--teacher", teacher, *variants[name]])
+        return name, seed, _variant_figures(args.out / run_name, peak)
+
+    per_seed: dict[str, list[dict]] = {name: [] for name in variants}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for name, _, figures in pool.map(train_one, jobs):
+            per_seed[name].append(figures)
+    results = {name: _aggregate(runs) for name, runs in per_seed.items()}
+    base = results.get("a_none")
     for r in results.values():
-        r["epoch_cost_vs_a"] = r["seconds_per_epoch"] / base["seconds_per_epoch"]
-        r["step_cost_vs_a"] = r["median_step_s"] / base["median_step_s"]
-    profile = profile_step(data, teacher, args.imgsz, args.batch, args.device)
+        r["epoch_cost_vs_a"] = r["seconds_per_epoch"] / base["seconds_per_epoch"] if base else None
+        r["step_cost_vs_a"] = r["median_step_s"] / base["median_step_s"] if base else None
+    profile = None if args.no_profile else profile_step(data, teacher, args.imgsz, args.batch, args.device)
     report = {"settings": {k: str(v) for k, v in vars(args).items()}, "data": data, "teacher": teacher,
-              "variants": results, "kd_step_profile": profile}  # fmt: skip
+              "variants": results, "per_seed": per_seed, "kd_step_profile": profile}  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
 
+    seeds = " ".join(map(str, args.seeds))
+    spread = len(args.seeds) > 1
     lines = [
         f"Data `{data}`, teacher `{teacher}`, {args.epochs} epochs, imgsz {args.imgsz}, batch {args.batch}, "
-        f"{args.optimizer} lr0 {args.lr0}, seed {args.seed}, device {args.device}.",
+        f"{args.optimizer} lr0 {args.lr0}, seed(s) {seeds}, device {args.device}, {args.jobs} training(s) at once."
+        + (" Accuracy: mean ± sample std over the seeds; times and memory: mean." if spread else ""),
         "",
         "| variant | mAP50 | mAP50-95 | retention mAP50 | retention mAP50-95 | teacher agreement | s/epoch | "
         "median step s | step cost vs (a) | peak RSS MiB | peak GPU MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def acc(r: dict, key: str) -> str:
+        return f"{r[key]:.3f} ± {r[key + '_std']:.3f}" if spread else f"{r[key]:.3f}"
+
     for name, r in results.items():
         gpu = "–" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
+        cost = "–" if r["step_cost_vs_a"] is None else f"{r['step_cost_vs_a']:.2f}x"
         lines.append(
-            f"| {name} | {r['map50']:.3f} | {r['map50_95']:.3f} | {r['retention_map50']:.3f} | "
-            f"{r['retention_map50_95']:.3f} | {r['teacher_agreement']:.3f} | {r['seconds_per_epoch']:.2f} | "
-            f"{r['median_step_s']:.3f} | {r['step_cost_vs_a']:.2f}x | {r['peak_rss_mb']:.0f} | {gpu} |"
+            f"| {name} | {acc(r, 'map50')} | {acc(r, 'map50_95')} | {r['retention_map50']:.3f} | "
+            f"{r['retention_map50_95']:.3f} | {acc(r, 'teacher_agreement')} | {r['seconds_per_epoch']:.2f} | "
+            f"{r['median_step_s']:.3f} | {cost} | {r['peak_rss_mb']:.0f} | {gpu} |"
         )
-    t = results["a_none"]
-    lines += ["", f"Teacher: mAP50 {t['teacher_map50']:.3f}, mAP50-95 {t['teacher_map50_95']:.3f}.", "",
-              f"One response-KD step ({profile['device']}, batch {profile['batch']}, imgsz {profile['imgsz']}, "
-              f"{profile['teacher_detections']} teacher detections), median seconds:", "",
-              "| part | seconds | share |", "|---|---:|---:|"]  # fmt: skip
-    for part, sec in profile["median_s"].items():
-        lines.append(f"| {part} | {sec:.4f} | {sec / profile['total_s']:.0%} |")
+    t = next(iter(results.values()))
+    lines += ["", f"Teacher: mAP50 {t['teacher_map50']:.3f}, mAP50-95 {t['teacher_map50_95']:.3f}."]
+    if profile:
+        lines += ["", f"One response-KD step ({profile['device']}, batch {profile['batch']}, imgsz {profile['imgsz']}, "
+                  f"{profile['teacher_detections']} teacher detections), median seconds:", "",
+                  "| part | seconds | share |", "|---|---:|---:|"]  # fmt: skip
+        for part, sec in profile["median_s"].items():
+            lines.append(f"| {part} | {sec:.4f} | {sec / profile['total_s']:.0%} |")
     text = "\n".join(lines) + "\n"
     (args.out / "RESULTS.md").write_text(text)
     print(text)

@@ -194,3 +194,39 @@ def test_teacher_runs_under_the_students_autocast(pair):
         handle.remove()
     assert dtypes == [torch.bfloat16], "the teacher forward shares the student's autocast"
     assert torch.isfinite(loss).all() and items["kd_cls"] > 0
+
+
+def test_anchor_cls_target_is_exactly_the_teachers_logits_at_each_anchor():
+    # a student that is its teacher: the teacher's logits at each matched anchor are the student's own, so the
+    # per-anchor KL vanishes, while the kept detection's vector differs from the other matched anchors' logits
+    teacher = _model("yolov8n.yaml")
+    torch.manual_seed(5)
+    with torch.no_grad():  # an untrained head scores nothing above the threshold: perturb it into detecting
+        for p in teacher.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    teacher.eval()
+    student = copy.deepcopy(teacher).eval()
+    batch = _batch()
+    preds = student(batch["img"])
+    _, per_anchor = ResponseKDLoss(student, teacher, DistillSettings(teacher_conf=0.001, cls_target="anchor"))(
+        preds, batch
+    )
+    _, per_detection = ResponseKDLoss(student, teacher, DistillSettings(teacher_conf=0.001))(preds, batch)
+    assert per_detection["kd_box"] > 0  # the teacher kept detections
+    assert per_anchor["kd_cls"].item() == 0.0  # identical logits, bit for bit
+    assert per_detection["kd_cls"].item() > 0.0
+    assert torch.isclose(per_anchor["kd_box"], per_detection["kd_box"])  # the box term does not change
+
+
+def test_anchor_cls_target_falls_back_to_the_detection_when_the_grids_differ(pair, caplog):
+    student, _ = pair
+    teacher = _model("yolov8n-p6.yaml").eval()  # a fourth level (stride 64): more anchors than the student
+    batch = _batch()
+    preds = student(batch["img"])
+    with caplog.at_level("WARNING", logger="wildfire_kd"):
+        _, anchor = ResponseKDLoss(student, teacher, DistillSettings(teacher_conf=0.001, cls_target="anchor"))(
+            preds, batch
+        )
+    _, detection = ResponseKDLoss(student, teacher, DistillSettings(teacher_conf=0.001))(preds, batch)
+    assert anchor["kd_cls"] > 0 and torch.isclose(anchor["kd_cls"], detection["kd_cls"])
+    assert "using the detection's logits" in caplog.text

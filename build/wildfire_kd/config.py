@@ -101,6 +101,11 @@ class DistillSettings(_Section):
     teacher_iou: float = Field(0.7, ge=0, le=1, description="teacher NMS IoU threshold")
     teacher_max_det: int = Field(300, ge=1, description="max teacher pseudo-targets per image")
     topk: int = Field(10, ge=1, description="student anchors matched per teacher box (task-aligned assigner)")
+    cls_target: Literal["detection", "anchor"] = Field(
+        "detection",
+        description="L_cls target at each matched anchor: 'detection' = the kept detection's logit vector (DESIGN.md),"
+        " 'anchor' = the teacher's own logits at that anchor (same anchor grid only, else 'detection')",
+    )
     feature_distillation: bool = Field(
         False, description="also run ultralytics' own feature distillation (distill_model) with the same teacher"
     )

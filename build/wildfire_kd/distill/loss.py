@@ -13,6 +13,7 @@ The criterion is attached to the live student only. Copies of the student (the E
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 from ..config import DistillSettings
 
 KD_LOSS_NAMES = ("kd_box", "kd_cls")
+log = logging.getLogger("wildfire_kd")
 
 
 def bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -55,6 +57,7 @@ class TeacherTargets:
     logits: torch.Tensor  # raw class logits (B, M, nc)
     mask: torch.Tensor  # valid entries (B, M, 1)
     count: int  # kept detections in the whole batch
+    anchor_logits: torch.Tensor | None = None  # the teacher's raw logits at every anchor (B, A, nc)
 
 
 @torch.no_grad()
@@ -93,7 +96,8 @@ def pseudo_targets(decoded: torch.Tensor, logits: torch.Tensor, settings: Distil
             labels[b, :n, 0] = det[:, 5]
             kept_logits[b, :n] = logits[b, :, idx.long()].T.float()
             mask[b, :n] = True
-    return TeacherTargets(boxes, labels, conf, kept_logits, mask, sum(len(k) for k in kept))
+    anchor_logits = logits.permute(0, 2, 1).float() if settings.cls_target == "anchor" else None
+    return TeacherTargets(boxes, labels, conf, kept_logits, mask, sum(len(k) for k in kept), anchor_logits)
 
 
 def teacher_targets(teacher: nn.Module, images: torch.Tensor, settings: DistillSettings) -> TeacherTargets:
@@ -134,6 +138,7 @@ class ResponseKDLoss:
             stride=self.detection.stride.tolist(),
         )
         self.last_teacher_detections = 0.0  # per image, for the batch log
+        self._grid_warned = False
 
     def __deepcopy__(self, memo):
         # ModelEMA and checkpoint snapshots deepcopy the student: they must not carry the teacher along.
@@ -185,7 +190,18 @@ class ResponseKDLoss:
         weight_sum = match.weight.sum().clamp(min=1e-9)
         box_term = (ciou_loss(pred_bboxes[fg], match.target_bboxes[fg]) * match.weight).sum() / weight_sum
         nc = pred_logits.shape[-1]
-        matched_logits = targets.logits.gather(1, match.target_gt_idx.unsqueeze(-1).expand(-1, -1, nc))
+        if targets.anchor_logits is not None and targets.anchor_logits.shape == pred_logits.shape:
+            # v8 heads of any scale share strides 8/16/32, so anchor i is the same cell for teacher and student
+            matched_logits = targets.anchor_logits
+        else:
+            if targets.anchor_logits is not None and not self._grid_warned:
+                self._grid_warned = True
+                log.warning(
+                    "distill.cls_target=anchor: teacher has %d anchors, student %d; using the detection's logits",
+                    targets.anchor_logits.shape[1],
+                    pred_logits.shape[1],
+                )
+            matched_logits = targets.logits.gather(1, match.target_gt_idx.unsqueeze(-1).expand(-1, -1, nc))
         kl = bernoulli_kl(matched_logits[fg], pred_logits[fg], self.settings.temperature)
         return box_term, (kl * match.weight).sum() / weight_sum
 
