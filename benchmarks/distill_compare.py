@@ -132,6 +132,8 @@ def profile_step(data: str, teacher_path: str, imgsz: int, batch: int, device: s
         preds = timed("student_forward", lambda: student(img))
         decoded, logits = timed("teacher_forward", lambda: teacher_forward(teacher, img))
         targets = timed("nms_pseudo_targets", lambda d=decoded, lg=logits: pseudo_targets(d, lg, crit.settings))
+        if targets.count == 0:  # training skips matching and the KD terms then: nothing of a KD step to time
+            return {"skipped": f"the teacher keeps no detection at conf {crit.settings.teacher_conf} on these images"}
         outs = crit.student_outputs(preds)
         match = timed("matching", lambda o=outs, t=targets: crit.match(*o, t))
 
@@ -170,6 +172,33 @@ def _aggregate(per_seed: list[dict]) -> dict:
         out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     out["seeds"] = len(per_seed)
     return out
+
+
+def _fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _table(results: dict[str, dict], spread: bool) -> list[str]:
+    """The Markdown table of the variants; accuracy as mean ± std when there are several seeds."""
+    base = results.get("a_none")
+    lines = [
+        "| variant | mAP50 | mAP50-95 | Δ mAP50-95 vs (a) | retention mAP50 | retention mAP50-95 | teacher agreement "
+        "| s/epoch | median step s | step cost vs (a) | peak RSS MiB | peak GPU MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def acc(r: dict, key: str) -> str:
+        return f"{r[key]:.3f} ± {r[key + '_std']:.3f}" if spread else f"{r[key]:.3f}"
+
+    for name, r in results.items():
+        delta = None if base is None else r["map50_95"] - base["map50_95"]
+        lines.append(
+            f"| {name} | {acc(r, 'map50')} | {acc(r, 'map50_95')} | {_fmt(delta, '+.3f')} | "
+            f"{_fmt(r['retention_map50'])} | {_fmt(r['retention_map50_95'])} | {acc(r, 'teacher_agreement')} | "
+            f"{r['seconds_per_epoch']:.2f} | {r['median_step_s']:.3f} | {_fmt(r['step_cost_vs_a'], '.2f', 'x')} | "
+            f"{r['peak_rss_mb']:.0f} | {_fmt(r['peak_gpu_mb'], '.0f')} |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -254,25 +283,13 @@ def main() -> None:
         f"{args.optimizer} lr0 {args.lr0}, seed(s) {seeds}, device {args.device}, {args.jobs} training(s) at once."
         + (" Accuracy: mean ± sample std over the seeds; times and memory: mean." if spread else ""),
         "",
-        "| variant | mAP50 | mAP50-95 | retention mAP50 | retention mAP50-95 | teacher agreement | s/epoch | "
-        "median step s | step cost vs (a) | peak RSS MiB | peak GPU MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-
-    def acc(r: dict, key: str) -> str:
-        return f"{r[key]:.3f} ± {r[key + '_std']:.3f}" if spread else f"{r[key]:.3f}"
-
-    for name, r in results.items():
-        gpu = "–" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
-        cost = "–" if r["step_cost_vs_a"] is None else f"{r['step_cost_vs_a']:.2f}x"
-        lines.append(
-            f"| {name} | {acc(r, 'map50')} | {acc(r, 'map50_95')} | {r['retention_map50']:.3f} | "
-            f"{r['retention_map50_95']:.3f} | {acc(r, 'teacher_agreement')} | {r['seconds_per_epoch']:.2f} | "
-            f"{r['median_step_s']:.3f} | {cost} | {r['peak_rss_mb']:.0f} | {gpu} |"
-        )
+    lines += _table(results, spread)
     t = next(iter(results.values()))
     lines += ["", f"Teacher: mAP50 {t['teacher_map50']:.3f}, mAP50-95 {t['teacher_map50_95']:.3f}."]
-    if profile:
+    if profile and "skipped" in profile:
+        lines += ["", f"KD step profile skipped: {profile['skipped']}."]
+    elif profile:
         lines += ["", f"One response-KD step ({profile['device']}, batch {profile['batch']}, imgsz {profile['imgsz']}, "
                   f"{profile['teacher_detections']} teacher detections), median seconds:", "",
                   "| part | seconds | share |", "|---|---:|---:|"]  # fmt: skip

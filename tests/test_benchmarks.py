@@ -1,0 +1,68 @@
+"""benchmarks/distill_compare.py: its helpers, and one tiny end-to-end run so the documented command keeps working."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("distill_compare", REPO / "benchmarks" / "distill_compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variant_option_becomes_config_overrides():
+    bench = _load()
+    name, args = bench._parse_variant("c_anchor:distill.cls_target=anchor,distill.topk=5")
+    assert name == "c_anchor"
+    assert args == ["--set", "distill.cls_target=anchor", "--set", "distill.topk=5"]
+    with pytest.raises(SystemExit, match="NAME:key=value"):
+        bench._parse_variant("c_anchor")
+
+
+def test_seeds_aggregate_to_mean_and_sample_std_and_the_table_shows_both():
+    bench = _load()
+    runs = [
+        {"map50": 0.8, "map50_95": 0.5, "teacher_agreement": 0.9, "peak_gpu_mb": None, "seconds_per_epoch": 2.0},
+        {"map50": 0.6, "map50_95": 0.3, "teacher_agreement": 0.7, "peak_gpu_mb": None, "seconds_per_epoch": 4.0},
+    ]
+    r = bench._aggregate(runs)
+    assert r["map50"] == pytest.approx(0.7) and r["map50_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert r["seconds_per_epoch"] == 3.0 and r["peak_gpu_mb"] is None and r["seeds"] == 2
+    row = dict(r, retention_map50=None, retention_map50_95=0.9, median_step_s=0.1, step_cost_vs_a=1.0, peak_rss_mb=9)
+    base = dict(row, map50_95=0.45)
+    table = bench._table({"a_none": base, "c_response": row}, spread=True)
+    assert table[-1].startswith("| c_response | 0.700 ± 0.141 | 0.400 ± 0.141 | -0.050 | – | 0.900 |")
+
+
+@pytest.mark.slow
+def test_the_benchmark_command_writes_its_table(tmp_path, learnt_data, learnt_model):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "distill_compare.py"), "--data", str(learnt_data),
+           "--teacher", str(learnt_model), "--epochs", "1", "--imgsz", "64", "--batch", "8",
+           "--only", "a_none,c_response", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["variants"]) == {"a_none", "c_response"}
+    for figures in report["variants"].values():
+        assert 0.0 <= figures["map50_95"] <= figures["map50"] <= 1.0
+        assert figures["seconds_per_epoch"] > 0 and figures["median_step_s"] > 0 and figures["peak_rss_mb"] > 100
+    assert report["variants"]["a_none"]["step_cost_vs_a"] == 1.0
+    profile = report["kd_step_profile"]
+    assert profile["teacher_detections"] > 0  # a trained teacher: the KD parts are really timed
+    assert set(profile["median_s"]) == {"student_forward", "teacher_forward", "nms_pseudo_targets", "matching",
+                                        "losses", "backward"}  # fmt: skip
+    assert all(v > 0 for v in profile["median_s"].values())
+    text = (out / "RESULTS.md").read_text()
+    assert "| a_none |" in text and "| c_response |" in text and "| teacher_forward |" in text
