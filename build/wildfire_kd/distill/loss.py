@@ -5,7 +5,9 @@
 The teacher's NMS-kept detections are pseudo-targets that keep the teacher's raw class logits; student anchors
 are matched to them with ultralytics' task-aligned assigner (so the teacher's grid may differ from the
 student's); L_box is a weighted mean of 1 − CIoU and L_cls a weighted mean of the per-class Bernoulli KL at
-temperature T, scaled by T². Weights are teacher confidence × assignment quality.
+temperature T, scaled by T². Weights are teacher confidence × assignment quality. The KL's teacher side is the
+kept detection's logit vector, or with ``distill.cls_target=anchor`` the teacher's own logits at each matched
+anchor (BENCHMARKS.md has why: the first gives every matched anchor the best anchor's score).
 
 The criterion is attached to the live student only. Copies of the student (the EMA, checkpoints) get
 ``None`` in its place, so a checkpoint never holds the teacher and loads as a plain ultralytics model.
