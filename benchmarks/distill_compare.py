@@ -230,16 +230,16 @@ def main() -> None:
         "timings are only comparable within one --jobs setting)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the per-part profile of one KD step")
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     variants = dict(VARIANTS)
     variants.update(_parse_variant(v) for v in args.variant)
     if args.only:
-        unknown = set(args.only.split(",")) - set(variants)
-        if unknown:
-            raise SystemExit(f"--only: unknown variant(s) {sorted(unknown)}; known: {sorted(variants)}")
-        variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
+        only = set(args.only.split(","))
+        if only - set(variants):
+            raise SystemExit(f"--only: unknown variant(s) {sorted(only - set(variants))}; known: {sorted(variants)}")
+        variants = {k: v for k, v in variants.items() if k in only}
 
     data = args.data
     if data is None:
@@ -255,16 +255,16 @@ def main() -> None:
 
     jobs = [(name, seed) for seed in args.seeds for name in variants]
 
-    def train_one(job: tuple[str, int]) -> tuple[str, int, dict]:
+    def train_one(job: tuple[str, int]) -> tuple[str, dict]:
         name, seed = job
         run_name = name if len(args.seeds) == 1 else f"{name}-s{seed}"
         print(f"training {run_name} ...", flush=True)
         _, peak = _run(_train_args(args, data, run_name, seed) + ["--teacher", teacher, *variants[name]])
-        return name, seed, _variant_figures(args.out / run_name, peak)
+        return name, _variant_figures(args.out / run_name, peak)
 
     per_seed: dict[str, list[dict]] = {name: [] for name in variants}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for name, _, figures in pool.map(train_one, jobs):
+        for name, figures in pool.map(train_one, jobs):
             per_seed[name].append(figures)
     results = {name: _aggregate(runs) for name, runs in per_seed.items()}
     base = results.get("a_none")

@@ -73,6 +73,15 @@ def _model(cfg: str, nc: int = 2):
     return m
 
 
+def _perturbed(model, scale: float = 0.05):
+    """``model`` with seeded Gaussian noise added to every parameter, in place."""
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
 def _batch(bs: int = 2, size: int = 64) -> dict:
     torch.manual_seed(1)
     return {
@@ -155,12 +164,7 @@ def test_kd_terms_shrink_when_the_student_is_the_teacher():
     # a student that *is* its teacher matches the teacher's boxes almost exactly
     teacher = _model("yolov8n.yaml").eval()
     student = copy.deepcopy(teacher).train()
-    other = _model("yolov8n.yaml")
-    torch.manual_seed(5)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    other.train()
+    other = _perturbed(_model("yolov8n.yaml")).train()
     settings = DistillSettings(teacher_conf=0.001)
     batch = _batch()
     student.eval()  # BatchNorm in eval: identical numerics to the teacher
@@ -199,12 +203,8 @@ def test_teacher_runs_under_the_students_autocast(pair):
 def test_anchor_cls_target_is_exactly_the_teachers_logits_at_each_anchor():
     # a student that is its teacher: the teacher's logits at each matched anchor are the student's own, so the
     # per-anchor KL vanishes, while the kept detection's vector differs from the other matched anchors' logits
-    teacher = _model("yolov8n.yaml")
-    torch.manual_seed(5)
-    with torch.no_grad():  # an untrained head scores nothing above the threshold: perturb it into detecting
-        for p in teacher.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    teacher.eval()
+    # an untrained head scores nothing above the threshold: perturb it into detecting
+    teacher = _perturbed(_model("yolov8n.yaml")).eval()
     student = copy.deepcopy(teacher).eval()
     batch = _batch()
     preds = student(batch["img"])
