@@ -270,6 +270,38 @@ def test_a_whole_build_opens_no_network_connection(fire_smoke_data, teacher_pt, 
     assert attempts == "", f"network attempts during build:\n{attempts}"
 
 
+def test_the_amp_check_on_cuda_never_downloads_offline(tmp_path, monkeypatch):
+    # ultralytics' check_amp downloads yolo26n.pt on CUDA; offline without that file we keep AMP on, no network
+    import torch
+
+    from wildfire_kd.distill import trainer as kd_trainer
+
+    class OnCuda(torch.nn.Module):  # a model whose parameters report a CUDA device, on a machine without one
+        def parameters(self, recurse=True):
+            yield type("P", (), {"device": torch.device("cuda")})()
+
+    calls = []
+    monkeypatch.setattr(kd_trainer, "_upstream_check_amp", lambda model: calls.append(model) or False)
+    monkeypatch.setattr(kd_trainer, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    assert kd_trainer.offline_check_amp(OnCuda()) is True and calls == []
+    (tmp_path / kd_trainer.AMP_CHECK_WEIGHTS).write_bytes(b"local copy")  # a local copy: upstream's check runs
+    assert kd_trainer.offline_check_amp(OnCuda()) is False and len(calls) == 1
+    cpu_model = torch.nn.Linear(1, 1)  # CPU: upstream's own early answer (no AMP, no download)
+    assert kd_trainer.offline_check_amp(cpu_model) is False and calls[-1] is cpu_model
+    # and it is the check the trainer's set-up really calls
+    import ultralytics.engine.trainer as upstream
+
+    seen = []
+    monkeypatch.setattr(
+        kd_trainer.DetectionTrainer, "_setup_train", lambda self: seen.append(upstream.check_amp) or None
+    )
+    trainer = object.__new__(kd_trainer.DistillationTrainer)
+    trainer.kd = kd_trainer.KDRun(teacher=None, teacher_sha256=None, distill={"response": False})
+    trainer._setup_train()
+    assert seen == [kd_trainer.offline_check_amp] and upstream.check_amp is not kd_trainer.offline_check_amp
+
+
 # --- non-finite ---------------------------------------------------------------------------------------------
 
 

@@ -21,8 +21,9 @@ from ..runtime import prepare_ultralytics
 prepare_ultralytics()
 
 import torch  # noqa: E402
+import ultralytics.engine.trainer as _upstream_trainer  # noqa: E402
 from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
-from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK  # noqa: E402
+from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, WEIGHTS_DIR  # noqa: E402
 from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
 from ..config import DistillSettings  # noqa: E402
@@ -80,6 +81,29 @@ def _strip_durably(path: Path, strip, updates: dict | None = None) -> dict:
     return ckpt
 
 
+_upstream_check_amp = _upstream_trainer.check_amp
+AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what ultralytics' check_amp downloads to compare fp32 and AMP outputs
+
+
+def offline_check_amp(model: torch.nn.Module) -> bool:
+    """ultralytics' check_amp, minus its download.
+
+    On CUDA, upstream fetches yolo26n.pt from GitHub to compare fp32 and AMP detections and, when that download
+    fails offline, keeps AMP on. Offline (YOLO_OFFLINE, which wildfire-kd sets) and without a local copy of that
+    file we keep AMP on the same way, without the connection attempt; anywhere else upstream runs as it is. A step
+    that AMP makes non-finite is skipped by the stability guard either way.
+    """
+    offline = os.environ.get("YOLO_OFFLINE", "").lower() in {"1", "true", "yes"}
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    if not (on_cuda and offline and not (WEIGHTS_DIR / AMP_CHECK_WEIGHTS).is_file()):
+        return _upstream_check_amp(model)
+    LOGGER.warning(
+        f"AMP: check skipped offline (it needs {AMP_CHECK_WEIGHTS}); AMP stays on. "
+        "If losses go NaN or mAP stays 0, set train.amp=false"
+    )
+    return True
+
+
 def student_of(model: torch.nn.Module) -> torch.nn.Module:
     """The plain DetectionModel inside DDP and/or ultralytics' feature-distillation wrapper."""
     model = unwrap_model(model)
@@ -131,7 +155,11 @@ class DistillationTrainer(DetectionTrainer):
     # --- model set-up ---------------------------------------------------------------------------------------
 
     def _setup_train(self):
-        super()._setup_train()  # builds student, EMA, optimizer, loaders; loads the resume checkpoint
+        from unittest import mock
+
+        # builds student, EMA, optimizer, loaders; loads the resume checkpoint. Its AMP check would download.
+        with mock.patch.object(_upstream_trainer, "check_amp", offline_check_amp):
+            super()._setup_train()
         if not self.kd.settings.response:
             return
         if not self.kd.teacher:
