@@ -1,15 +1,16 @@
-"""Distillation quality and cost: the student trained four ways with the same seed, budget and augmentation.
+"""Distillation quality and cost: the student trained five ways with the same seed, budget and augmentation.
 
     .venv/bin/python benchmarks/distill_compare.py --out runs/bench                  # CPU scale, synthetic data
     .venv/bin/python benchmarks/distill_compare.py --data ../shared/datasets/fire8/data.yaml \\
         --teacher TEACHER.pt --imgsz 640 --epochs 50 --batch 32 --device 0 --out runs/bench-fire8   # a GPU
 
-(a) no distillation, (b) ultralytics' feature distillation (distill_model), (c) our response distillation,
-(d) (b) and (c) stacked. Each variant is one `wildfire-kd train` process (so peak memory is its own) ending with
-the student-vs-teacher validation. Writes RESULTS.md and results.json into --out: mAP50, mAP50-95, retention,
-teacher agreement, seconds per epoch, median optimizer-step time, peak memory, and each variant's cost as a
-ratio to (a) from this same run; then a profile of one KD step split into its parts. Without --teacher, a
-yolov8s teacher is trained from scratch on the data first (as `wildfire-kd demo` does).
+(a) no distillation, (b) ultralytics' feature distillation (distill_model), (c) our `pseudo` response KD with
+the teacher's per-anchor class target, (d) our `dense` response KD, (e) (b) and (d) stacked; `--variant` adds
+more (overrides on top of the config's defaults). Each variant is one `wildfire-kd train` process (so peak memory
+is its own) ending with the student-vs-teacher validation. Writes RESULTS.md and results.json into --out: mAP50,
+mAP50-95, retention, teacher agreement, seconds per epoch, median optimizer-step time, peak memory, and each
+variant's cost as a ratio to (a) from this same run; then a profile of one KD step of each method split into its
+parts. Without --teacher, a yolov8s teacher is trained from scratch on the data first (as `wildfire-kd demo` does).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from pathlib import Path
 VARIANTS = {
     "a_none": ["--set", "distill.response=false"],
     "b_feature": ["--set", "distill.response=false", "--set", "distill.feature_distillation=true"],
-    "c_response": [],
-    "d_both": ["--set", "distill.feature_distillation=true"],
+    "c_pseudo": ["--set", "distill.method=pseudo", "--set", "distill.cls_target=anchor"],
+    "d_dense": ["--set", "distill.method=dense"],
+    "e_dense_feature": ["--set", "distill.method=dense", "--set", "distill.feature_distillation=true"],
 }
 ENV = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
 
@@ -51,7 +53,7 @@ def _train_args(args, data: str, name: str, seed: int) -> list[str]:
         "--set", f"train.seed={seed}",
         "--set", f"train.optimizer={args.optimizer}", "--set", f"train.lr0={args.lr0}",
         "--set", "train.warmup_epochs=1", "--set", f"train.close_mosaic={max(1, args.epochs // 5)}",
-        "--set", "train.patience=0", "--set", f"train.ultralytics={{nbs: {args.batch}}}",
+        "--set", "train.patience=0", "--set", f"train.ultralytics={{nbs: {args.nbs or args.batch}}}",
         "--set", "validation.min_map50_retention=null",
     ]  # fmt: skip
 
@@ -77,7 +79,7 @@ def _variant_figures(run: Path, peak_mb: float) -> dict:
 
 
 def profile_step(data: str, teacher_path: str, imgsz: int, batch: int, device: str, repeats: int = 20) -> dict:
-    """Median seconds of each part of one response-KD step, on real images of the val split."""
+    """Median seconds of each part of one response-KD step of each method, on real images of the val split."""
     from wildfire_kd.runtime import prepare_ultralytics
 
     prepare_ultralytics()
@@ -90,7 +92,7 @@ def profile_step(data: str, teacher_path: str, imgsz: int, batch: int, device: s
 
     from wildfire_kd.config import DistillSettings
     from wildfire_kd.data import class_names, label_path, split_images
-    from wildfire_kd.distill.loss import ResponseKDLoss, pseudo_targets, teacher_forward
+    from wildfire_kd.distill.loss import make_criterion
     from wildfire_kd.letterbox import letterbox
     from wildfire_kd.weights import load_detection_model
 
@@ -114,43 +116,57 @@ def profile_step(data: str, teacher_path: str, imgsz: int, batch: int, device: s
     student = DetectionModel("yolov8n.yaml", nc=len(class_names(data)), verbose=False).to(dev).train()
     student.args = get_cfg()
     teacher = load_detection_model(teacher_path).fuse(verbose=False).to(dev).eval()
-    crit = ResponseKDLoss(student, teacher, DistillSettings())
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    parts: dict[str, list[float]] = {k: [] for k in ("student_forward", "teacher_forward", "nms_pseudo_targets",
-                                                     "matching", "losses", "backward")}  # fmt: skip
+    methods = {
+        "dense": DistillSettings(method="dense"),
+        "pseudo": DistillSettings(method="pseudo", cls_target="anchor"),
+    }
+    profiles = {
+        method: _profile_method(student, make_criterion(student, teacher, settings), batch_dict, sync, repeats)
+        for method, settings in methods.items()
+    }
+    return {"device": str(dev), "batch": len(images), "imgsz": imgsz, "methods": profiles}
+
+
+def _profile_method(student, crit, batch: dict, sync, repeats: int) -> dict:
+    """Median seconds per part of one training step with ``crit`` (after 3 warm-up steps)."""
+    import torch
+
+    from wildfire_kd.distill.loss import PseudoTargetKDLoss, pseudo_targets, teacher_forward
+
+    img, parts = batch["img"], {}
 
     def timed(name, fn):
         sync()
         t0 = time.perf_counter()
-        out = fn()
+        result = fn()
         sync()
-        parts[name].append(time.perf_counter() - t0)
-        return out
+        parts.setdefault(name, []).append(time.perf_counter() - t0)
+        return result
 
-    img = batch_dict["img"]
     for i in range(repeats + 3):
         preds = timed("student_forward", lambda: student(img))
-        decoded, logits = timed("teacher_forward", lambda: teacher_forward(teacher, img))
-        targets = timed("nms_pseudo_targets", lambda d=decoded, lg=logits: pseudo_targets(d, lg, crit.settings))
-        if targets.count == 0:  # training skips matching and the KD terms then: nothing of a KD step to time
-            return {"skipped": f"the teacher keeps no detection at conf {crit.settings.teacher_conf} on these images"}
-        outs = crit.student_outputs(preds)
-        match = timed("matching", lambda o=outs, t=targets: crit.match(*o, t))
+        decoded, raw = timed("teacher_forward", lambda: teacher_forward(crit.teacher, img))
+        if isinstance(crit, PseudoTargetKDLoss):  # its two extra stages, timed on their own
+            targets = timed(
+                "nms_pseudo_targets", lambda d=decoded, r=raw: pseudo_targets(d, r["scores"], crit.settings)
+            )
+            if targets.count == 0:  # training skips matching and the KD terms then: nothing to time
+                return {"skipped": f"the teacher keeps no detection at conf {crit.settings.teacher_conf}"}
+            timed("matching", lambda p=preds, t=targets: crit.match(*crit.student_outputs(p), t))
 
-        def loss_fn(p=preds, o=outs, t=targets, m=match):
-            det, _ = crit.detection.loss(p, batch_dict)
-            kd_box, kd_cls = crit.losses(o[0], o[1], t, m)
-            return det.sum() + 2.0 * (kd_box + 2.0 * kd_cls)
+        def loss_fn(p=preds, d=decoded, r=raw):  # ground truth and KD terms, summed as the criterion sums them
+            det, _ = crit.detection.loss(p, batch)
+            terms = crit.terms(p, d, r)
+            return det.sum() + (torch.stack([terms[k] for k in crit.TERMS]) * crit.term_weights(det.device)).sum()
 
         total = timed("losses", loss_fn)
         timed("backward", total.backward)
         student.zero_grad(set_to_none=True)
         if i < 3:  # warm-up
-            for v in parts.values():
-                v.clear()
+            parts.clear()
     medians = {k: statistics.median(v) for k, v in parts.items()}
-    return {"device": str(dev), "batch": len(images), "imgsz": imgsz, "teacher_detections": targets.count,
-            "median_s": medians, "total_s": sum(medians.values())}  # fmt: skip
+    return {"median_s": medians, "total_s": sum(medians.values())}
 
 
 def _parse_variant(text: str) -> tuple[str, list[str]]:
@@ -201,6 +217,19 @@ def _table(results: dict[str, dict], spread: bool) -> list[str]:
     return lines
 
 
+def _profile_table(methods: dict[str, dict]) -> list[str]:
+    """One column per method; a method whose profile was skipped says why below the table."""
+    timed = {m: r for m, r in methods.items() if "median_s" in r}
+    parts = list(dict.fromkeys(p for r in timed.values() for p in r["median_s"]))
+    lines = ["", "| part | " + " | ".join(timed) + " |", "|---|" + "---:|" * len(timed)]
+    for part in parts:
+        cells = [_fmt(r["median_s"].get(part), ".4f") for r in timed.values()]
+        lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    lines.append("| **total** | " + " | ".join(f"{r['total_s']:.4f}" for r in timed.values()) + " |")
+    lines += [f"\n{m}: profile skipped, {r['skipped']}." for m, r in methods.items() if "skipped" in r]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="data.yaml (default: the synthetic demo dataset)")
@@ -213,13 +242,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--optimizer", default="AdamW")
     parser.add_argument("--lr0", type=float, default=0.002)
+    parser.add_argument(
+        "--nbs", type=int, default=None, help="nominal batch: one optimizer step per nbs images (default: --batch)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train every variant once per seed")
     parser.add_argument(
         "--variant",
         action="append",
         default=[],
         metavar="NAME:key=value[,key=value]",
-        help="an extra variant: overrides on top of (c), e.g. c_anchor:distill.cls_target=anchor",
+        help="an extra variant: overrides on top of the config's defaults, e.g. d_l1:distill.lambda_distillation=1",
     )
     parser.add_argument("--only", default=None, help="comma-separated variants to run (default: all)")
     parser.add_argument(
@@ -280,6 +312,7 @@ def main() -> None:
     spread = len(args.seeds) > 1
     lines = [
         f"Data `{data}`, teacher `{teacher}`, {args.epochs} epochs, imgsz {args.imgsz}, batch {args.batch}, "
+        f"nbs {args.nbs or args.batch}, "
         f"{args.optimizer} lr0 {args.lr0}, seed(s) {seeds}, device {args.device}, {args.jobs} training(s) at once."
         + (" Accuracy: mean ± sample std over the seeds; times and memory: mean." if spread else ""),
         "",
@@ -287,14 +320,10 @@ def main() -> None:
     lines += _table(results, spread)
     t = next(iter(results.values()))
     lines += ["", f"Teacher: mAP50 {t['teacher_map50']:.3f}, mAP50-95 {t['teacher_map50_95']:.3f}."]
-    if profile and "skipped" in profile:
-        lines += ["", f"KD step profile skipped: {profile['skipped']}."]
-    elif profile:
-        lines += ["", f"One response-KD step ({profile['device']}, batch {profile['batch']}, imgsz {profile['imgsz']}, "
-                  f"{profile['teacher_detections']} teacher detections), median seconds:", "",
-                  "| part | seconds | share |", "|---|---:|---:|"]  # fmt: skip
-        for part, sec in profile["median_s"].items():
-            lines.append(f"| {part} | {sec:.4f} | {sec / profile['total_s']:.0%} |")
+    if profile:
+        where = f"{profile['device']}, batch {profile['batch']}, imgsz {profile['imgsz']}"
+        lines += ["", f"One response-KD step ({where}), median seconds per part:"]
+        lines += _profile_table(profile["methods"])
     text = "\n".join(lines) + "\n"
     (args.out / "RESULTS.md").write_text(text)
     print(text)

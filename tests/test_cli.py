@@ -41,6 +41,16 @@ def test_teacher_class_order_mismatch_exits_2_naming_both_lists(fire_smoke_data,
     assert not (tmp_path / "runs").exists(), "nothing is trained or written before the check"
 
 
+def test_dense_refuses_a_teacher_with_other_strides_exit_2(fire_smoke_data, tmp_path):
+    teacher = make_teacher(tmp_path / "p6.pt", ["smoke", "fire"], cfg="yolov8n-p6.yaml")  # strides 8..64
+    r = run_cli("train", "--data", str(fire_smoke_data), "--teacher", str(teacher), "--out", str(tmp_path / "runs"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and str(teacher) in r.stderr
+    assert "[8.0, 16.0, 32.0, 64.0]" in r.stderr and "[8.0, 16.0, 32.0]" in r.stderr  # both heads named
+    assert "--set distill.method=pseudo" in r.stderr
+    assert not (tmp_path / "runs").exists(), "nothing is trained or written before the check"
+
+
 def test_synth_cli_writes_one_class_dataset(tmp_path):
     r = run_cli("synth", str(tmp_path / "s"), "--classes", "smoke", "--train-images", "3", "--val-images", "2")
     assert r.returncode == 0, r.stderr

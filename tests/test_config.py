@@ -32,13 +32,8 @@ def test_seed_training_settings():
         "SGD",
         10.0,
     )
-    assert (d.lambda_distillation, d.lambda_detection, d.lambda_dist_ciou, d.lambda_dist_kl, d.temperature) == (
-        2.0,
-        1.0,
-        1.0,
-        2.0,
-        2.0,
-    )
+    assert (d.lambda_distillation, d.lambda_detection, d.lambda_dist_kl, d.temperature) == (2.0, 1.0, 2.0, 2.0)
+    assert d.model_copy(update={"method": "pseudo"}).box_weight == 1.0  # the seed's λ_dist_ciou, for its method
 
 
 def test_overrides_then_flags_take_precedence(tmp_path):

@@ -89,27 +89,47 @@ class TrainSettings(_Section):
 
 
 class DistillSettings(_Section):
-    """The response-based distillation of DESIGN.md: weights, temperature and the teacher's pseudo-targets."""
+    """The response-based distillation of DESIGN.md: which method, its weights, temperatures and schedule."""
 
-    response: bool = Field(True, description="our response KD (CIoU box + Bernoulli KL cls); off = plain training")
+    response: bool = Field(True, description="our response KD (`method`); off = plain training on the ground truth")
+    method: Literal["dense", "pseudo"] = Field(
+        "dense",
+        description="'dense' = class scores (QFL) and DFL bins (LD) distilled at every anchor (same strides only);"
+        " 'pseudo' = the teacher's NMS-kept detections as matched pseudo-targets (the seed's method)",
+    )
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="weight α of the KD terms over training: 1 throughout, or a cosine from 1 to 0.01"
+    )
     lambda_detection: float = Field(1.0, ge=0, description="weight of the ground-truth detection loss")
     lambda_distillation: float = Field(2.0, ge=0, description="weight of the whole KD term")
-    lambda_dist_ciou: float = Field(1.0, ge=0, description="weight of the CIoU box term inside the KD term")
-    lambda_dist_kl: float = Field(2.0, ge=0, description="weight of the class KL term inside the KD term")
-    temperature: float = Field(2.0, gt=0, description="softening temperature T of the KL term (scaled by T^2)")
-    teacher_conf: float = Field(0.25, ge=0, le=1, description="teacher NMS confidence threshold for pseudo-targets")
-    teacher_iou: float = Field(0.7, ge=0, le=1, description="teacher NMS IoU threshold")
-    teacher_max_det: int = Field(300, ge=1, description="max teacher pseudo-targets per image")
-    topk: int = Field(10, ge=1, description="student anchors matched per teacher box (task-aligned assigner)")
+    lambda_dist_kl: float = Field(2.0, ge=0, description="weight of the class term (dense: QFL; pseudo: Bernoulli KL)")
+    lambda_dist_ld: float = Field(3.0, ge=0, description="dense: weight of the localization (DFL bins) KL term")
+    lambda_dist_ciou: float | None = Field(
+        None, ge=0, description="weight of the 1 - CIoU box term; null = the method's own (dense 0 = off, pseudo 1.0)"
+    )
+    cls_beta: float = Field(2.0, ge=0, description="dense: focal exponent β of |σ(s) - σ(t)|^β in the class term")
+    ld_temperature: float = Field(1.0, gt=0, description="dense: temperature T_ld of the DFL-bin KL (scaled by T_ld^2)")
+    temperature: float = Field(2.0, gt=0, description="pseudo: temperature T of the class KL (scaled by T^2)")
+    teacher_conf: float = Field(0.25, ge=0, le=1, description="pseudo: teacher NMS confidence threshold")
+    teacher_iou: float = Field(0.7, ge=0, le=1, description="pseudo: teacher NMS IoU threshold")
+    teacher_max_det: int = Field(300, ge=1, description="pseudo: max teacher pseudo-targets per image")
+    topk: int = Field(10, ge=1, description="pseudo: student anchors matched per teacher box (task-aligned assigner)")
     cls_target: Literal["detection", "anchor"] = Field(
         "detection",
-        description="L_cls target at each matched anchor: 'detection' = the kept detection's logit vector (DESIGN.md),"
+        description="pseudo: class target at each matched anchor: 'detection' = the kept detection's logit vector,"
         " 'anchor' = the teacher's own logits at that anchor (same anchor grid only, else 'detection')",
     )
     feature_distillation: bool = Field(
         False, description="also run ultralytics' own feature distillation (distill_model) with the same teacher"
     )
     feature_weight: float = Field(6.0, ge=0, description="weight of ultralytics' feature KD loss (its `dis`)")
+
+    @property
+    def box_weight(self) -> float:
+        """λ of the box term: `lambda_dist_ciou`, or the method's own default (dense: off; pseudo: the seed's 1.0)."""
+        if self.lambda_dist_ciou is not None:
+            return self.lambda_dist_ciou
+        return 0.0 if self.method == "dense" else 1.0
 
 
 class SynthSettings(_Section):

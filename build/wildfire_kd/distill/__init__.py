@@ -111,6 +111,12 @@ def check_inputs(config: Config) -> DatasetInfo:
     if not t.data:
         raise InputError("no dataset: pass --data path/to/data.yaml (or set train.data)")
     info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
+    if t.student.endswith(".pt"):
+        verify_file(t.student, t.student_sha256, role="student")
+    elif not t.student.endswith((".yaml", ".yml")):
+        raise InputError(
+            f"train.student={t.student!r}: expected a .pt checkpoint or a model .yaml such as yolov8n.yaml"
+        )
     needs_teacher = d.response or d.feature_distillation
     if needs_teacher:
         if not t.teacher:
@@ -119,14 +125,25 @@ def check_inputs(config: Config) -> DatasetInfo:
             )
         teacher = load_detection_model(t.teacher, t.teacher_sha256, role="teacher")
         check_class_names(model_class_names(teacher), info.names, t.teacher, t.data)
+        if d.response and d.method == "dense":
+            from .loss import check_dense_compatible
+
+            check_dense_compatible(teacher, _student_model(config, info.nc), t.teacher)
         del teacher
-    if t.student.endswith(".pt"):
-        verify_file(t.student, t.student_sha256, role="student")
-    elif not t.student.endswith((".yaml", ".yml")):
-        raise InputError(
-            f"train.student={t.student!r}: expected a .pt checkpoint or a model .yaml such as yolov8n.yaml"
-        )
     return info
+
+
+def _student_model(config: Config, nc: int):
+    """The student as training will build it (a .yaml from scratch, or the .pt), for checks before training."""
+    t = config.train
+    if t.student.endswith(".pt"):
+        return load_detection_model(t.student, t.student_sha256, role="student")
+    from ultralytics.nn.tasks import DetectionModel
+
+    try:
+        return DetectionModel(t.student, nc=nc, verbose=False)
+    except FileNotFoundError as e:
+        raise InputError(f"train.student={t.student!r}: no such model yaml ({e}); e.g. yolov8n.yaml") from None
 
 
 # changing these on resume is harmless: they decide where and how fast, not what is learnt

@@ -1,21 +1,31 @@
-"""Response-based distillation loss (DESIGN.md, "The distillation").
+"""Response-based distillation losses (DESIGN.md, "The distillation"): `dense` and `pseudo`.
 
-    total = λ_det · v8DetectionLoss(student, ground truth) + λ_distill · (λ_ciou · L_box + λ_kl · L_cls)
+    total = λ_det · v8DetectionLoss(student, ground truth) + α(epoch) · λ_distill · Σ_term λ_term · L_term
 
-The teacher's NMS-kept detections are pseudo-targets that keep the teacher's raw class logits; student anchors
-are matched to them with ultralytics' task-aligned assigner (so the teacher's grid may differ from the
-student's); L_box is a weighted mean of 1 − CIoU and L_cls a weighted mean of the per-class Bernoulli KL at
-temperature T, scaled by T². Weights are teacher confidence × assignment quality. The KL's teacher side is the
-kept detection's logit vector, or with ``distill.cls_target=anchor`` the teacher's own logits at each matched
-anchor (BENCHMARKS.md has why: the first gives every matched anchor the best anchor's score).
+``dense`` (the default, :class:`DenseKDLoss`) compares teacher and student at every anchor: YOLOv8 heads of every
+scale share strides 8/16/32, so at the same imgsz anchor i is the same cell in both. Its terms are
 
-The criterion is attached to the live student only. Copies of the student (the EMA, checkpoints) get
-``None`` in its place, so a checkpoint never holds the teacher and loads as a plain ultralytics model.
+- ``kd_cls``: PP-YOLOE's distillation of the per-class sigmoid scores, Σ BCEWithLogits(s, σ(t)) · |σ(s) − σ(t)|^β
+  over anchors and classes, divided by ultralytics' own cls-loss normaliser (the student's ground-truth
+  ``target_scores_sum``, clamped ≥ 1);
+- ``kd_ld``: localization distillation, per anchor the mean over the 4 sides of
+  KL(softmax(t_bins / T_ld) ‖ softmax(s_bins / T_ld)) · T_ld², weighted by w = max_c σ(t), divided by Σ w;
+- ``kd_box``: 1 − CIoU of the student's and the teacher's decoded boxes at the same anchor, same weights w.
+
+``pseudo`` (the seed's method, :class:`PseudoTargetKDLoss`) turns the teacher's NMS-kept detections into
+pseudo-targets that keep the teacher's raw class logits, matches student anchors to them with ultralytics'
+task-aligned assigner, and has ``kd_box`` (weighted 1 − CIoU) and ``kd_cls`` (weighted per-class Bernoulli KL at
+temperature T, × T²; the teacher side is the kept detection's logit vector, or with ``distill.cls_target=anchor``
+the teacher's own logits at each matched anchor). Weights are teacher confidence × assignment quality.
+
+A criterion is attached to the live student only. Copies of the student (the EMA, checkpoints) get ``None`` in its
+place, so a checkpoint never holds the teacher and loads as a plain ultralytics model.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,9 +33,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DistillSettings
+from ..errors import InputError
 
-KD_LOSS_NAMES = ("kd_box", "kd_cls")
 log = logging.getLogger("wildfire_kd")
+
+# each KD term and the DistillSettings attribute that is its weight inside the KD sum
+TERM_WEIGHTS = {"kd_cls": "lambda_dist_kl", "kd_ld": "lambda_dist_ld", "kd_box": "box_weight"}
+ALPHA_END = 0.01  # the cosine schedule's α in the last epoch
+
+
+def kd_alpha(schedule: str, epoch: int, epochs: int) -> float:
+    """α(epoch) of the KD sum: 1 throughout (``constant``), or a cosine from 1 (first epoch) to 0.01 (last)."""
+    if schedule == "constant" or epochs <= 1:
+        return 1.0
+    progress = min(max(epoch / (epochs - 1), 0.0), 1.0)
+    return ALPHA_END + (1.0 - ALPHA_END) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --- the terms, as small pure functions ---------------------------------------------------------------------------
 
 
 def bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -42,11 +67,167 @@ def bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tem
     return kl.sum(-1) * temperature**2
 
 
+def quality_focal_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """Elementwise BCEWithLogits(s, σ(t)) · |σ(s) − σ(t)|^β (PP-YOLOE's score distillation): 0 where s == t.
+
+    The focal factor makes anchors where the student already agrees with the teacher (most background cells)
+    cost almost nothing, so the dense sum over every anchor is not drowned by easy negatives.
+    """
+    s, t = student_logits.float(), teacher_logits.float()
+    target = t.sigmoid()
+    return F.binary_cross_entropy_with_logits(s, target, reduction="none") * (s.sigmoid() - target).abs().pow(beta)
+
+
+def dfl_kl(student_bins: torch.Tensor, teacher_bins: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per anchor, the mean over the 4 box sides of KL(softmax(t/T) ‖ softmax(s/T)) · T².
+
+    ``*_bins``: (..., 4 · reg_max) DFL logits in ultralytics' layout (side-major: 4 groups of reg_max bins).
+    """
+    shape = (*student_bins.shape[:-1], 4, student_bins.shape[-1] // 4)
+    s = F.log_softmax(student_bins.float().view(shape) / temperature, dim=-1)
+    t = F.log_softmax(teacher_bins.float().view(shape) / temperature, dim=-1)
+    kl = (t.exp() * (t - s)).sum(-1)  # (..., 4)
+    return kl.mean(-1) * temperature**2
+
+
 def ciou_loss(student_boxes: torch.Tensor, teacher_boxes: torch.Tensor) -> torch.Tensor:
     """1 − CIoU for paired xyxy boxes (..., 4) -> (...)."""
     from ultralytics.utils.metrics import bbox_iou
 
     return 1.0 - bbox_iou(student_boxes.float(), teacher_boxes.float(), xywh=False, CIoU=True).squeeze(-1)
+
+
+def head_geometry(model: nn.Module) -> tuple[list[float], int]:
+    """(strides, reg_max) of a YOLO detection model's head."""
+    head = model.model[-1]
+    return [float(s) for s in head.stride], int(head.reg_max)
+
+
+def check_dense_compatible(teacher: nn.Module, student: nn.Module, teacher_path: str = "the teacher") -> None:
+    """`dense` compares anchor i of both models: refuse a teacher whose strides or DFL bins differ (exit 2)."""
+    (ts, tr), (ss, sr) = head_geometry(teacher), head_geometry(student)
+    if ts != ss or tr != sr:
+        raise InputError(
+            f"distill.method=dense needs a teacher whose head has the student's strides and DFL bins: {teacher_path} "
+            f"has strides {ts} (reg_max {tr}), the student {ss} (reg_max {sr}); use a P3-P5 YOLOv8 teacher, or "
+            "--set distill.method=pseudo, which matches the teacher's detections instead of its anchors"
+        )
+
+
+@torch.no_grad()
+def teacher_forward(teacher: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The frozen teacher on the batch: (decoded (B, 4 + nc, A), raw head outputs: boxes (B, 4·reg_max, A),
+    scores (B, nc, A) class logits, feats)."""
+    decoded, raw = teacher(images)  # eval mode: ((B, 4 + nc, A) decoded, dict of raw outputs)
+    return decoded, raw
+
+
+# --- the criteria --------------------------------------------------------------------------------------------------
+
+
+class ResponseKDLoss:
+    """ultralytics-compatible criterion: ``(preds, batch) -> (loss vector × batch size, loss items)``.
+
+    Wraps the student's own v8DetectionLoss for the ground-truth term and appends the method's KD terms
+    (``TERMS``), each × α · λ_distillation · its own λ. The trainer sums the vector; the items (detached, per
+    image, unweighted) feed the progress bar, results.csv and the per-batch log. ``alpha`` is set by the trainer
+    at each epoch start (``distill.schedule``).
+    """
+
+    TERMS: tuple[str, ...] = ()
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings):
+        from ultralytics.utils.loss import v8DetectionLoss
+
+        self.detection = v8DetectionLoss(student)
+        self.teacher = teacher
+        self.settings = settings
+        self.alpha = 1.0
+        self.last_teacher_detections: float | None = None  # per image, for the batch log (pseudo only)
+
+    def __deepcopy__(self, memo):
+        # ModelEMA and checkpoint snapshots deepcopy the student: they must not carry the teacher along.
+        return None
+
+    def __getstate__(self):
+        raise TypeError(f"{type(self).__name__} holds the teacher and must never be pickled into a checkpoint")
+
+    def term_weights(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """α · λ_distillation · λ_term for each of ``TERMS``: what multiplies each item in the loss vector."""
+        s = self.settings
+        weights = [self.alpha * s.lambda_distillation * getattr(s, TERM_WEIGHTS[k]) for k in self.TERMS]
+        return torch.tensor(weights, device=device)
+
+    def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        preds = self.detection.parse_output(preds)
+        det_loss, items = self.detection.loss(preds, batch)  # already × batch size
+        terms = self.kd_terms(preds, batch["img"])
+        bs = batch["img"].shape[0]
+        kd = torch.stack([terms[k] for k in self.TERMS]) * self.term_weights(det_loss.device) * bs
+        loss = torch.cat([det_loss * self.settings.lambda_detection, kd.to(det_loss.dtype)])
+        return loss, {**items, **{k: terms[k].detach() for k in self.TERMS}}
+
+    def kd_terms(self, preds: dict, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each of ``TERMS`` (unweighted) for a batch: the teacher's forward pass, then :meth:`terms`."""
+        return self.terms(preds, *self.run_teacher(images))
+
+    def terms(self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The KD terms from the student's raw outputs and the teacher's (decoded, raw) outputs."""
+        raise NotImplementedError
+
+    def run_teacher(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The teacher on the student's batch, under the student's autocast (fp16 validation batches included)."""
+        teacher_dtype = next(self.teacher.parameters()).dtype
+        if images.dtype != teacher_dtype:  # fp16 validation batches: run the fp32 teacher under autocast
+            with torch.autocast(images.device.type, dtype=images.dtype, enabled=images.device.type == "cuda"):
+                return teacher_forward(self.teacher, images.to(teacher_dtype))
+        return teacher_forward(self.teacher, images)
+
+    def anchors(self, preds: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anchor points in grid units (A, 2), stride per anchor (A, 1)) of the student's feature maps."""
+        from ultralytics.utils.tal import make_anchors
+
+        return make_anchors(preds["feats"], self.detection.stride, 0.5)
+
+
+class DenseKDLoss(ResponseKDLoss):
+    """`dense`: class scores, DFL distributions and (optionally) boxes distilled at every anchor."""
+
+    TERMS = ("kd_cls", "kd_ld", "kd_box")
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings):
+        super().__init__(student, teacher, settings)
+        check_dense_compatible(teacher, student)
+        self._target_scores_sum: torch.Tensor | float = 1.0
+        # the cls-loss normaliser lives inside v8DetectionLoss.loss: read it off its assigner's output
+        self.detection.assigner.register_forward_hook(self._record_target_scores_sum)
+
+    def _record_target_scores_sum(self, module, inputs, outputs) -> None:
+        self._target_scores_sum = outputs[2].detach().float().sum().clamp(min=1)
+
+    def terms(self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        s_cls, t_cls = preds["scores"].permute(0, 2, 1), raw["scores"].permute(0, 2, 1)  # (B, A, nc) logits
+        s_bins, t_bins = preds["boxes"].permute(0, 2, 1), raw["boxes"].permute(0, 2, 1)  # (B, A, 4·reg_max)
+        if s_cls.shape != t_cls.shape or s_bins.shape != t_bins.shape:
+            raise InputError(
+                f"distill.method=dense: the teacher gives {tuple(t_bins.shape[:2])} anchors and the student "
+                f"{tuple(s_bins.shape[:2])} on the same batch; use --set distill.method=pseudo"
+            )
+        s = self.settings
+        # the ground-truth loss ran just before on this batch and recorded its normaliser
+        kd_cls = quality_focal_kd(s_cls, t_cls, s.cls_beta).sum() / self._target_scores_sum
+        weight = t_cls.float().sigmoid().amax(-1)  # (B, A): how sure the teacher is that anything is there
+        weight_sum = weight.sum().clamp(min=1e-9)
+        kd_ld = (dfl_kl(s_bins, t_bins, s.ld_temperature) * weight).sum() / weight_sum
+        if s.box_weight > 0:
+            anchor_points, stride = self.anchors(preds)
+            decode = self.detection.bbox_decode
+            s_box = decode(anchor_points, s_bins.float()) * stride
+            t_box = decode(anchor_points, t_bins.float()) * stride
+            kd_box = (ciou_loss(s_box, t_box) * weight).sum() / weight_sum
+        else:  # off by default: skip the decode, keep the column
+            kd_box = torch.zeros((), device=s_cls.device)
+        return {"kd_cls": kd_cls, "kd_ld": kd_ld, "kd_box": kd_box}
 
 
 @dataclass
@@ -60,13 +241,6 @@ class TeacherTargets:
     mask: torch.Tensor  # valid entries (B, M, 1)
     count: int  # kept detections in the whole batch
     anchor_logits: torch.Tensor | None = None  # the teacher's raw logits at every anchor (B, A, nc)
-
-
-@torch.no_grad()
-def teacher_forward(teacher: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen teacher on the batch: (decoded (B, 4 + nc, A), raw class logits (B, nc, A))."""
-    decoded, raw = teacher(images)  # eval mode: ((B, 4 + nc, A) decoded, dict of raw outputs)
-    return decoded, raw["scores"]
 
 
 @torch.no_grad()
@@ -104,7 +278,8 @@ def pseudo_targets(decoded: torch.Tensor, logits: torch.Tensor, settings: Distil
 
 def teacher_targets(teacher: nn.Module, images: torch.Tensor, settings: DistillSettings) -> TeacherTargets:
     """Run the frozen teacher and turn its output into padded pseudo-targets with their class logits."""
-    return pseudo_targets(*teacher_forward(teacher, images), settings)
+    decoded, raw = teacher_forward(teacher, images)
+    return pseudo_targets(decoded, raw["scores"], settings)
 
 
 @dataclass
@@ -117,21 +292,15 @@ class Match:
     weight: torch.Tensor  # (F,) teacher confidence x assignment quality, per matched anchor
 
 
-class ResponseKDLoss:
-    """ultralytics-compatible criterion: ``(preds, batch) -> (loss vector × batch size, loss items)``.
+class PseudoTargetKDLoss(ResponseKDLoss):
+    """`pseudo`: the teacher's NMS-kept detections as pseudo-targets, matched to student anchors."""
 
-    Wraps the student's own v8DetectionLoss for the ground-truth term and adds the two KD terms. The
-    trainer sums the vector; the items (detached, per image) feed the progress bar, results.csv and the
-    per-batch log.
-    """
+    TERMS = ("kd_box", "kd_cls")
 
     def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings):
-        from ultralytics.utils.loss import v8DetectionLoss
         from ultralytics.utils.tal import TaskAlignedAssigner
 
-        self.detection = v8DetectionLoss(student)
-        self.teacher = teacher
-        self.settings = settings
+        super().__init__(student, teacher, settings)
         self.assigner = TaskAlignedAssigner(
             topk=settings.topk,
             num_classes=self.detection.nc,
@@ -139,36 +308,15 @@ class ResponseKDLoss:
             beta=6.0,
             stride=self.detection.stride.tolist(),
         )
-        self.last_teacher_detections = 0.0  # per image, for the batch log
+        self.last_teacher_detections = 0.0
         self._grid_warned = False
-
-    def __deepcopy__(self, memo):
-        # ModelEMA and checkpoint snapshots deepcopy the student: they must not carry the teacher along.
-        return None
-
-    def __getstate__(self):
-        raise TypeError("ResponseKDLoss holds the teacher and must never be pickled into a checkpoint")
-
-    def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        preds = self.detection.parse_output(preds)
-        det_loss, items = self.detection.loss(preds, batch)  # already × batch size
-        kd_box, kd_cls = self.kd_terms(preds, batch["img"])
-        s = self.settings
-        bs = batch["img"].shape[0]
-        kd = torch.stack([s.lambda_dist_ciou * kd_box, s.lambda_dist_kl * kd_cls]) * (s.lambda_distillation * bs)
-        loss = torch.cat([det_loss * s.lambda_detection, kd.to(det_loss.dtype)])
-        items = {**items, "kd_box": kd_box.detach(), "kd_cls": kd_cls.detach()}
-        return loss, items
 
     def student_outputs(self, preds: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(class logits (B, A, nc), decoded boxes xyxy pixels (B, A, 4), anchor points, strides) of the student."""
-        from ultralytics.utils.tal import make_anchors
-
-        det = self.detection
         pred_distri = preds["boxes"].permute(0, 2, 1).contiguous()
         pred_logits = preds["scores"].permute(0, 2, 1).contiguous()
-        anchor_points, stride_tensor = make_anchors(preds["feats"], det.stride, 0.5)
-        pred_bboxes = det.bbox_decode(anchor_points, pred_distri) * stride_tensor
+        anchor_points, stride_tensor = self.anchors(preds)
+        pred_bboxes = self.detection.bbox_decode(anchor_points, pred_distri) * stride_tensor
         return pred_logits, pred_bboxes, anchor_points, stride_tensor
 
     def match(self, pred_logits, pred_bboxes, anchor_points, stride_tensor, targets: TeacherTargets) -> Match:
@@ -207,20 +355,24 @@ class ResponseKDLoss:
         kl = bernoulli_kl(matched_logits[fg], pred_logits[fg], self.settings.temperature)
         return box_term, (kl * match.weight).sum() / weight_sum
 
-    def kd_terms(self, preds: dict, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_box, L_cls) for a batch: both exactly 0 when the teacher keeps no detection."""
-        zero = torch.zeros((), device=images.device)
-        teacher_dtype = next(self.teacher.parameters()).dtype
-        if images.dtype != teacher_dtype:  # fp16 validation batches: run the fp32 teacher under autocast
-            with torch.autocast(images.device.type, dtype=images.dtype, enabled=images.device.type == "cuda"):
-                targets = teacher_targets(self.teacher, images.to(teacher_dtype), self.settings)
-        else:
-            targets = teacher_targets(self.teacher, images, self.settings)
-        self.last_teacher_detections = targets.count / images.shape[0]
+    def terms(self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """kd_box and kd_cls: both exactly 0 when the teacher keeps no detection."""
+        zero = torch.zeros((), device=decoded.device)
+        targets = pseudo_targets(decoded, raw["scores"], self.settings)
+        self.last_teacher_detections = targets.count / decoded.shape[0]
         if targets.count == 0:
-            return zero, zero
+            return {"kd_box": zero, "kd_cls": zero}
         pred_logits, pred_bboxes, anchor_points, stride_tensor = self.student_outputs(preds)
         match = self.match(pred_logits, pred_bboxes, anchor_points, stride_tensor, targets)
         if not match.fg_mask.any():
-            return zero, zero
-        return self.losses(pred_logits, pred_bboxes, targets, match)
+            return {"kd_box": zero, "kd_cls": zero}
+        kd_box, kd_cls = self.losses(pred_logits, pred_bboxes, targets, match)
+        return {"kd_box": kd_box, "kd_cls": kd_cls}
+
+
+CRITERIA: dict[str, type[ResponseKDLoss]] = {"dense": DenseKDLoss, "pseudo": PseudoTargetKDLoss}
+
+
+def make_criterion(student: nn.Module, teacher: nn.Module, settings: DistillSettings) -> ResponseKDLoss:
+    """The KD criterion of ``settings.method`` for this student and teacher."""
+    return CRITERIA[settings.method](student, teacher, settings)

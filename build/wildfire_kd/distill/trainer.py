@@ -30,7 +30,7 @@ from ..config import DistillSettings  # noqa: E402
 from ..errors import TrainingDiverged, TrainingTerminated  # noqa: E402
 from ..reports import atomic_write_text as _rewrite  # noqa: E402
 from ..weights import load_detection_model  # noqa: E402
-from .loss import ResponseKDLoss  # noqa: E402
+from .loss import ResponseKDLoss, kd_alpha, make_criterion  # noqa: E402
 
 RUN_ENV = "WILDFIRE_KD_RUN"
 BATCH_LOG = "batch_log.jsonl"
@@ -119,6 +119,8 @@ class DistillationTrainer(DetectionTrainer):
         super().__init__(cfg, overrides, _callbacks)
         self.teacher: torch.nn.Module | None = None
         self.kd_criterion: ResponseKDLoss | None = None
+        self.ema_criterion: ResponseKDLoss | None = None
+        self._batch_images = 0
         self.skipped_steps = 0
         self.consecutive_skipped = 0
         self.last_grad_norm: float | None = None
@@ -171,11 +173,12 @@ class DistillationTrainer(DetectionTrainer):
             p.requires_grad_(False)
         self.teacher = teacher
         settings = self.kd.settings
-        self.kd_criterion = ResponseKDLoss(student_of(self.model), teacher, settings)
+        self.kd_criterion = make_criterion(student_of(self.model), teacher, settings)
         student_of(self.model).criterion = self.kd_criterion
         # The EMA is what validation runs: give it its own criterion so val/kd_* report how closely the
         # smoothed student follows the teacher on held-out images.
-        student_of(self.ema.ema).criterion = ResponseKDLoss(student_of(self.ema.ema), teacher, settings)
+        self.ema_criterion = make_criterion(student_of(self.ema.ema), teacher, settings)
+        student_of(self.ema.ema).criterion = self.ema_criterion
         if self.kd_criterion.detection.nc != teacher.model[-1].nc:
             raise ValueError("teacher and student predict a different number of classes")
 
@@ -273,8 +276,17 @@ class DistillationTrainer(DetectionTrainer):
 
     # --- callbacks: per-batch log and honest epoch means ------------------------------------------------------
 
+    def preprocess_batch(self, batch: dict) -> dict:
+        batch = super().preprocess_batch(batch)
+        self._batch_images = batch["img"].shape[0]  # the batch log's total is per image, like the loss items
+        return batch
+
     def _on_epoch_start(self):
         self._finite_sums, self._finite_count, self._batch_index = {}, 0, 0
+        alpha = kd_alpha(self.kd.settings.schedule, self.epoch, self.epochs)
+        for criterion in (self.kd_criterion, self.ema_criterion):
+            if criterion is not None:
+                criterion.alpha = alpha
 
     def _on_batch_start(self):
         self._batch_t0 = time.perf_counter()
@@ -315,11 +327,9 @@ class DistillationTrainer(DetectionTrainer):
             path = Path(self.save_dir) / BATCH_LOG
             self._log_file = open(path, "a" if self.resume else "w", encoding="utf-8")  # noqa: SIM115
         nb = len(self.train_loader)
-        lam = self.kd.settings
-        detection = sum(items.get(k, 0.0) for k in ("box_loss", "cls_loss", "dfl_loss"))
-        kd = lam.lambda_dist_ciou * items.get("kd_box", 0.0) + lam.lambda_dist_kl * items.get("kd_cls", 0.0)
-        total = lam.lambda_detection * detection + lam.lambda_distillation * kd if lam.response else detection
-        total += items.get("dis_loss", 0.0)  # ultralytics' feature KD, already weighted by its `dis`
+        # the loss that was backpropagated (ultralytics sums the criterion's vector, × world size under DDP),
+        # per image like the items
+        total = float(self.loss.detach()) / (max(self._batch_images, 1) * max(self.world_size, 1))
         record = {
             "epoch": self.epoch + 1,
             "iteration": self.epoch * nb + self._batch_index,
@@ -328,8 +338,8 @@ class DistillationTrainer(DetectionTrainer):
             "box": items.get("box_loss"),
             "cls": items.get("cls_loss"),
             "dfl": items.get("dfl_loss"),
-            "kd_box": items.get("kd_box"),
-            "kd_cls": items.get("kd_cls"),
+            **{k: items.get(k) for k in ("kd_cls", "kd_ld", "kd_box")},
+            "kd_alpha": self.kd_criterion.alpha if self.kd_criterion else None,
             "feature_kd": items.get("dis_loss"),
             "teacher_dets_per_image": self.kd_criterion.last_teacher_detections if self.kd_criterion else None,
             "optimizer_step": self._stepped,
