@@ -5,7 +5,7 @@
 # Prints one line; exits 0 when an engine answers and the base exists, 1 otherwise (the test then skips).
 set -uo pipefail
 log=${WILDFIRE_KD_DOCKER_LOG:-/tmp/wildfire-kd-dockerd.log}
-base=local/base:bookworm
+base=${WILDFIRE_KD_BASE_IMAGE:-local/base:bookworm}  # the tests' BASE; another tag only for the script's own test
 
 if ! docker info >/dev/null 2>&1; then
     if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
@@ -17,8 +17,17 @@ if ! docker info >/dev/null 2>&1; then
     docker info >/dev/null 2>&1 || { echo "docker-engine: dockerd did not start (see $log)"; exit 1; }
 fi
 
+# The image runs as uid 1000: a base whose / that user cannot enter (an earlier version of this script made one
+# from a mode-700 mktemp folder) fails every RUN after USER. Notice it and build the base again.
+if docker image inspect "$base" >/dev/null 2>&1 \
+    && ! docker run --rm --network none --user 1000:1000 "$base" /bin/sh -c true >/dev/null 2>&1; then
+    echo "docker-engine: $base is not usable by uid 1000 (its / is not readable); rebuilding it"
+    docker image rm -f "$base" >/dev/null 2>&1
+fi
+
 if ! docker image inspect "$base" >/dev/null 2>&1; then
     root=$(mktemp -d /tmp/wildfire-kd-debroot.XXXXXX)
+    chmod 755 "$root"  # mktemp -d makes it 700, and the folder becomes the image's /
     mirror=$(grep -ho 'http[^ ]*debian' /etc/apt/sources.list.d/* /etc/apt/sources.list 2>/dev/null | grep -v snapshot | head -1)
     debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$root" \
         "${mirror:-http://deb.debian.org/debian}" >/dev/null 2>&1 || { echo "docker-engine: debootstrap failed"; exit 1; }
