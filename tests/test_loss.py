@@ -334,17 +334,27 @@ def test_dense_gradients_reach_the_student_from_every_term_and_never_the_teacher
     student.zero_grad(set_to_none=True)
 
 
-def test_dense_class_term_is_normalised_by_the_ground_truth_target_scores_sum(pair):
+@pytest.mark.parametrize("normaliser", ["foreground", "target_scores"])
+def test_dense_class_term_is_normalised_by_the_ground_truth_assignment(pair, normaliser):
     student, teacher = pair
-    criterion = DenseKDLoss(student, teacher, DistillSettings())
+    criterion = DenseKDLoss(student, teacher, DistillSettings(cls_normaliser=normaliser))
     batch = _batch()
     preds = student(batch["img"])
     _, items = criterion(preds, batch)
-    normaliser = criterion._target_scores_sum
-    assert normaliser >= 1
+    # the student's own ground-truth assignment on this batch, as ultralytics' loss computes it
+    det = criterion.detection
+    assigned = []
+    handle = det.assigner.register_forward_hook(lambda m, i, o: assigned.append(o))
+    det.loss(preds, batch)
+    handle.remove()
+    _, _, target_scores, fg_mask, _ = assigned[0]
+    expected = (fg_mask if normaliser == "foreground" else target_scores).float().sum().clamp(min=1)
+    assert torch.isclose(torch.as_tensor(criterion.cls_normaliser), expected)
+    if normaliser == "foreground":
+        assert expected >= 2  # two ground-truth boxes, several anchors each: a count, not clamped
     raw = teacher(batch["img"])[1]
     unnormalised = quality_focal_kd(preds["scores"].permute(0, 2, 1), raw["scores"].permute(0, 2, 1), 2.0).sum()
-    assert torch.isclose(items["kd_cls"], unnormalised / normaliser, rtol=1e-5)
+    assert torch.isclose(items["kd_cls"], unnormalised / expected, rtol=1e-5)
 
 
 def test_dense_one_class_gives_a_nonzero_class_term():

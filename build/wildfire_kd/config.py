@@ -108,6 +108,11 @@ class DistillSettings(_Section):
         None, ge=0, description="weight of the 1 - CIoU box term; null = the method's own (dense 0 = off, pseudo 1.0)"
     )
     cls_beta: float = Field(2.0, ge=0, description="dense: focal exponent β of |σ(s) - σ(t)|^β in the class term")
+    cls_normaliser: Literal["foreground", "target_scores"] = Field(
+        "foreground",
+        description="dense: the class term's divisor: the student's foreground-anchor count (PP-YOLOE) or its"
+        " ground-truth target_scores_sum (tiny early in training: the term then swamps the ground truth)",
+    )
     ld_temperature: float = Field(1.0, gt=0, description="dense: temperature T_ld of the DFL-bin KL (scaled by T_ld^2)")
     temperature: float = Field(2.0, gt=0, description="pseudo: temperature T of the class KL (scaled by T^2)")
     teacher_conf: float = Field(0.25, ge=0, le=1, description="pseudo: teacher NMS confidence threshold")

@@ -6,8 +6,10 @@
 scale share strides 8/16/32, so at the same imgsz anchor i is the same cell in both. Its terms are
 
 - ``kd_cls``: PP-YOLOE's distillation of the per-class sigmoid scores, Σ BCEWithLogits(s, σ(t)) · |σ(s) − σ(t)|^β
-  over anchors and classes, divided by ultralytics' own cls-loss normaliser (the student's ground-truth
-  ``target_scores_sum``, clamped ≥ 1);
+  over anchors and classes, divided by the number of the student's foreground anchors in its ground-truth
+  assignment, as PP-YOLOE does (``distill.cls_normaliser=target_scores``: ultralytics' cls-loss normaliser, the
+  ground truth's ``target_scores_sum``, which DESIGN.md named; it is ~1 while the student's boxes are poor, and
+  the term then swamps the ground truth: BENCHMARKS.md). Both clamped ≥ 1;
 - ``kd_ld``: localization distillation, per anchor the mean over the 4 sides of
   KL(softmax(t_bins / T_ld) ‖ softmax(s_bins / T_ld)) · T_ld², weighted by w = max_c σ(t), divided by Σ w;
 - ``kd_box``: 1 − CIoU of the student's and the teacher's decoded boxes at the same anchor, same weights w.
@@ -198,12 +200,14 @@ class DenseKDLoss(ResponseKDLoss):
     def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings):
         super().__init__(student, teacher, settings)
         check_dense_compatible(teacher, student)
-        self._target_scores_sum: torch.Tensor | float = 1.0
-        # the cls-loss normaliser lives inside v8DetectionLoss.loss: read it off its assigner's output
-        self.detection.assigner.register_forward_hook(self._record_target_scores_sum)
+        self.cls_normaliser: torch.Tensor | float = 1.0
+        # the ground-truth assignment happens inside v8DetectionLoss.loss: read the normaliser off its assigner
+        self.detection.assigner.register_forward_hook(self._record_cls_normaliser)
 
-    def _record_target_scores_sum(self, module, inputs, outputs) -> None:
-        self._target_scores_sum = outputs[2].detach().float().sum().clamp(min=1)
+    def _record_cls_normaliser(self, module, inputs, outputs) -> None:
+        _, _, target_scores, fg_mask, _ = outputs
+        counted = fg_mask if self.settings.cls_normaliser == "foreground" else target_scores
+        self.cls_normaliser = counted.detach().float().sum().clamp(min=1)
 
     def terms(self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         s_cls, t_cls = preds["scores"].permute(0, 2, 1), raw["scores"].permute(0, 2, 1)  # (B, A, nc) logits
@@ -215,7 +219,7 @@ class DenseKDLoss(ResponseKDLoss):
             )
         s = self.settings
         # the ground-truth loss ran just before on this batch and recorded its normaliser
-        kd_cls = quality_focal_kd(s_cls, t_cls, s.cls_beta).sum() / self._target_scores_sum
+        kd_cls = quality_focal_kd(s_cls, t_cls, s.cls_beta).sum() / self.cls_normaliser
         weight = t_cls.float().sigmoid().amax(-1)  # (B, A): how sure the teacher is that anything is there
         weight_sum = weight.sum().clamp(min=1e-9)
         kd_ld = (dfl_kl(s_bins, t_bins, s.ld_temperature) * weight).sum() / weight_sum
