@@ -81,3 +81,30 @@ def test_image_run_against_a_real_engine(tmp_path):
     r = run_cli("image", "run", "--image", tags[0], "--no-gpus", "--network", "none", "--out", str(tmp_path),
                 "--", "--help")  # fmt: skip
     assert r.returncode == 0 and "distil" in r.stdout
+
+
+def test_a_container_that_cannot_start_is_removed_and_reported_as_bad_input():
+    import docker
+
+    from wildfire_kd.image import run
+
+    removed = []
+
+    class Container:
+        def start(self):
+            raise docker.errors.APIError(
+                "500 Server Error", explanation='could not select device driver "" with capabilities: [[gpu]]'
+            )
+
+        def remove(self, force):
+            removed.append(force)
+
+    class Engine:
+        class containers:  # noqa: N801 - the Docker SDK's attribute name
+            @staticmethod
+            def create(**request):
+                return Container()
+
+    with pytest.raises(InputError, match=r"cannot give the container GPUs .*NVIDIA Container Toolkit.*--no-gpus"):
+        run(run_request(["--help"]), engine=Engine())
+    assert removed == [True], "the created container is removed, not left in state Created"

@@ -73,7 +73,7 @@ def run_request(
     uid: int | None = None,
     gid: int | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``docker.containers.run``: what the container gets, nothing else."""
+    """Keyword arguments for ``docker.containers.create``: what the container gets, nothing else."""
     from docker.types import DeviceRequest
 
     volumes = {}
@@ -96,7 +96,6 @@ def run_request(
         "environment": {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "PYTHONUNBUFFERED": "1"},
         "working_dir": "/out",
         "shm_size": "8g",  # dataloader workers share batches through /dev/shm
-        "detach": True,
     }
     if gpus:
         request["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
@@ -105,11 +104,35 @@ def run_request(
     return request
 
 
+def _start_error(error: Exception, request: dict[str, Any]) -> InputError:
+    """What the engine's refusal means for the user, and what to do (exit 2)."""
+    text = " ".join(str(getattr(error, "explanation", None) or error).split())
+    if "could not select device driver" in text or "nvidia" in text.lower():
+        return InputError(
+            f"the Docker engine cannot give the container GPUs ({text}): install the NVIDIA Container Toolkit on this "
+            "host, or run without GPUs: wildfire-kd image run --no-gpus ..."
+        )
+    if type(error).__name__ == "ImageNotFound" or "No such image" in text:
+        return InputError(f"image {request['image']} not found ({text}): build it with `wildfire-kd image build`")
+    return InputError(f"the Docker engine refused to start {request['image']}: {text}")
+
+
 def run(request: dict[str, Any], engine=None) -> int:
-    """Start the container, stream its output, remove it; returns its exit code."""
+    """Create and start the container, stream its output, remove it; returns its exit code.
+
+    A container that cannot start (no GPU runtime, missing image) is removed and reported as bad input."""
+    import docker
+
     engine = engine or client()
-    container = engine.containers.run(**request)
     try:
+        container = engine.containers.create(**request)
+    except docker.errors.DockerException as e:
+        raise _start_error(e, request) from None
+    try:
+        try:
+            container.start()
+        except docker.errors.DockerException as e:
+            raise _start_error(e, request) from None
         for chunk in container.logs(stream=True, follow=True):
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
