@@ -132,10 +132,32 @@ def test_stage_error_stops_the_build_and_names_it(fire_smoke_data, teacher_pt, t
 
     monkeypatch.setattr(onnxslim, "slim", broken)
     config = load_config(SMOKE_CONFIG, [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}"])
-    with pytest.raises(StageFailure, match="build stopped at stage export: .*slim broke"):
+    with pytest.raises(StageFailure, match="build stopped at stage export: .*slim broke") as stopped:
         build(config, tmp_path)
+    assert stopped.value.exit_code == 3, "a broken exporter is the tool's failure, not the model's"
     report = json.loads((tmp_path / "build_report.json").read_text())
     assert report["stopped_at"] == "export" and [s["status"] for s in report["stages"]] == ["ran", "ran", "failed"]
+
+
+def test_a_training_stage_without_a_student_stops_the_build_cleanly(fire_smoke_data, teacher_pt, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    import wildfire_kd.distill as distill
+    from wildfire_kd.config import load_config
+    from wildfire_kd.errors import StageFailure
+    from wildfire_kd.pipeline import build
+
+    def no_student(config, resume=None, **kwargs):  # training that ended without writing best.pt
+        run = Path(config.train.out) / config.train.name
+        return distill.TrainResult(str(run), None, None, str(run / "results.csv"), str(run / "batch_log.jsonl"),
+                                   0, 0, 0.0)  # fmt: skip
+
+    monkeypatch.setattr(distill, "train", no_student)
+    config = load_config(SMOKE_CONFIG, [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}"])
+    with pytest.raises(StageFailure, match="build stopped at stage train: training wrote no best.pt") as stopped:
+        build(config, tmp_path)
+    assert stopped.value.exit_code == 3  # the tool did not produce a model: not a gate
+    report = json.loads((tmp_path / "build_report.json").read_text())
+    assert report["stopped_at"] == "train" and [s["status"] for s in report["stages"]] == ["failed"]
 
 
 def test_build_without_teacher_exits_2(fire_smoke_data, tmp_path):

@@ -58,3 +58,28 @@ def test_synth_cli_writes_one_class_dataset(tmp_path):
     assert len(list((tmp_path / "s" / "images" / "val").glob("*.jpg"))) == 2
     r = run_cli("synth", str(tmp_path / "t"), "--classes", "smoke,flames")
     assert r.returncode == 2 and "synth.classes" in r.stderr
+
+
+def test_an_internal_error_exits_3_with_one_line_and_the_traceback_in_a_file(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import wildfire_kd.data as data
+    from wildfire_kd import cli
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("boom inside synthesize")
+
+    monkeypatch.setattr(data, "synthesize", broken)
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    result = CliRunner().invoke(cli.app, ["synth", str(tmp_path / "s")])
+    assert result.exit_code == 3, result.output
+    log = tmp_path / "s" / cli.TRACEBACK_NAME
+    assert result.output.strip() == (
+        "wildfire-kd synth: internal error (a bug, not your input): ZeroDivisionError: boom inside synthesize; "
+        f"traceback in {log}"
+    )
+    assert "Traceback" in log.read_text() and "boom inside synthesize" in log.read_text()
+    result = CliRunner().invoke(cli.app, ["--debug", "synth", str(tmp_path / "t")])
+    assert result.exit_code == 3 and "Traceback (most recent call last)" in result.output
+    assert "traceback above" in result.output.strip().splitlines()[-1]
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)

@@ -96,9 +96,16 @@ def test_class_order_mismatch_names_both_lists():
 
 
 def _jpeg_without_end_marker(path: Path) -> None:
+    """A JPEG that decodes whole but does not end in its end marker (bytes after it), which ultralytics re-saves."""
     data = path.read_bytes()
     assert data.endswith(b"\xff\xd9")
-    path.write_bytes(data[:-2])
+    path.write_bytes(data + b"\x00\x00")
+
+
+def _jpeg_cut_in_half(path: Path) -> None:
+    """Half the file: PIL's header check passes, the decode fails, and ultralytics would drop it as corrupt."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
 
 
 def test_preflight_counts_every_problem_and_honours_the_tolerated_fraction(dataset_copy, tmp_path):
@@ -108,14 +115,17 @@ def test_preflight_counts_every_problem_and_honours_the_tolerated_fraction(datas
     (root / "images" / "train" / "train_00004.jpg").write_bytes(b"not an image")
     shutil.copyfile(root / "images" / "train" / "train_00005.jpg", root / "images" / "val" / "copy.jpg")
     _jpeg_without_end_marker(root / "images" / "train" / "train_00006.jpg")
-    with pytest.raises(InputError, match=r"4 of 25 images have problems \(16\.0% > train\.max_bad_fraction 10\.0%\)"):
+    _jpeg_cut_in_half(root / "images" / "train" / "train_00007.jpg")
+    with pytest.raises(InputError, match=r"5 of 25 images have problems \(20\.0% > train\.max_bad_fraction 10\.0%\)"):
         preflight(dataset_copy, max_bad_fraction=0.10)
     info = preflight(dataset_copy, max_bad_fraction=0.2, report=tmp_path / "preflight.json")
     assert {k: len(v) for k, v in info.problems.items()} == {
-        "class_id_out_of_range": 1, "coordinates_out_of_range": 1, "unreadable_image": 1, "duplicate_image": 1,
+        "class_id_out_of_range": 1, "coordinates_out_of_range": 1, "unreadable_image": 2, "duplicate_image": 1,
         "truncated_jpeg": 1,
     }  # fmt: skip
-    assert info.bad_fraction == pytest.approx(4 / 25)
+    assert info.bad_fraction == pytest.approx(5 / 25)
+    assert any("train_00007.jpg (OSError: image file is truncated" in p for p in info.problems["unreadable_image"])
+    assert [Path(p).name for p in info.bad_images if "train_0000" in p] == [f"train_0000{i}.jpg" for i in (1, 3, 4, 7)]
     report = json.loads((tmp_path / "preflight.json").read_text())
     assert "copy.jpg (same bytes as" in report["problems"]["duplicate_image"][0]
 

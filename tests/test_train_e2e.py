@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -62,11 +63,10 @@ def test_batch_log_has_nonzero_kd_terms_every_step(two_class_run):
 def test_results_csv_has_kd_columns(two_class_run):
     rows = _results(two_class_run)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    for col in ("train/kd_cls", "train/kd_ld"):
-        assert all(float(r[col]) > 0 for r in rows), col
-    # the untrained test teacher and the barely trained EMA both have near-uniform scores and DFL bins: their
-    # val terms (~1e-5) can round to 0 in results.csv's 5 decimals, so only their presence is checked
-    assert all(float(r[f"val/{k}"]) >= 0 for r in rows for k in ("kd_cls", "kd_ld", "kd_box"))
+    assert all(float(r["train/kd_ld"]) > 0 for r in rows)
+    # the untrained test teacher scores ~0.001 everywhere and the barely trained EMA has near-uniform DFL bins:
+    # those terms (~1e-6, checked at full precision in the batch log) round to 0 in results.csv's 5 decimals
+    assert all(float(r[f"{split}/{k}"]) >= 0 for r in rows for split in ("train", "val") for k in ("kd_cls", "kd_ld"))
     assert all(float(r["train/kd_box"]) == 0 for r in rows)  # dense: the box term is off by default
 
 
@@ -221,6 +221,9 @@ def test_nan_step_changes_no_weight_and_is_logged_skipped(fire_smoke_data, teach
     assert [r["skipped"] for r in rows] == [False, False, True, False]
     assert rows[2]["total"] is None and rows[1]["total"] is not None
     assert result.skipped_steps == 1
+    from wildfire_kd.distill.trainer import RUN_ENV
+
+    assert RUN_ENV not in os.environ, "a finished trainer leaves no settings behind for the next one in this process"
     epoch_row = _results(Path(result.run_dir))[0]
     assert all(v not in ("nan", "inf") for v in epoch_row.values()), "results.csv stays finite"
 

@@ -108,3 +108,16 @@ def test_missing_val_split_exits_2(learnt_model, learnt_data, tmp_path):
     r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(learnt_model),
                 "--data", str(data / "data.yaml"), "--out", str(tmp_path / "v"), *FAST)  # fmt: skip
     assert r.returncode == 2 and "no 'val:' split" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_agreement_with_a_teacher_that_predicts_nothing_is_undefined_not_zero(learnt_model, learnt_data, tmp_path):
+    teacher = make_teacher(tmp_path / "untrained.pt", ["smoke", "fire"], cfg="yolov8n.yaml")  # no box at conf 0.25
+    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(teacher), "--data", str(learnt_data),
+                "--out", str(tmp_path / "v"), *FAST, "--set", "validation.min_map50_retention=null",
+                "--set", "validation.min_teacher_agreement=0.5")  # fmt: skip
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "validation.min_teacher_agreement = undefined, required >= 0.5" in r.stderr
+    report = json.loads((tmp_path / "v" / "validation.json").read_text())
+    assert report["teacher_agreement"] is None
+    assert report["teacher_agreement_undefined"] == "the teacher predicts nothing at confidence >= 0.25 on this split"
+    assert "| undefined* |" in (tmp_path / "v" / "validation.md").read_text()

@@ -1,14 +1,19 @@
 """The `wildfire-kd` command line: parse, call one library function, map errors to exit codes.
 
-Exit codes: 0 success, 1 a quality gate failed, 2 bad input or configuration (one line, no traceback).
-Nothing heavy is imported at module level, so `--help` never imports torch or ultralytics.
+Exit codes: 0 success, 1 the model is not good enough (a gate), 2 bad input or configuration, 3 the tool broke
+(an internal error: one line, the traceback in a file, or on the terminal with --debug). Nothing heavy is
+imported at module level, so `--help` never imports torch or ultralytics.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -27,25 +32,86 @@ app = typer.Typer(
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config (see configs/); defaults when omitted")
 ]
+UnsafeOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--allow-unsafe-weights",
+        help="load .pt files that need full unpickling without a pin (RISK: runs code from the file) "
+        "(train.allow_unsafe_weights)",
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="override one key, e.g. --set train.lr0=0.01 (repeatable)"),
 ]
 
 
+INTERNAL_ERROR_EXIT = 3
+TRACEBACK_NAME = "wildfire-kd-error.log"
+DEBUG_ENV = "WILDFIRE_KD_DEBUG"
+_output_dir: Path | None = None  # where a command writes; an internal error's traceback goes there
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="print the traceback of an internal error (exit 3)")] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def _writes_to(folder: str | Path, flag: str) -> None:
+    """Check, before any work, that this command can write into ``folder`` (exit 2 naming it), and remember it
+    for an internal error's traceback file."""
+    from .reports import ensure_writable_dir
+
+    global _output_dir
+    _output_dir = ensure_writable_dir(folder, flag)
+
+
+def _save_traceback(command: str) -> Path | None:
+    """The current exception's traceback in OUT/wildfire-kd-error.log, else in the temp folder; None if neither."""
+    text = f"wildfire-kd {command} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n{traceback.format_exc()}"
+    for folder in (_output_dir, Path(tempfile.gettempdir())):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / TRACEBACK_NAME
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
+
+
 def _handle_errors(fn):
-    """Turn our typed errors into their exit codes with a one-line reason."""
+    """Turn our typed errors into their exit codes with a one-line reason; anything else is exit 3."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        command = fn.__name__.replace("_", " ")
         try:
             return fn(*args, **kwargs)
         except WildfireKDError as e:
-            typer.echo(f"wildfire-kd {fn.__name__.replace('_', ' ')}: error: {e}", err=True)
+            typer.echo(f"wildfire-kd {command}: error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo(f"wildfire-kd {fn.__name__.replace('_', ' ')}: interrupted", err=True)
+            typer.echo(f"wildfire-kd {command}: interrupted", err=True)
             raise typer.Exit(130) from None
+        except Exception as e:
+            if type(e).__module__.split(".")[0] in {"typer", "click"}:  # usage errors and Exit: typer's own codes
+                raise
+            if os.environ.get(DEBUG_ENV) == "1":
+                traceback.print_exc()
+                where = "traceback above"
+            else:
+                saved = _save_traceback(command)
+                where = f"traceback in {saved}" if saved else "rerun with --debug for the traceback"
+            summary = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            what = f"{type(e).__name__}: {summary}" if summary else type(e).__name__
+            typer.echo(f"wildfire-kd {command}: internal error (a bug, not your input): {what}; {where}", err=True)
+            raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
     return wrapper
 
@@ -72,6 +138,7 @@ def train(
     force: Annotated[
         bool, typer.Option(help="resume even if the given settings differ (the run's own are kept)")
     ] = False,
+    allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """Distil the teacher into a YOLOv8n student (the main job)."""
     from .config import load_config
@@ -90,7 +157,9 @@ def train(
         train__imgsz=imgsz,
         train__batch=batch,
         train__device=device,
+        train__allow_unsafe_weights=allow_unsafe_weights,
     )
+    _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out")
     result = run_train(cfg, resume=resume, force=force)
     typer.echo(f"train: run folder {result.run_dir}; report {Path(result.run_dir) / 'train.json'}")
     typer.echo(f"train: best weights {result.best}")
@@ -111,6 +180,7 @@ def validate(
     out: Annotated[Path, typer.Option(help="folder for validation.json/.md/.png")] = Path("runs/validate"),
     imgsz: Annotated[int | None, typer.Option(help="image size (validation.imgsz, else train.imgsz)")] = None,
     device: Annotated[str | None, typer.Option(help="'cpu', '0', ... (validation.device)")] = None,
+    allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """Evaluate teacher and student on the same split; exit 1 when a gate fails."""
     from .config import load_config
@@ -121,17 +191,19 @@ def validate(
     _setup_logging()
     cfg = load_config(
         config, set_ or [], train__student=student, train__teacher=teacher, train__data=data,
-        validation__imgsz=imgsz, validation__device=device,
+        validation__imgsz=imgsz, validation__device=device, train__allow_unsafe_weights=allow_unsafe_weights,
     )  # fmt: skip
     t, v = cfg.train, cfg.validation
     missing = [flag for flag, value in (("--teacher", t.teacher), ("--data", t.data)) if not value]
     if missing or not t.student.endswith(".pt"):
         missing += [] if t.student.endswith(".pt") else ["--student (a .pt file)"]
         raise InputError(f"validate needs {', '.join(missing)}")
+    _writes_to(out, "--out")
     result = run_validate(
         t.student, t.teacher, t.data, v, out, imgsz=v.imgsz or t.imgsz,
         device=t.device if v.device is None else v.device,
         student_sha256=t.student_sha256, teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction,
+        allow_unsafe_weights=t.allow_unsafe_weights,
     )  # fmt: skip
     for gate in result.gates:
         typer.echo(f"validate: {'✓' if gate.passed else '✗'} {gate.describe()}")
@@ -167,6 +239,7 @@ def synth(
         synth__imgsz=imgsz,
         synth__seed=seed,
     ).synth
+    _writes_to(out, "OUT")
     data_yaml = synthesize(out, cfg.classes, cfg.train_images, cfg.val_images, cfg.imgsz, cfg.max_objects, cfg.seed)
     typer.echo(f"synth: wrote {cfg.train_images} train + {cfg.val_images} val images; dataset {data_yaml}")
 
@@ -184,6 +257,7 @@ def export(
     half: Annotated[bool | None, typer.Option("--half", help="also write an fp16 variant")] = None,
     int8: Annotated[bool | None, typer.Option("--int8", help="also write an int8 QDQ variant (needs --data)")] = None,
     data: Annotated[str | None, typer.Option(help="data.yaml whose val images calibrate int8 (train.data)")] = None,
+    allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """Export the student to ONNX with metadata (+ optional fp16 / int8 variants)."""
     from .config import load_config
@@ -193,13 +267,15 @@ def export(
     _setup_logging()
     cfg = load_config(
         config, set_ or [], export__imgsz=imgsz, export__opset=opset, export__dynamic=dynamic, export__half=half,
-        export__int8=int8, train__data=data,
+        export__int8=int8, train__data=data, train__allow_unsafe_weights=allow_unsafe_weights,
     )  # fmt: skip
     weights_path = Path(weights)
     out = out or (
         weights_path.parent.parent / "export" if weights_path.parent.name == "weights" else Path("runs/export")
     )
-    result = run_export(weights_path, out, cfg.export, data=cfg.train.data, weights_sha256=cfg.train.student_sha256)
+    _writes_to(out, "--out")
+    result = run_export(weights_path, out, cfg.export, data=cfg.train.data, weights_sha256=cfg.train.student_sha256,
+                        allow_unsafe_weights=cfg.train.allow_unsafe_weights)  # fmt: skip
     for f in result.files:
         typer.echo(f"export: {f.variant} {f.path} ({f.size_mb:.2f} MB, opset {f.opset}, sha256 {f.sha256[:12]}…)")
     typer.echo(f"export: report {out / REPORT_NAME}")
@@ -217,19 +293,23 @@ def parity(
     imgsz: Annotated[int | None, typer.Option(help="input size (default: the ONNX metadata's)")] = None,
     fp32_onnx: Annotated[str | None, typer.Option(help="fp32 ONNX for the int8 mAP50 drop (default: beside)")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for parity.json (default: the ONNX file's)")] = None,
+    allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """PyTorch vs onnxruntime on the same tensors; exit 1 when anything is out of tolerance."""
     from .config import load_config
-    from .errors import StageFailure
     from .parity import parity as run_parity
 
     _setup_logging()
-    cfg = load_config(config, set_ or [], parity__images=n, train__data=data)
+    cfg = load_config(config, set_ or [], parity__images=n, train__data=data,
+                      train__allow_unsafe_weights=allow_unsafe_weights)  # fmt: skip
     onnx_path = Path(onnx)
     sibling = onnx_path.with_name("student.onnx")
     fp32 = fp32_onnx or (str(sibling) if sibling.is_file() and sibling != onnx_path else None)
     out = out or onnx_path.parent
-    result = run_parity(weights, onnx_path, cfg.parity, data=cfg.train.data, imgsz=imgsz, out=out, fp32_onnx=fp32)
+    _writes_to(out, "--out")
+    result = run_parity(weights, onnx_path, cfg.parity, data=cfg.train.data, imgsz=imgsz, out=out, fp32_onnx=fp32,
+                        weights_sha256=cfg.train.student_sha256,
+                        allow_unsafe_weights=cfg.train.allow_unsafe_weights)  # fmt: skip
     typer.echo(f"parity: {result.variant} {onnx_path} on {result.inputs['images']} images + "
                f"{result.inputs['random']} random tensors at {result.imgsz}px")  # fmt: skip
     for line in [d.line() for d in result.tensors] + [result.detections.line()]:
@@ -239,7 +319,7 @@ def parity(
                    f"{result.map50[result.variant]:.4f}, drop {result.map50['drop']:.4f}")  # fmt: skip
     typer.echo(f"parity: report {result.report}")
     if not result.passed:
-        raise StageFailure("; ".join(result.problems))
+        raise GateFailure("; ".join(result.problems))
 
 
 @app.command()
@@ -254,6 +334,7 @@ def build(
     teacher: Annotated[str | None, typer.Option(help="teacher weights .pt (train.teacher)")] = None,
     student: Annotated[str | None, typer.Option(help="yolov8n.yaml or a yolov8n .pt (train.student)")] = None,
     device: Annotated[str | None, typer.Option(help="'cpu', '0', '0,1' (train.device)")] = None,
+    allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """train -> validate -> export -> parity into one folder; non-zero exit names the failed stage or gate."""
     from .config import load_config
@@ -262,7 +343,8 @@ def build(
 
     _setup_logging()
     cfg = load_config(config, set_ or [], train__data=data, train__teacher=teacher, train__student=student,
-                      train__device=device)  # fmt: skip
+                      train__device=device, train__allow_unsafe_weights=allow_unsafe_weights)  # fmt: skip
+    _writes_to(out, "--out")
     result = run_build(cfg, out)
     _echo_build(result)
     typer.echo(f"build: report {out / REPORT_NAME}")
@@ -288,7 +370,9 @@ def demo(
     from .demo import REPORT_NAME, run_demo
 
     _setup_logging()
-    result = run_demo(load_config(config, set_ or [], demo__out=out, demo__device=device))
+    cfg = load_config(config, set_ or [], demo__out=out, demo__device=device)
+    _writes_to(cfg.demo.out, "--out")
+    result = run_demo(cfg)
     _echo_build(result.build)
     typer.echo(f"demo: finished in {result.seconds:.0f}s; build folder {result.build.out_dir}; report "
                f"{Path(result.out) / REPORT_NAME}")  # fmt: skip

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import InputError
+from .textfiles import read_yaml
 
 
 class _Section(BaseModel):
@@ -31,6 +32,11 @@ class TrainSettings(_Section):
     teacher_sha256: str | None = Field(None, description="expected sha256 of the teacher file, checked before loading")
     student: str = Field("yolov8n.yaml", description="student: yolov8n.yaml (from scratch) or a yolov8n .pt file")
     student_sha256: str | None = Field(None, description="expected sha256 of a student .pt, checked before loading")
+    allow_unsafe_weights: bool = Field(
+        False,
+        description="load .pt files that need full unpickling without a sha256 pin (RISK: a pickle can run any code;"
+        " only for files you trust). Off: such files are refused unless pinned; real checkpoints never need it",
+    )
     out: str = Field("runs/train", description="folder that holds the run folder")
     name: str = Field("student", description="run folder name under `out`")
     exist_ok: bool = Field(False, description="reuse out/name instead of creating out/name2, out/name3, ...")
@@ -294,14 +300,18 @@ def _did_you_mean(key: str) -> str:
     return "; did you mean " + " or ".join(f"'{k}'" for k in close) + "?"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: dict[str, Any], origins: dict[str, str]) -> str:
+    """One validation problem, prefixed with where the offending key was set (file, --set or option)."""
     key = ".".join(str(p) for p in error["loc"])
+    parts = key.split(".")
+    prefixes = [".".join(parts[:n]) for n in range(len(parts), 0, -1)]  # a bad value may sit inside a section map
+    origin = next((origins[k] for k in prefixes if k in origins), "the configuration")
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"unknown key '{key}'{_did_you_mean(key)}"
+        return f"{origin}: unknown key '{key}'{_did_you_mean(key)}"
     expected = error.get("msg", kind)
     got = error.get("input")
-    return f"'{key}': {expected} (got {got!r})" if key else f"{expected}"
+    return f"{origin}: '{key}': {expected} (got {got!r})" if key else f"{origin}: {expected}"
 
 
 def _is_text_field(path: list[str]) -> bool:
@@ -352,32 +362,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
     Raises InputError naming the file, the key and the fix; never a traceback for bad input.
     """
-    source = "--set"  # no file: the only source of keys is the command line
     tree: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # dotted key -> where its value came from, so an error names the real source
     if path is not None:
         p = Path(path)
-        source = str(p)
         if not p.is_file():
             raise InputError(f"config file not found: {p} (pass an existing YAML file to --config)")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise InputError(f"{p}: not valid YAML: {e}") from e
+        loaded = read_yaml(p, "a wildfire-kd YAML config to --config (see configs/)")
         if loaded is not None and not isinstance(loaded, dict):
             raise InputError(
                 f"{p}: expected a mapping of sections (train:, distill:, ...), got {type(loaded).__name__}"
             )
         tree = loaded or {}
+        origins.update(dict.fromkeys(_flatten(tree), str(p)))
     for item in overrides:
-        _apply(tree, *parse_override(item))
+        key_path, value = parse_override(item)
+        _apply(tree, key_path, value)
+        origins[".".join(key_path)] = f"--set {item}"
     for name, value in flags.items():
         if value is not None:
             _apply(tree, name.split("__"), value)
+            origins[name.replace("__", ".")] = f"the command-line option for {name.replace('__', '.')}"
     try:
         config = Config.model_validate(tree)
     except ValidationError as e:
-        problems = "; ".join(_describe(err) for err in e.errors(include_url=False))
-        raise InputError(f"{source}: {problems}") from None
+        problems = [_describe(err, origins) for err in e.errors(include_url=False)]
+        raise InputError("; ".join(problems)) from None
     config._explicit = set(_flatten(tree))
     return config
 

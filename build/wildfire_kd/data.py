@@ -1,8 +1,8 @@
 """Datasets: resolving a YOLO-format data.yaml, the preflight that runs before training, the synthetic set.
 
-The preflight reads only the label text files and the file listing (never decodes images, never writes into
-the dataset), so it is fast enough to run before every stage and gives file-named errors instead of the
-tracebacks ultralytics would raise deep inside a dataloader.
+The preflight reads the file listing and the labels and decodes every image once (never writing into the
+dataset), so an image ultralytics would drop ("corrupt") is named before training instead of silently missing
+from it; it gives file-named errors instead of the tracebacks ultralytics would raise deep inside a dataloader.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .textfiles import read_text, read_yaml
 
 IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"}
 MAX_LISTED = 5  # file names quoted in one error message
@@ -37,6 +38,7 @@ class DatasetInfo:
     splits: dict[str, SplitInfo] = field(default_factory=dict)
     bad_fraction: float = 0.0
     problems: dict[str, list[str]] = field(default_factory=dict)
+    bad_images: list[str] = field(default_factory=list)  # images with a problem, tolerated up to max_bad_fraction
 
     @property
     def nc(self) -> int:
@@ -65,10 +67,7 @@ def read_data_yaml(path: str | Path) -> tuple[dict[str, Any], Path]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"dataset file not found: {p} (pass a YOLO-format data.yaml to --data)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise InputError(f"{p}: not valid YAML: {e}") from e
+    data = read_yaml(p, "a YOLO-format data.yaml to --data")
     if not isinstance(data, dict):
         raise InputError(f"{p}: expected a mapping with train:, val: and names:")
     # ultralytics' rule: no 'path:' means the yaml's folder; a relative 'path:' is relative to the working dir
@@ -85,7 +84,9 @@ def _image_files(entry: Path, source: Path, split: str) -> list[Path]:
     if entry.is_dir():
         return sorted(f for f in entry.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if entry.is_file() and entry.suffix == ".txt":  # a list of image paths, relative to the list's folder
-        lines = [ln.strip() for ln in entry.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        lines = [
+            ln.strip() for ln in read_text(entry, f"a text file listing the {split} images").splitlines() if ln.strip()
+        ]
         return [(entry.parent / ln).resolve() if not Path(ln).is_absolute() else Path(ln) for ln in lines]
     raise InputError(f"{source}: {split} path does not exist: {entry} (fix '{split}:' or the dataset's 'path:')")
 
@@ -102,7 +103,7 @@ def label_path(image: Path) -> Path:
 
 # problem kinds; "bad" ones count towards train.max_bad_fraction, the rest are reported only
 BAD = ("unreadable_image", "malformed_label", "coordinates_out_of_range", "class_id_out_of_range", "duplicate_image")
-NOTED = ("truncated_jpeg",)  # ultralytics repairs these in place: we let it repair a copy in the mirror
+NOTED = ("truncated_jpeg",)  # decode whole but lack the end marker: ultralytics repairs a copy in the mirror
 
 
 @dataclass
@@ -132,9 +133,11 @@ def _check_image(image: Path, problems: PreflightProblems, seen: dict[str, str])
     try:
         with Image.open(image) as im:
             im.verify()
+        with Image.open(image) as im:
+            im.load()  # verify() reads headers only: a JPEG cut in half passes it and fails here
         data = image.read_bytes()
     except Exception as e:
-        problems.add("unreadable_image", f"{image} ({type(e).__name__})", image)
+        problems.add("unreadable_image", f"{image} ({type(e).__name__}: {e})", image)
         return
     digest = hashlib.sha256(data).hexdigest()
     if digest in seen:
@@ -202,6 +205,7 @@ def preflight(
     total = sum(s.images for s in info.splits.values())
     info.bad_fraction = len(problems.bad_images) / total
     info.problems = {k: v for k, v in problems.by_kind.items() if v}
+    info.bad_images = sorted(problems.bad_images)
     if report is not None:
         write_preflight_report(info, report, max_bad_fraction)
     if info.bad_fraction > max_bad_fraction:
@@ -231,12 +235,15 @@ def split_images(path: str | Path, split: str) -> list[Path]:
     if not raw:
         raise InputError(f"{source}: no '{split}:' split (add e.g. '{split}: images/{split}')")
     entries = raw if isinstance(raw, list) else [raw]
+    searched = [Path(e) if Path(e).is_absolute() else root / e for e in entries]  # after resolving 'path:'
     files: list[Path] = []
-    for entry in entries:
-        entry_path = Path(entry)
-        files += _image_files(entry_path if entry_path.is_absolute() else root / entry_path, source, split)
+    for entry in searched:
+        files += _image_files(entry, source, split)
     if not files:
-        raise InputError(f"{source}: the {split} split is empty: no images under {', '.join(map(str, entries))}")
+        where = ", ".join(str(p.resolve()) for p in searched)
+        raise InputError(
+            f"{source}: the {split} split is empty: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {where}"
+        )
     return files
 
 

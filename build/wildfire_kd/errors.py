@@ -1,4 +1,8 @@
-"""Error types whose class decides the process exit code (see DESIGN.md, "Commands")."""
+"""Error types whose class decides the process exit code (the README's "When things go wrong").
+
+0 success · 1 the model is not good enough (a gate, parity out of tolerance, training diverged) · 2 bad input or
+configuration · 3 the tool broke (a stage's own tool failed, or any unexpected exception) · 143 SIGTERM.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +20,19 @@ class InputError(WildfireKDError):
 
 
 class GateFailure(WildfireKDError):
-    """A quality gate failed: the run worked but its result must not ship."""
+    """The run worked but its result must not ship: a quality gate, parity out of tolerance."""
 
     exit_code = 1
 
 
-class StageFailure(GateFailure):
-    """A stage's own check failed: the ONNX checker, the simplifier, parity out of tolerance."""
-
-
 class TrainingDiverged(GateFailure):
     """Too many consecutive optimizer steps had a non-finite loss or gradient."""
+
+
+class StageFailure(WildfireKDError):
+    """A stage's own tool broke (the exporter, the ONNX checker, the simplifier, the image build): not the model."""
+
+    exit_code = 3
 
 
 class TrainingTerminated(WildfireKDError):

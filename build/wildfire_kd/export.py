@@ -26,7 +26,7 @@ from .errors import InputError, StageFailure
 from .letterbox import INPUT_CONTRACT, letterbox
 from .reports import package_versions, write_json
 from .runtime import prepare_ultralytics
-from .weights import load_detection_model, model_class_names, sha256_file
+from .weights import check_weights, load_checked, model_class_names, sha256_file, ultralytics_loading
 
 META_PREFIX = "wildfire_kd."
 REPORT_NAME = "export.json"
@@ -278,13 +278,16 @@ def export(
     imgsz: int | None = None,
     data: str | None = None,
     weights_sha256: str | None = None,
+    allow_unsafe_weights: bool = False,
 ) -> ExportResult:
     """Export ``weights`` to ONNX into ``out`` (student.onnx, and the configured variants); writes export.json."""
     prepare_ultralytics()
     import onnx
 
     weights = Path(weights)
-    model = load_detection_model(weights, weights_sha256, role="student")
+    full = check_weights(weights, weights_sha256, "student", allow_unsafe_weights)
+    with ultralytics_loading(full):
+        model = load_checked(weights, "student")
     trained_imgsz = int((model.args or {}).get("imgsz", 640)) if isinstance(model.args, dict) else 640
     imgsz = imgsz or settings.imgsz or trained_imgsz
     if imgsz % 32:
@@ -323,10 +326,11 @@ def export(
         from ultralytics import YOLO
 
         try:
-            traced = YOLO(str(staged)).export(
-                format="onnx", imgsz=imgsz, opset=settings.opset, dynamic=settings.dynamic, simplify=False,
-                device="cpu", batch=1, verbose=False,
-            )  # fmt: skip
+            with ultralytics_loading(full):
+                traced = YOLO(str(staged)).export(
+                    format="onnx", imgsz=imgsz, opset=settings.opset, dynamic=settings.dynamic, simplify=False,
+                    device="cpu", batch=1, verbose=False,
+                )  # fmt: skip
         except Exception as e:
             raise StageFailure(f"ONNX export of {weights} failed: {e}") from e
         graph = onnx.load(traced)

@@ -207,13 +207,15 @@ def parity(
     imgsz: int | None = None,
     out: str | Path | None = None,
     fp32_onnx: str | Path | None = None,
+    weights_sha256: str | None = None,
+    allow_unsafe_weights: bool = False,
 ) -> ParityResult:
     """Compare ``onnx_path`` with ``weights``; writes parity.json (or parity_<variant>.json) into ``out``."""
     prepare_ultralytics()
     import torch
     from ultralytics.utils.nms import non_max_suppression
 
-    model = load_detection_model(weights, role="student")
+    model = load_detection_model(weights, weights_sha256, "student", allow_unsafe_weights)
     names = model_class_names(model)
     onnx_model = load_onnx(onnx_path)
     meta = read_metadata(onnx_model)  # tells the size to compare at when --imgsz is not given

@@ -25,7 +25,7 @@ from typing import Any
 
 from .config import Config, save_config
 from .data import preflight, split_images
-from .errors import GateFailure, InputError, StageFailure
+from .errors import GateFailure, InputError, StageFailure, WildfireKDError
 from .reports import atomic_write_text, package_versions, write_json
 from .weights import sha256_file
 
@@ -107,10 +107,10 @@ class _Builder:
             start = time.time()
             try:
                 status, passed, outputs, result, failures = run()
-            except GateFailure as e:  # a stage's own check failed (checker, simplifier, divergence): stop here
+            except (GateFailure, StageFailure) as e:  # divergence, or a stage's own tool broke: stop here
                 self.records.append(StageRecord(name, "failed", False, round(time.time() - start, 2), fingerprint,
                                                 failures=[str(e)]))  # fmt: skip
-                raise _Stopped(name, str(e)) from e
+                raise _Stopped(name, str(e), type(e)) from e
             record = StageRecord(name, status, passed, round(time.time() - start, 2), fingerprint,
                                  self._outputs(outputs), result, failures)  # fmt: skip
         self.records.append(record)
@@ -118,9 +118,11 @@ class _Builder:
 
 
 class _Stopped(Exception):
-    def __init__(self, stage: str, reason: str):
+    """A stage that later stages cannot run after; ``error`` is the class (so the exit code) the build ends with."""
+
+    def __init__(self, stage: str, reason: str, error: type[WildfireKDError]):
         super().__init__(f"{stage}: {reason}")
-        self.stage = stage
+        self.stage, self.error = stage, error
 
 
 def _train_stage(config: Config, out: Path):
@@ -172,7 +174,7 @@ def build(config: Config, out: str | Path) -> BuildResult:
         write_json(out / REPORT_NAME, {"passed": False, "failures": result.failures, "stopped_at": stop.stage,
                                        "stages": [asdict(s) for s in result.stages],
                                        "config_sha256": config.digest(), "versions": package_versions()})  # fmt: skip
-        raise StageFailure(f"build stopped at stage {stop}") from None
+        raise stop.error(f"build stopped at stage {stop}") from None
     _write_outputs(config, out, result, info, teacher_sha, data_fp, round(time.time() - started, 2))
     return result
 
@@ -185,6 +187,8 @@ def _run_stages(config: Config, out: Path, builder: _Builder, data_fp: str, teac
     train_fp = _digest("train", config.train.model_dump(exclude={"device", "workers", "out", "name", "exist_ok"}),
                        config.distill.model_dump(), data_fp, teacher_sha, student_input)  # fmt: skip
     train_rec = builder.stage("train", train_fp, _train_stage(config, out), upstream_changed=False)
+    if not train_rec.passed:  # no student: nothing after this can run
+        raise _Stopped("train", "; ".join(train_rec.failures), StageFailure)
     changed = train_rec.status != "skipped"
     best = Path(train_rec.result["best"])
     best_sha = sha256_file(best)
@@ -199,7 +203,8 @@ def _run_stages(config: Config, out: Path, builder: _Builder, data_fp: str, teac
 
     def run_validate():
         report = validate(str(best), t.teacher, t.data, v, vdir, imgsz=imgsz, device=device,
-                          teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction)  # fmt: skip
+                          teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction,
+                          allow_unsafe_weights=t.allow_unsafe_weights)  # fmt: skip
         failures = [f"gate {g.describe()}" for g in report.failed_gates]
         return ("ran", report.passed, [vdir / JSON_NAME, vdir / MD_NAME, vdir / PNG_NAME],
                 {"passed": report.passed, "retention": report.retention,

@@ -47,3 +47,28 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def ensure_writable_dir(path: str | Path, flag: str) -> Path:
+    """Prove, before any work, that files can be created in ``path`` (exit 2 otherwise); creates nothing.
+
+    An existing folder gets a real test file; a missing one is judged by its nearest existing ancestor, which
+    must be a folder we may write into (``access`` also reports a read-only mount, for root too).
+    """
+    from .errors import InputError
+
+    folder = Path(path).absolute()
+    hint = f"pass a writable {flag} or fix its permissions"
+    if folder.is_dir():
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".wildfire-kd-write-check."):
+                pass
+        except OSError as e:
+            raise InputError(f"output folder {folder} is not writable ({e.strerror}); {hint}") from None
+        return folder
+    ancestor = next(p for p in (folder, *folder.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise InputError(f"output folder {folder} cannot be created: {ancestor} is a file; {hint}")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {folder} cannot be created: {ancestor} is not writable; {hint}")
+    return folder

@@ -21,7 +21,7 @@ from .data import check_class_names, mirror, preflight
 from .errors import InputError
 from .reports import atomic_write_text, package_versions, write_json
 from .runtime import prepare_ultralytics
-from .weights import load_detection_model, model_class_names, sha256_file
+from .weights import check_weights, load_checked, model_class_names, sha256_file, ultralytics_loading
 
 ACCURACY = ("precision", "recall", "map50", "map50_95")
 LABELS = {"precision": "P", "recall": "R", "map50": "mAP50", "map50_95": "mAP50-95"}
@@ -65,7 +65,7 @@ class ValidationResult:
     teacher: ModelFigures
     student: ModelFigures
     retention: dict[str, float | None]
-    teacher_agreement: float
+    teacher_agreement: float | None  # None: the teacher predicts nothing at agreement_conf, so it is undefined
     gates: list[Gate]
 
     @property
@@ -152,11 +152,12 @@ def _figures(weights: str, model, metrics, names: list[str], settings: ValidateS
 
 
 def _teacher_agreement(student: str, teacher_model, data: str, settings: ValidateSettings, imgsz: int, device: str,
-                       workdir: Path) -> float:  # fmt: skip
+                       workdir: Path) -> float | None:  # fmt: skip
     """Student mAP50 when the teacher's own predictions (conf >= agreement_conf) are the ground truth.
 
     Scored inside ultralytics' validator on the very tensors the student sees: each batch's labels are
-    replaced by the teacher's NMS output on that batch, so letterboxing and padding cannot differ.
+    replaced by the teacher's NMS output on that batch, so letterboxing and padding cannot differ. None when
+    the teacher predicts nothing at that confidence: with no ground truth the score is undefined, not 0.
     """
     import torch
     from ultralytics import YOLO
@@ -165,6 +166,8 @@ def _teacher_agreement(student: str, teacher_model, data: str, settings: Validat
     from ultralytics.utils.ops import xyxy2xywh
 
     class AgreementValidator(DetectionValidator):
+        teacher_boxes = 0
+
         def preprocess(self, batch):
             batch = super().preprocess(batch)
             img = batch["img"]
@@ -174,6 +177,7 @@ def _teacher_agreement(student: str, teacher_model, data: str, settings: Validat
             kept = non_max_suppression(
                 decoded, conf_thres=settings.agreement_conf, iou_thres=settings.iou, max_det=self.args.max_det
             )
+            self.teacher_boxes += sum(len(d) for d in kept)
             h, w = img.shape[2:]
             scale = torch.tensor([w, h, w, h], device=img.device, dtype=torch.float32)
             batch["batch_idx"] = torch.cat([torch.full((len(d),), i, device=img.device) for i, d in enumerate(kept)])
@@ -188,10 +192,10 @@ def _teacher_agreement(student: str, teacher_model, data: str, settings: Validat
     }  # fmt: skip
     validator = AgreementValidator(args=args)
     validator(model=YOLO(student).model)
-    return float(validator.metrics.box.map50)
+    return float(validator.metrics.box.map50) if validator.teacher_boxes else None
 
 
-def _gates(settings: ValidateSettings, student: ModelFigures, retention: dict, agreement: float) -> list[Gate]:
+def _gates(settings: ValidateSettings, student: ModelFigures, retention: dict, agreement: float | None) -> list[Gate]:
     checks = [
         ("min_map50_retention", retention["map50"], settings.min_map50_retention, ">="),
         ("min_map50", student.map50, settings.min_map50, ">="),
@@ -229,9 +233,8 @@ def _markdown(result: ValidationResult, data: str, settings: ValidateSettings, i
     for key in ACCURACY:
         lines.append(f"| {LABELS[key]} | {_fmt(getattr(t, key))} | {_fmt(getattr(s, key))} | "
                      f"{_fmt(result.retention[key])} |")  # fmt: skip
-    lines.append(
-        f"| teacher agreement (student mAP50 vs teacher predictions) | – | {_fmt(result.teacher_agreement)} | – |"
-    )
+    agreement = _fmt(result.teacher_agreement) if result.teacher_agreement is not None else "undefined*"
+    lines.append(f"| teacher agreement (student mAP50 vs teacher predictions) | – | {agreement} | – |")
     for key, label, digits in (("parameters", "parameters", 0), ("gflops", "GFLOPs", 2), ("size_mb", "file MB", 2),
                                ("latency_ms", "latency ms (median, batch 1)", 2)):  # fmt: skip
         tv, sv = getattr(t, key), getattr(s, key)
@@ -242,6 +245,9 @@ def _markdown(result: ValidationResult, data: str, settings: ValidateSettings, i
         tc, sc = t.per_class[name], s.per_class[name]
         lines.append(f"| {name} | {sc['instances']} | {_fmt(tc['map50'])} | {_fmt(sc['map50'])} | "
                      f"{_fmt(tc['map50_95'])} | {_fmt(sc['map50_95'])} |")  # fmt: skip
+    if result.teacher_agreement is None:
+        lines += ["", f"\\* the teacher predicts nothing at confidence ≥ {settings.agreement_conf} on this split, so "
+                  "there is nothing to agree with (validation.agreement_conf)."]  # fmt: skip
     lines += ["", "## Gates", ""]
     lines += [f"- {'✓' if g.passed else '✗'} {g.describe()}" for g in result.gates] or ["- none configured"]
     return "\n".join(lines) + "\n"
@@ -259,7 +265,7 @@ def _chart(result: ValidationResult, path: Path) -> None:
     width = 0.38
     overall = [*ACCURACY, "agreement"]
     tv = [getattr(t, k) for k in ACCURACY] + [1.0]
-    sv = [getattr(s, k) for k in ACCURACY] + [result.teacher_agreement]
+    sv = [getattr(s, k) for k in ACCURACY] + [result.teacher_agreement or 0.0]  # undefined: an empty bar
     x = np.arange(len(overall))
     left.bar(x - width / 2, tv, width, label="teacher", color="#c0392b")
     left.bar(x + width / 2, sv, width, label="student", color="#2980b9")
@@ -291,14 +297,22 @@ def validate(
     student_sha256: str | None = None,
     teacher_sha256: str | None = None,
     max_bad_fraction: float = 0.0,
+    allow_unsafe_weights: bool = False,
 ) -> ValidationResult:
     """Evaluate teacher and student on the same split; write validation.json/.md/.png into ``out``."""
     prepare_ultralytics()
+    info = preflight(data, splits=(settings.split,), max_bad_fraction=max_bad_fraction)
+    full = check_weights(student, student_sha256, "student", allow_unsafe_weights)
+    full |= check_weights(teacher, teacher_sha256, "teacher", allow_unsafe_weights)
+    with ultralytics_loading(full):  # ultralytics' validator loads both files again
+        return _validate(student, teacher, data, settings, Path(out), imgsz, device, info)
+
+
+def _validate(student: str, teacher: str, data: str, settings: ValidateSettings, out: Path, imgsz: int, device: str,
+              info) -> ValidationResult:  # fmt: skip
     from ultralytics.utils.torch_utils import select_device
 
-    info = preflight(data, splits=(settings.split,), max_bad_fraction=max_bad_fraction)
-    student_model = load_detection_model(student, student_sha256, role="student")
-    teacher_model = load_detection_model(teacher, teacher_sha256, role="teacher")
+    student_model, teacher_model = load_checked(student, "student"), load_checked(teacher, "teacher")
     check_class_names(model_class_names(teacher_model), info.names, teacher, data)
     student_names = model_class_names(student_model)
     if student_names != info.names:
@@ -306,7 +320,6 @@ def validate(
             f"class names differ: student {student} has {student_names}, dataset {data} has {info.names} "
             "(validate a student trained on this dataset)"
         )
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = select_device(device or "", verbose=False)
     with tempfile.TemporaryDirectory(prefix="wildfire-kd-validate-") as tmp:
@@ -341,6 +354,10 @@ def validate(
         "settings": {**settings.model_dump(), "imgsz": imgsz, "device": str(torch_device)},
         "versions": package_versions(),
     }
+    if agreement is None:
+        report["teacher_agreement_undefined"] = (
+            f"the teacher predicts nothing at confidence >= {settings.agreement_conf} on this split"
+        )
     write_json(out / JSON_NAME, report)
     atomic_write_text(out / MD_NAME, _markdown(result, original_data, settings, imgsz))
     _chart(result, out / PNG_NAME)

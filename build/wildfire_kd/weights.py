@@ -1,9 +1,21 @@
-"""Resolving and loading weights files. A sha256 pin, when given, is checked before anything is unpickled."""
+"""Resolving and loading weights files: nothing is unpickled before its pin is checked, and by default nothing
+is unpickled that could run code.
+
+A `.pt` file is a pickle. Every file wildfire-kd is given (teacher, student, resume checkpoint) is first loaded
+the way ultralytics' `ULTRALYTICS_SAFE_LOAD` does: `torch.load(weights_only=True)` against an allow-list of its
+model classes, which reconstructs real checkpoints (ours and plain ultralytics ones, optimizer state included)
+and refuses anything else before it runs. A file that needs full unpickling is refused (exit 2) unless its
+sha256 pin matches (`train.teacher_sha256` / `train.student_sha256`) or the user opts in for files they trust
+(`train.allow_unsafe_weights`). ultralytics' own loads (the trainer's student, resume, feature distillation's
+teacher, the validator) follow the same policy: safe by default, full only inside :func:`ultralytics_loading`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wildfire_kd")
 
 _CHUNK = 1 << 20
+OPT_IN = "train.allow_unsafe_weights"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -41,18 +54,87 @@ def verify_file(path: str | Path, expected_sha256: str | None, role: str) -> str
     return actual
 
 
-def load_detection_model(path: str | Path, expected_sha256: str | None = None, role: str = "teacher") -> nn.Module:
-    """Load an ultralytics detection checkpoint as an FP32 model in eval mode, after checking its pin."""
-    verify_file(path, expected_sha256, role)
+@contextmanager
+def ultralytics_loading(full: bool) -> Iterator[None]:
+    """ultralytics' checkpoint loads inside this block: weights-only (``full=False``) or full unpickling."""
+    import ultralytics.nn.tasks as tasks
+
+    previous = tasks.SAFE_LOAD
+    tasks.SAFE_LOAD = not full
+    try:
+        yield
+    finally:
+        tasks.SAFE_LOAD = previous
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split()).replace("ERROR ❌️ ", "")
+    return text.split(" Recommended fixes")[0].split(". Use an official")[0][:300]
+
+
+def _reason(error: Exception) -> str:
+    """torch's own words for why a weights-only load failed, else the error's first sentence."""
+    import re
+
+    cause = error.__cause__
+    text = " ".join(str(cause or "").split())
+    found = re.search(r"WeightsUnpickler error: (.+?)(?: Check the documentation|$)", text)
+    if found:
+        return found.group(1).rstrip(".")
+    return f"{type(cause).__name__}: {text}".rstrip(": ") if cause else _one_line(error)
+
+
+def check_weights(path: str | Path, expected_sha256: str | None, role: str, allow_unsafe: bool = False) -> bool:
+    """Pin check, then a weights-only load. Returns True when the file needs full unpickling and that is allowed
+    (pinned or opted in); refuses it otherwise, and refuses a file that is not a checkpoint at all (exit 2)."""
+    from ultralytics.nn.tasks import torch_safe_load
+
+    digest = verify_file(path, expected_sha256, role)
+    try:
+        torch_safe_load(str(path), safe_only=True)
+        return False
+    except Exception as e:
+        # ultralytics turns every weights-only refusal into one TypeError; torch's own message underneath says
+        # whether the pickle asked for a GLOBAL outside the allow-list (an object that needs code to rebuild) or
+        # the bytes are no pickle at all ("Unsupported operand")
+        refused_global = isinstance(e, TypeError) and "GLOBAL" in str(e.__cause__ or "")
+        if not refused_global:
+            raise InputError(
+                f"{role} weights {path} are not an ultralytics checkpoint: empty, truncated, corrupted or not a "
+                f"PyTorch file ({_reason(e)}); pass a .pt file saved by ultralytics or wildfire-kd"
+            ) from None
+    if expected_sha256 is None and not allow_unsafe:
+        raise InputError(
+            f"{role} weights {path} refused: the file holds Python objects outside the ultralytics checkpoint "
+            f"format, and loading it would run code from it. If you trust it, pin it (train.{role}_sha256={digest}) "
+            f"or set {OPT_IN}=true"
+        )
+    log.warning("%s weights %s need full unpickling; loading them because %s", role, path,
+                "their sha256 pin matches" if expected_sha256 else f"{OPT_IN} is set")  # fmt: skip
+    return True
+
+
+def load_checked(path: str | Path, role: str) -> nn.Module:
+    """A file :func:`check_weights` passed, as an FP32 detection model in eval mode (call it inside
+    ``ultralytics_loading(full)`` when the check said the file needs full unpickling)."""
     from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 
     try:
         model, _ = load_checkpoint(str(path))
-    except Exception as e:  # a truncated or foreign file: say which and why, without a traceback
-        raise InputError(f"{role} weights {path} could not be loaded as an ultralytics checkpoint: {e}") from e
+    except Exception as e:  # passed the checks but is still not a usable model: say which and why, in one line
+        raise InputError(f"{role} weights {path} could not be loaded as a checkpoint: {_one_line(e)}") from e
     if not isinstance(model, DetectionModel):
         raise InputError(f"{role} weights {path} hold a {type(model).__name__}, not a YOLO detection model")
     return model
+
+
+def load_detection_model(
+    path: str | Path, expected_sha256: str | None = None, role: str = "teacher", allow_unsafe: bool = False
+) -> nn.Module:
+    """:func:`check_weights`, then :func:`load_checked`."""
+    full = check_weights(path, expected_sha256, role, allow_unsafe)
+    with ultralytics_loading(full):
+        return load_checked(path, role)
 
 
 def model_class_names(model: nn.Module) -> list[str]:

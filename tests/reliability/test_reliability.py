@@ -114,7 +114,11 @@ def killed_run(fire_smoke_data, teacher_pt, tmp_path) -> Path:
 
 
 def test_resume_after_sigkill_finishes_with_continuous_results(killed_run):
+    from wildfire_kd.weights import check_weights
+
     assert _loads(killed_run / "weights" / "last.pt")
+    # a mid-run checkpoint with its optimizer state loads weights-only: resuming needs no full unpickling
+    assert check_weights(killed_run / "weights" / "last.pt", None, "resume checkpoint") is False
     # as if the kill landed after ultralytics wrote an epoch's results row but before it saved last.pt
     saved_epoch = torch.load(killed_run / "weights" / "last.pt", map_location="cpu", weights_only=False)["epoch"]
     rows = (killed_run / "results.csv").read_text().splitlines()
@@ -212,7 +216,7 @@ def test_build_on_a_read_only_dataset_leaves_every_byte(fire_smoke_data, teacher
     data = tmp_path / "ro"
     shutil.copytree(fire_smoke_data.parent, data)
     jpeg = data / "images" / "train" / "train_00003.jpg"
-    jpeg.write_bytes(jpeg.read_bytes()[:-2])  # a truncated JPEG: ultralytics "restores" such files in place
+    jpeg.write_bytes(jpeg.read_bytes() + b"\x00\x00")  # no end marker at the end: ultralytics re-saves it in place
     for p in data.rglob("*"):
         p.chmod(0o555 if p.is_dir() else 0o444)
     data.chmod(0o555)
@@ -296,6 +300,7 @@ def test_the_amp_check_on_cuda_never_downloads_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(
         kd_trainer.DetectionTrainer, "_setup_train", lambda self: seen.append(upstream.check_amp) or None
     )
+    monkeypatch.setattr(kd_trainer.DistillationTrainer, "_check_no_image_dropped", lambda self: None)
     trainer = object.__new__(kd_trainer.DistillationTrainer)
     trainer.kd = kd_trainer.KDRun(teacher=None, teacher_sha256=None, distill={"response": False})
     trainer._setup_train()

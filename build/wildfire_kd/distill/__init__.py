@@ -18,7 +18,7 @@ from ..data import DatasetInfo, check_class_names, preflight, write_preflight_re
 from ..errors import InputError
 from ..reports import write_json
 from ..runtime import prepare_ultralytics
-from ..weights import load_detection_model, model_class_names, verify_file
+from ..weights import check_weights, load_checked, model_class_names, ultralytics_loading
 
 log = logging.getLogger("wildfire_kd")
 
@@ -105,14 +105,21 @@ def _ultralytics_overrides(config: Config) -> dict[str, Any]:
     return overrides
 
 
-def check_inputs(config: Config) -> DatasetInfo:
-    """Everything that can be checked before training starts: exit 2 now rather than an hour in."""
+def check_inputs(config: Config, resume_checkpoint: Path | None = None) -> tuple[DatasetInfo, bool]:
+    """Everything that can be checked before training starts: exit 2 now rather than an hour in.
+
+    Returns the preflight and whether a weights file the trainer loads needs full unpickling (allowed: pinned or
+    opted in; see wildfire_kd.weights): the trainer then runs inside ``ultralytics_loading(True)``.
+    """
     t, d = config.train, config.distill
     if not t.data:
         raise InputError("no dataset: pass --data path/to/data.yaml (or set train.data)")
     info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
+    full = False
+    if resume_checkpoint is not None:  # the run's own checkpoint: weights-only like any other file
+        full |= check_weights(resume_checkpoint, None, "resume checkpoint", t.allow_unsafe_weights)
     if t.student.endswith(".pt"):
-        verify_file(t.student, t.student_sha256, role="student")
+        full |= check_weights(t.student, t.student_sha256, "student", t.allow_unsafe_weights)
     elif not t.student.endswith((".yaml", ".yml")):
         raise InputError(
             f"train.student={t.student!r}: expected a .pt checkpoint or a model .yaml such as yolov8n.yaml"
@@ -123,21 +130,26 @@ def check_inputs(config: Config) -> DatasetInfo:
             raise InputError(
                 "no teacher: pass --teacher path/to/teacher.pt (or set distill.response=false for plain training)"
             )
-        teacher = load_detection_model(t.teacher, t.teacher_sha256, role="teacher")
+        teacher_full = check_weights(t.teacher, t.teacher_sha256, "teacher", t.allow_unsafe_weights)
+        full |= teacher_full
+        with ultralytics_loading(teacher_full):
+            teacher = load_checked(t.teacher, "teacher")
         check_class_names(model_class_names(teacher), info.names, t.teacher, t.data)
         if d.response and d.method == "dense":
             from .loss import check_dense_compatible
 
-            check_dense_compatible(teacher, _student_model(config, info.nc), t.teacher)
+            with ultralytics_loading(full):
+                student = _student_model(config, info.nc)
+            check_dense_compatible(teacher, student, t.teacher)
         del teacher
-    return info
+    return info, full
 
 
 def _student_model(config: Config, nc: int):
     """The student as training will build it (a .yaml from scratch, or the .pt), for checks before training."""
     t = config.train
     if t.student.endswith(".pt"):
-        return load_detection_model(t.student, t.student_sha256, role="student")
+        return load_checked(t.student, "student")  # check_inputs checked it
     from ultralytics.nn.tasks import DetectionModel
 
     try:
@@ -195,16 +207,18 @@ def train(
         if report.is_file():
             log.info("%s already finished; nothing to resume", last_ckpt.parent.parent)
             return TrainResult(**json.loads(report.read_text(encoding="utf-8")))
-    info = check_inputs(config)
+    info, full_unpickling = check_inputs(config, last_ckpt)
 
     from .trainer import DistillationTrainer, KDRun
 
     kd = KDRun(
         teacher=str(Path(config.train.teacher).resolve()) if config.train.teacher else None,
         teacher_sha256=config.train.teacher_sha256,
+        allow_unsafe_weights=config.train.allow_unsafe_weights,
         distill=config.distill.model_dump(),
         grad_clip=config.train.grad_clip,
         max_consecutive_skipped=config.train.max_consecutive_skipped,
+        tolerated_images=sorted({Path(p).name for p in info.bad_images}),
     )
     overrides = _ultralytics_overrides(config)
     if last_ckpt is not None:
@@ -224,7 +238,7 @@ def train(
         write_preflight_report(info, run_dir / "preflight.json", config.train.max_bad_fraction)
 
     start = time.time()
-    with _terminate_on_sigterm(trainer):
+    with _terminate_on_sigterm(trainer), ultralytics_loading(full_unpickling):
         try:
             trainer.train()
         except AssertionError as e:  # ultralytics asserts when every epoch is done but the run was not finalised
@@ -234,6 +248,8 @@ def train(
             log.info("%s: every epoch was already trained; finalising the run", run_dir)
             trainer.epoch = trainer.epochs - 1
             trainer.final_eval()
+        finally:
+            trainer.restore_run_env()
     result = TrainResult(
         run_dir=str(run_dir),
         best=str(trainer.best) if trainer.best.exists() else None,
@@ -286,6 +302,7 @@ def _validate_against_teacher(config: Config, best: str, out: Path) -> dict[str,
     report = validate(
         best, t.teacher, t.data, v, out, imgsz=v.imgsz or t.imgsz, device=t.device if v.device is None else v.device,
         teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction,
+        allow_unsafe_weights=t.allow_unsafe_weights,
     )  # fmt: skip
     return {
         "passed": report.passed,

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, WEIGHTS_DIR  # noqa: E4
 from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
 from ..config import DistillSettings  # noqa: E402
-from ..errors import TrainingDiverged, TrainingTerminated  # noqa: E402
+from ..errors import InputError, TrainingDiverged, TrainingTerminated  # noqa: E402
 from ..reports import atomic_write_text as _rewrite  # noqa: E402
 from ..weights import load_detection_model  # noqa: E402
 from .loss import ResponseKDLoss, kd_alpha, make_criterion  # noqa: E402
@@ -45,6 +45,8 @@ class KDRun:
     distill: dict[str, Any]
     grad_clip: float = 10.0
     max_consecutive_skipped: int = 20
+    allow_unsafe_weights: bool = False  # the teacher may need full unpickling (train.allow_unsafe_weights)
+    tolerated_images: list[str] = field(default_factory=list)  # names the preflight flagged (max_bad_fraction)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -115,7 +117,9 @@ class DistillationTrainer(DetectionTrainer):
 
     def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None, kd: KDRun | None = None):
         self.kd = kd or KDRun.from_env()
-        os.environ[RUN_ENV] = self.kd.to_env()  # DDP workers inherit the environment
+        # DDP workers inherit the environment; put back what was there when training ends (teardown)
+        self._previous_run_env = os.environ.get(RUN_ENV)
+        os.environ[RUN_ENV] = self.kd.to_env()
         super().__init__(cfg, overrides, _callbacks)
         self.teacher: torch.nn.Module | None = None
         self.kd_criterion: ResponseKDLoss | None = None
@@ -140,6 +144,7 @@ class DistillationTrainer(DetectionTrainer):
             ("on_train_batch_end", DistillationTrainer._on_batch_end),
             ("on_train_end", DistillationTrainer._on_train_end),
             ("teardown", DistillationTrainer._close_log),  # also runs when training raises
+            ("teardown", DistillationTrainer.restore_run_env),
         ):
             if fn not in self.callbacks[event]:  # DDP workers receive the parent's callbacks, ours included
                 self.add_callback(event, fn)
@@ -162,11 +167,13 @@ class DistillationTrainer(DetectionTrainer):
         # builds student, EMA, optimizer, loaders; loads the resume checkpoint. Its AMP check would download.
         with mock.patch.object(_upstream_trainer, "check_amp", offline_check_amp):
             super()._setup_train()
+        if RANK in {-1, 0}:
+            self._check_no_image_dropped()
         if not self.kd.settings.response:
             return
         if not self.kd.teacher:
             raise ValueError("response distillation needs a teacher (train.teacher)")
-        teacher = load_detection_model(self.kd.teacher, self.kd.teacher_sha256, role="teacher")
+        teacher = load_detection_model(self.kd.teacher, self.kd.teacher_sha256, "teacher", self.kd.allow_unsafe_weights)
         teacher = teacher.fuse(verbose=False) if hasattr(teacher, "fuse") else teacher
         teacher = teacher.to(self.device).eval()
         for p in teacher.parameters():
@@ -181,6 +188,27 @@ class DistillationTrainer(DetectionTrainer):
         student_of(self.ema.ema).criterion = self.ema_criterion
         if self.kd_criterion.detection.nc != teacher.model[-1].nc:
             raise ValueError("teacher and student predict a different number of classes")
+
+    def _check_no_image_dropped(self) -> None:
+        """ultralytics skips an image it cannot read ("N corrupt") and trains on the rest without a word: every
+        image the preflight accepted must be in its datasets, or the run stops naming the ones left out."""
+        from ..data import split_images
+
+        loaders = {"train": self.train_loader, "val": self.test_loader}
+        for split, loader in loaders.items():
+            dataset = getattr(loader, "dataset", None)
+            if dataset is None:
+                continue
+            used = {Path(f).name for f in dataset.im_files}
+            dropped = [p.name for p in split_images(self.args.data, split) if p.name not in used]
+            unexpected = [n for n in dropped if not any(n.endswith(t) for t in self.kd.tolerated_images)]
+            if unexpected:
+                shown = ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
+                mirror = Path(self.args.data).parent / "images" / split
+                raise InputError(
+                    f"ultralytics could not use {len(unexpected)} of the {split} images that the preflight accepted "
+                    f"and would train without them: {shown} (links in {mirror}); remove or replace those files"
+                )
 
     def resume_training(self, ckpt):
         super().resume_training(ckpt)
@@ -356,6 +384,13 @@ class DistillationTrainer(DetectionTrainer):
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def restore_run_env(self):
+        """Put back the WILDFIRE_KD_RUN this trainer replaced (teardown; the DDP parent never runs teardown)."""
+        if self._previous_run_env is None:
+            os.environ.pop(RUN_ENV, None)
+        else:
+            os.environ[RUN_ENV] = self._previous_run_env
 
     def _on_train_end(self):
         self._close_log()
