@@ -87,3 +87,14 @@ def learnt_model(learnt_data, tmp_path_factory) -> Path:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     return out / "m" / "weights" / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def exported(learnt_model, learnt_data, tmp_path_factory) -> Path:
+    """`learnt_model` exported as fp32, fp16 and int8 ONNX files (with their metadata)."""
+    out = tmp_path_factory.mktemp("export")
+    r = run_cli("export", "--weights", str(learnt_model), "--out", str(out), "--half", "--int8",
+                "--data", str(learnt_data), "--set", "export.int8_calibration_images=12")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"report {out / 'export.json'}" in r.stdout
+    return out

@@ -15,16 +15,6 @@ from conftest import make_teacher, run_cli
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def exported(learnt_model, learnt_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("export")
-    r = run_cli("export", "--weights", str(learnt_model), "--out", str(out), "--half", "--int8",
-                "--data", str(learnt_data), "--set", "export.int8_calibration_images=12")  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"report {out / 'export.json'}" in r.stdout
-    return out
-
-
 def test_export_writes_checked_files_with_their_facts(exported, learnt_model):
     from wildfire_kd.weights import sha256_file
 

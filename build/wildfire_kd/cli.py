@@ -380,6 +380,38 @@ def demo(
         raise GateFailure("; ".join(result.build.failures))
 
 
+@app.command()
+@_handle_errors
+def detect(
+    sources: Annotated[list[str], typer.Argument(help="images, folders or globs (frames in name order)")],
+    onnx: Annotated[str, typer.Option(help="student.onnx (or its fp16 / int8 variant) from `wildfire-kd export`")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="folder for detections.jsonl (and alerts.jsonl)")] = Path("runs/detect"),
+    conf: Annotated[
+        float | None, typer.Option(help="confidence threshold (detect.conf; default: the model's operating point)")
+    ] = None,
+    iou: Annotated[float | None, typer.Option(help="NMS IoU threshold (detect.iou)")] = None,
+    sequence: Annotated[
+        bool, typer.Option("--sequence", help="the sources are one camera's frames in time order: raise alarms")
+    ] = False,
+    save_images: Annotated[
+        bool | None, typer.Option("--save-images", help="annotated copies (detect.save_images)")
+    ] = None,
+) -> None:
+    """Run student.onnx over images as a camera does (numpy, onnxruntime, OpenCV); --sequence raises alarms."""
+    from .camera import Confirmer
+    from .config import load_config
+    from .detect import detect as run_detect
+
+    d = load_config(config, set_ or [], detect__conf=conf, detect__iou=iou, detect__save_images=save_images).detect
+    _writes_to(out, "--out")
+    result = run_detect(onnx, sources, out, conf=d.conf, iou=d.iou, sequence=sequence,
+                        confirmer=Confirmer(d.alarm_k, d.alarm_n, d.alarm_iou), save_images=d.save_images,
+                        threads=d.threads)  # fmt: skip
+    typer.echo(f"detect: {result.summary()}")
+
+
 image_app = typer.Typer(help="Build the container image, or run a pipeline command in it with all GPUs.")
 app.add_typer(image_app, name="image")
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from . import camera
 from .errors import InputError
 from .textfiles import read_yaml
 
@@ -230,6 +231,28 @@ class ParitySettings(_Section):
     )
 
 
+class DetectSettings(_Section):
+    """`wildfire-kd detect`: student.onnx over images as a camera runs it (numpy, onnxruntime, OpenCV)."""
+
+    conf: float | None = Field(
+        None, ge=0, le=1, description="confidence threshold; null = the operating point validate shipped in the file"
+    )
+    iou: float = Field(camera.DEFAULT_IOU, ge=0, le=1, description="NMS IoU threshold (class-aware)")
+    alarm_k: int = Field(camera.ALARM_K, ge=1, description="--sequence: alarm when a detection recurs in k ...")
+    alarm_n: int = Field(camera.ALARM_N, ge=1, description="... of the last n frames (this one included)")
+    alarm_iou: float = Field(
+        camera.ALARM_IOU, gt=0, le=1, description="--sequence: overlap with which a detection counts as the same object"
+    )
+    save_images: bool = Field(False, description="also write annotated copies into OUT/images/")
+    threads: int | None = Field(None, ge=1, description="onnxruntime threads; null = onnxruntime's default")
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> DetectSettings:
+        if self.alarm_k > self.alarm_n:
+            raise ValueError(f"alarm_k {self.alarm_k} > alarm_n {self.alarm_n}: k frames out of the last n, k <= n")
+        return self
+
+
 class DemoSettings(_Section):
     """`wildfire-kd demo`: synthetic data, a quick yolov8s teacher, then the distilled student, on CPU in minutes."""
 
@@ -253,6 +276,7 @@ class Config(_Section):
     validation: ValidateSettings = Field(default_factory=ValidateSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     parity: ParitySettings = Field(default_factory=ParitySettings)
+    detect: DetectSettings = Field(default_factory=DetectSettings)
     synth: SynthSettings = Field(default_factory=SynthSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 

@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .letterbox import IMAGE_SUFFIXES
 from .textfiles import read_text, read_yaml
 
-IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"}
 MAX_LISTED = 5  # file names quoted in one error message
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 PAD_VALUE = 114
+IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"}
 
 INPUT_CONTRACT = {
     "layout": "NCHW",

@@ -4,7 +4,8 @@ The same letterboxed tensors (real val images plus seeded random tensors) go to 
 (eval, fp32, CPU) and to onnxruntime (CPUExecutionProvider, named explicitly). Checks, in order, collecting
 every failure before judging: the model's metadata against the weights; output0 split into box coordinates
 and class scores, each with its own absolute tolerance (max / mean / p99 of absolute and relative
-differences are reported); then detection-level parity after the same NMS on both sides. fp16 files use
+differences are reported); then detection-level parity after the camera runtime's own decoding and NMS
+(camera.py) on both sides, so what parity approves is what the cameras compute. fp16 files use
 their own bounds; an int8 file is judged by its mAP50 drop against the fp32 model on the val split.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .camera import box_iou, decode
 from .config import ParitySettings
 from .data import split_images
 from .errors import InputError
@@ -155,14 +157,18 @@ def _diff(name: str, ref: np.ndarray, got: np.ndarray, atol: float | None) -> Te
     )
 
 
+def _detections(output: np.ndarray, settings: ParitySettings) -> np.ndarray:
+    """One image's output through the camera runtime's decoding and NMS -> (N, 6): xyxy, conf, class."""
+    boxes, scores, classes = decode(output, settings.nms_conf, settings.nms_iou)
+    return np.concatenate([boxes, scores[:, None], classes[:, None].astype(np.float32)], axis=1)
+
+
 def _match(ref, got, settings: ParitySettings, iou_bound: float, conf_bound: float):
     """Greedy one-to-one matching of two images' detections by class, best IoU first."""
-    from ultralytics.utils.metrics import box_iou
-
     stats = {"matched": 0, "unmatched": 0, "borderline": 0, "ious": [], "confs": []}
     used = set()
     iou = box_iou(ref[:, :4], got[:, :4]) if len(ref) and len(got) else None
-    for i in ref[:, 4].argsort(descending=True).tolist():
+    for i in np.argsort(-ref[:, 4], kind="stable").tolist():
         best, best_iou = None, iou_bound
         for j in range(len(got)):
             if j in used or got[j, 5] != ref[i, 5]:
@@ -213,7 +219,6 @@ def parity(
     """Compare ``onnx_path`` with ``weights``; writes parity.json (or parity_<variant>.json) into ``out``."""
     prepare_ultralytics()
     import torch
-    from ultralytics.utils.nms import non_max_suppression
 
     model = load_detection_model(weights, weights_sha256, "student", allow_unsafe_weights)
     names = model_class_names(model)
@@ -264,9 +269,9 @@ def parity(
         ref_boxes, got_boxes = ref[:, :4], got[:, :4]
     diffs = [_diff("boxes", ref_boxes, got_boxes, box_atol), _diff("scores", ref[:, 4:], got[:, 4:], score_atol)]
 
-    nms = {"conf_thres": settings.nms_conf, "iou_thres": settings.nms_iou}
-    ref_det = non_max_suppression(torch.from_numpy(ref), **nms)
-    got_det = non_max_suppression(torch.from_numpy(got), **nms)
+    # the same decoding and NMS as the camera runtime (camera.py), so parity and the cameras never drift apart
+    ref_det = [_detections(out, settings) for out in ref]
+    got_det = [_detections(out, settings) for out in got]
     totals = {"matched": 0, "unmatched": 0, "borderline": 0, "ious": [], "confs": []}
     for r, g in zip(ref_det, got_det, strict=True):
         stats = _match(r, g, settings, iou_bound or 0.5, conf_bound if conf_bound is not None else 1.0)

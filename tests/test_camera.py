@@ -1,0 +1,212 @@
+"""The camera runtime (camera.py, detect.py): torch-free, the metadata it insists on, the same detections as
+ultralytics' predictor, the detect command's files and exit codes, and temporal confirmation of alarms."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from wildfire_kd.camera import Confirmer, Detection, decode, nms
+from wildfire_kd.errors import InputError
+
+# --- NMS and decoding against ultralytics' own (fast, no model) ------------------------------------------------
+
+
+def _random_output(seed: int, nc: int = 2, anchors: int = 400) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(20, 300, (2, anchors))
+    wh = rng.uniform(5, 80, (2, anchors))
+    scores = rng.uniform(0, 1, (nc, anchors)) ** 3  # mostly low, a few confident
+    return np.concatenate([xy, wh, scores]).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nms_keeps_what_torchvision_keeps(seed):
+    import torch
+    import torchvision
+
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 100, (300, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (300, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    ours = nms(boxes, scores, 0.5)
+    theirs = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).numpy()
+    assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize(("seed", "conf", "iou"), [(0, 0.25, 0.7), (1, 0.05, 0.5), (2, 0.5, 0.45)])
+def test_decode_gives_ultralytics_non_max_suppression(seed, conf, iou):
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    output = _random_output(seed)
+    boxes, scores, classes = decode(output, conf, iou)
+    (theirs,) = non_max_suppression(torch.from_numpy(output[None]), conf_thres=conf, iou_thres=iou)
+    theirs = theirs.numpy()
+    assert len(boxes) == len(theirs) > 0
+    assert np.allclose(boxes, theirs[:, :4], atol=1e-4) and np.allclose(scores, theirs[:, 4])
+    assert np.array_equal(classes, theirs[:, 5].astype(int))
+
+
+# --- the runtime on real exported files --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_runtime_imports_and_runs_without_torch_ultralytics_yaml_or_pydantic(exported, learnt_data, tmp_path):
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in {'torch', 'torchvision', 'ultralytics', 'yaml', 'pydantic', 'typer'}:\n"
+        "            raise ImportError(f'blocked: {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from wildfire_kd.detect import main\n"
+        f"code = main(['--onnx', {str(exported / 'student.onnx')!r}, {str(learnt_data.parent / 'images' / 'val')!r},"
+        f" '--out', {str(tmp_path / 'out')!r}])\n"
+        "print('MODULES', sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'ultralytics'}))\n"
+        "sys.exit(code)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "MODULES []" in r.stdout and "detection(s)" in r.stdout
+    assert (tmp_path / "out" / "detections.jsonl").is_file()
+
+
+def _match(ours: list[Detection], boxes: np.ndarray, confs: np.ndarray, classes: np.ndarray, iou_bound: float,
+           conf_bound: float) -> list[str]:  # fmt: skip
+    """Every reference detection has one of ours with the same class, IoU >= bound and |Δconf| <= bound, and
+    the counts are equal; returns the problems."""
+    from wildfire_kd.camera import box_iou
+
+    problems = [] if len(ours) == len(boxes) else [f"{len(ours)} detections against {len(boxes)}"]
+    if ours and len(boxes):
+        ious = box_iou(boxes, np.array([d.box for d in ours]))
+        for i in range(len(boxes)):
+            same = [j for j, d in enumerate(ours) if d.class_id == classes[i]]
+            j = max(same, key=lambda j: ious[i, j], default=None)
+            if j is None or ious[i, j] < iou_bound or abs(ours[j].confidence - confs[i]) > conf_bound:
+                problems.append(f"reference #{i} (class {classes[i]}, conf {confs[i]:.4f}) unmatched")
+    return problems
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["student.onnx", "student_fp16.onnx", "student_int8.onnx"])
+def test_detect_gives_the_pipelines_detections(variant, exported, learnt_model, learnt_data):
+    """fp32 and fp16 against the PyTorch student through ultralytics' predictor (parity's bounds); int8, whose
+    numbers differ from PyTorch by design (parity judges it by mAP), against ultralytics' predictor on the same file."""
+    import cv2
+    from ultralytics import YOLO
+
+    from wildfire_kd.camera import CameraModel
+    from wildfire_kd.config import ParitySettings
+
+    p = ParitySettings()
+    bounds = {"student.onnx": (p.det_iou, p.det_conf_atol), "student_fp16.onnx": (p.fp16_det_iou, p.fp16_det_conf_atol),
+              "student_int8.onnx": (p.det_iou, p.det_conf_atol)}[variant]  # fmt: skip
+    camera = CameraModel(exported / variant)
+    reference = YOLO(str(exported / variant) if variant == "student_int8.onnx" else str(learnt_model), task="detect")
+    problems, compared = [], 0
+    for image_path in sorted((learnt_data.parent / "images" / "val").glob("*.jpg")):
+        image = cv2.imread(str(image_path))
+        ours = camera.detect(image, conf=0.25, iou=0.7)
+        r = reference.predict(image, imgsz=camera.imgsz, conf=0.25, iou=0.7, verbose=False)[0].boxes
+        compared += len(r)
+        problems += [f"{image_path.name}: {m}" for m in _match(ours, r.xyxy.numpy(), r.conf.numpy(),
+                                                                 r.cls.numpy().astype(int), *bounds)]  # fmt: skip
+    assert compared >= 10, "a trained student: detections to compare"
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_a_file_without_our_metadata_or_with_another_input_size_is_refused(exported, learnt_data, tmp_path):
+    import onnx
+
+    bare = onnx.load(str(exported / "student.onnx"))
+    kept = [p for p in bare.metadata_props if not p.key.startswith("wildfire_kd.")]
+    del bare.metadata_props[:]
+    bare.metadata_props.extend(kept)
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    images = str(learnt_data.parent / "images" / "val")
+    r = run_cli("detect", "--onnx", str(tmp_path / "bare.onnx"), images, "--out", str(tmp_path / "o1"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{tmp_path / 'bare.onnx'} has no wildfire_kd metadata (names, imgsz, input missing)" in r.stderr
+    other = onnx.load(str(exported / "student.onnx"))
+    for prop in other.metadata_props:
+        if prop.key == "wildfire_kd.imgsz":
+            prop.value = "[320, 320]"
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    r = run_cli("detect", "--onnx", str(tmp_path / "other.onnx"), images, "--out", str(tmp_path / "o2"))
+    assert r.returncode == 2 and "does not take the 320x320 frames its metadata names" in r.stderr
+
+
+@pytest.mark.slow
+def test_detect_writes_one_line_per_image_and_reports_an_unreadable_one(exported, learnt_data, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for image in sorted((learnt_data.parent / "images" / "val").glob("*.jpg"))[:4]:
+        shutil.copyfile(image, frames / image.name)
+    (frames / "zz_broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    r = run_cli("detect", "--onnx", str(exported / "student.onnx"), str(frames), "--out", str(out), "--save-images")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 image(s) (1 unreadable)" in r.stdout
+    rows = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert [Path(row["file"]).name for row in rows] == sorted(p.name for p in frames.iterdir())
+    assert rows[-1] == {"file": str(frames / "zz_broken.jpg"), "error": "unreadable image (OpenCV could not decode it)"}
+    good = rows[:-1]
+    assert all(row["width"] == row["height"] == 128 for row in good)  # the synthetic val images
+    assert sum(len(row["detections"]) for row in good) > 0, "a trained student finds the synthetic plumes"
+    d = next(d for row in good for d in row["detections"])
+    assert set(d) == {"class_id", "name", "confidence", "box"} and d["name"] in ("smoke", "fire") and len(d["box"]) == 4
+    assert len(list((out / "images").glob("*.jpg"))) == 4
+    # nothing readable at all: exit 2
+    for image in frames.glob("val_*.jpg"):
+        image.unlink()
+    r = run_cli("detect", "--onnx", str(exported / "student.onnx"), str(frames), "--out", str(tmp_path / "o2"))
+    assert r.returncode == 2 and "none of the 1 image(s) could be read" in r.stderr
+
+
+# --- temporal confirmation ------------------------------------------------------------------------------------------
+
+
+def _det(box, class_id=0, conf=0.6) -> Detection:
+    return Detection(class_id, ["smoke", "fire"][class_id], conf, tuple(float(v) for v in box))
+
+
+def test_a_persistent_plume_raises_one_alarm_once_confirmed():
+    confirmer = Confirmer(k=3, n=5, iou=0.3)
+    alarms = []
+    for t in range(8):  # a plume that grows a little every frame
+        alarms += confirmer.update(f"f{t}", [_det((50 - t, 60 - t, 70 + t, 90))])
+    assert [a.frame for a in alarms] == ["f2"], "confirmed in the 3rd frame, then not raised again"
+    assert alarms[0].confirmed_by == ["f0", "f1", "f2"]
+
+
+def test_single_frame_blobs_raise_no_alarm():
+    confirmer = Confirmer(k=3, n=5, iou=0.3)
+    rng = np.random.default_rng(0)
+    alarms = []
+    for t in range(30):  # glare and cloud blobs: each in one frame, somewhere else every time
+        x, y = rng.uniform(0, 200, 2)
+        alarms += confirmer.update(f"f{t}", [_det((x, y, x + 20, y + 20))] if t % 2 else [])
+    assert alarms == []
+
+
+def test_confirmation_needs_the_same_class_and_k_of_the_last_n_frames():
+    confirmer = Confirmer(k=2, n=3, iou=0.3)
+    box = (10, 10, 40, 40)
+    assert confirmer.update("a", [_det(box, class_id=0)]) == []
+    assert confirmer.update("b", [_det(box, class_id=1)]) == [], "fire does not confirm smoke"
+    assert confirmer.update("c", []) == []
+    assert confirmer.update("d", []) == []
+    assert confirmer.update("e", [_det(box, class_id=1)]) == [], "'b' left the last 3 frames"
+    assert [a.frame for a in confirmer.update("f", [_det(box, class_id=1)])] == ["f"]
+    with pytest.raises(InputError, match="k <= n"):
+        Confirmer(k=4, n=3)
