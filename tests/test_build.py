@@ -46,6 +46,19 @@ def test_build_writes_every_artifact_and_verifiable_sums(smoke_build):
         assert f"build: ✓ {stage} ran" in r.stdout
 
 
+def test_the_onnx_file_carries_the_builds_own_validation_and_operating_point(smoke_build):
+    import onnx
+
+    from wildfire_kd.export import read_metadata
+
+    out, _ = smoke_build
+    meta = read_metadata(onnx.load(str(out / "export" / "student.onnx")))
+    validation = json.loads((out / "validation" / "validation.json").read_text())
+    assert meta["validation"]["student"] == {k: validation["student"][k] for k in meta["validation"]["student"]}
+    point = validation["operating_point"]
+    assert meta["operating_point"] == (point if point and point["conf"] is not None else None)
+
+
 def test_build_report_holds_stages_versions_and_hashes(smoke_build, teacher_pt):
     out, _ = smoke_build
     report = json.loads((out / "build_report.json").read_text())

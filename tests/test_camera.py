@@ -210,3 +210,23 @@ def test_confirmation_needs_the_same_class_and_k_of_the_last_n_frames():
     assert [a.frame for a in confirmer.update("f", [_det(box, class_id=1)])] == ["f"]
     with pytest.raises(InputError, match="k <= n"):
         Confirmer(k=4, n=3)
+
+
+@pytest.mark.slow
+def test_detect_uses_the_operating_point_shipped_in_the_file(exported, learnt_data, tmp_path):
+    import onnx
+
+    from wildfire_kd.camera import CameraModel
+
+    model = onnx.load(str(exported / "student.onnx"))
+    prop = model.metadata_props.add()
+    prop.key, prop.value = "wildfire_kd.operating_point", json.dumps({"conf": 0.61, "rule": "max_f1"})
+    onnx.save(model, str(tmp_path / "with_point.onnx"))
+    assert CameraModel(tmp_path / "with_point.onnx").default_conf == 0.61
+    assert CameraModel(exported / "student.onnx").default_conf == 0.25  # exported without a validation beside it
+    images = str(learnt_data.parent / "images" / "val")
+    r = run_cli("detect", "--onnx", str(tmp_path / "with_point.onnx"), images, "--out", str(tmp_path / "a"))
+    assert r.returncode == 0 and "at conf 0.61" in r.stdout
+    r = run_cli("detect", "--onnx", str(tmp_path / "with_point.onnx"), images, "--out", str(tmp_path / "b"),
+                "--conf", "0.3")  # fmt: skip
+    assert r.returncode == 0 and "at conf 0.3" in r.stdout

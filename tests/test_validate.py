@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -121,3 +122,38 @@ def test_agreement_with_a_teacher_that_predicts_nothing_is_undefined_not_zero(le
     assert report["teacher_agreement"] is None
     assert report["teacher_agreement_undefined"] == "the teacher predicts nothing at confidence >= 0.25 on this split"
     assert "| undefined* |" in (tmp_path / "v" / "validation.md").read_text()
+
+
+def test_the_operating_point_is_the_max_f1_confidence_with_both_models_figures(self_validation):
+    out, r = self_validation
+    report = json.loads((out / "validation.json").read_text())
+    point = report["operating_point"]
+    assert point["rule"] == "max_f1" and 0.001 < point["conf"] < 1
+    # student == teacher here: the same figures at the same confidence, and they are ultralytics' own P and R
+    assert point["student"] == point["teacher"]
+    assert point["student"]["p"] == pytest.approx(report["student"]["precision"], abs=1e-3)
+    assert point["student"]["r"] == pytest.approx(report["student"]["recall"], abs=1e-3)
+    assert f"Confidence **{point['conf']:g}** (max f1 on this split)" in (out / "validation.md").read_text()
+
+
+def test_a_target_precision_picks_the_lowest_confidence_that_reaches_it(learnt_model, learnt_data, tmp_path):
+    from wildfire_kd.config import ValidateSettings
+    from wildfire_kd.validate import operating_point
+
+    class Box:  # ultralytics' per-confidence curves: one class, precision rising with the threshold
+        px = np.linspace(0, 1, 1000)
+        p_curve = px[None] * 0.49 + 0.5  # 0.5 .. 0.99
+        r_curve = 1 - px[None]
+        f1_curve = 2 * p_curve * r_curve / (p_curve + r_curve)
+
+    point = operating_point(Box, Box, ValidateSettings(target_precision=0.8))
+    assert point["rule"] == "precision>=0.8" and point["conf"] == pytest.approx(0.6126, abs=1e-3)  # 0.49c+0.5>=0.8
+    assert point["student"]["p"] >= 0.8 and point["teacher"] == point["student"]
+    point = operating_point(Box, Box, ValidateSettings(target_precision=1.0))
+    assert point["conf"] is None and "never reaches" in point["unreachable"]
+
+    class Blind(Box):  # finds nothing: F1 is 0 at every confidence
+        f1_curve = np.zeros((1, 1000))
+
+    point = operating_point(Blind, Box, ValidateSettings())
+    assert point["conf"] is None and "finds no labelled object" in point["unreachable"]

@@ -176,6 +176,10 @@ class ValidateSettings(_Section):
     agreement_conf: float = Field(
         0.25, ge=0, le=1, description="teacher predictions at or above this confidence are the agreement ground truth"
     )
+    target_precision: float | None = Field(
+        None, gt=0, le=1, description="operating point: the lowest confidence whose precision (mean over classes)"
+        " reaches this; null = the confidence of maximum F1. It ships in the ONNX file; detect uses it",
+    )  # fmt: skip
     latency_warmup: int = Field(10, ge=0, description="untimed forward passes before latency is measured")
     latency_runs: int = Field(50, ge=1, description="timed batch-1 forward passes; the median is reported")
     min_map50_retention: float | None = Field(0.90, ge=0, description="gate: student mAP50 / teacher mAP50 at least")

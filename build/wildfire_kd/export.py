@@ -74,10 +74,12 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def run_context(weights: str | Path) -> dict[str, Any]:
-    """What the training run beside ``weights`` says about it: teacher, KD settings, validation figures."""
+def run_context(weights: str | Path, validation_report: str | Path | None = None) -> dict[str, Any]:
+    """What the training run beside ``weights`` says about it: teacher, KD settings, validation figures and the
+    operating point (from ``validation_report``, else RUN/validation/validation.json)."""
     run = Path(weights).resolve().parent.parent
-    context: dict[str, Any] = {"teacher_sha256": None, "distillation": None, "validation": None}
+    context: dict[str, Any] = {"teacher_sha256": None, "distillation": None, "validation": None,
+                               "operating_point": None}  # fmt: skip
     config = run / "wildfire_kd_config.yaml"
     if config.is_file():
         saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
@@ -88,7 +90,7 @@ def run_context(weights: str | Path) -> dict[str, Any]:
             context["teacher_sha256"] = train["teacher_sha256"]
         elif teacher and Path(teacher).is_file():
             context["teacher_sha256"] = sha256_file(teacher)
-    report = run / "validation" / "validation.json"
+    report = Path(validation_report) if validation_report else run / "validation" / "validation.json"
     if report.is_file():
         v = json.loads(report.read_text(encoding="utf-8"))
         context["validation"] = {
@@ -99,6 +101,8 @@ def run_context(weights: str | Path) -> dict[str, Any]:
             "teacher_agreement": v["teacher_agreement"],
             "split": v["data"]["split"],
         }
+        point = v.get("operating_point")
+        context["operating_point"] = point if point and point.get("conf") is not None else None
     return context
 
 
@@ -279,6 +283,7 @@ def export(
     data: str | None = None,
     weights_sha256: str | None = None,
     allow_unsafe_weights: bool = False,
+    validation_report: str | Path | None = None,
 ) -> ExportResult:
     """Export ``weights`` to ONNX into ``out`` (student.onnx, and the configured variants); writes export.json."""
     prepare_ultralytics()
@@ -295,7 +300,7 @@ def export(
     if settings.int8 and not data:
         raise InputError("int8 export needs --data: its val images calibrate the activation ranges")
     names = model_class_names(model)
-    context = run_context(weights)
+    context = run_context(weights, validation_report)
     metadata = {
         "names": names,
         "imgsz": [imgsz, imgsz],
@@ -311,6 +316,7 @@ def export(
         "teacher_sha256": context["teacher_sha256"],
         "distillation": context["distillation"],
         "validation": context["validation"],
+        "operating_point": context["operating_point"],  # the confidence threshold detect uses by default
         "version": __version__,
         "git_commit": git_commit(),
         "variant": "fp32",

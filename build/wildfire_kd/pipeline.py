@@ -222,7 +222,7 @@ def _run_stages(config: Config, out: Path, builder: _Builder, data_fp: str, teac
     edir = out / "export"
 
     def run_export():
-        result = export(best, edir, e, imgsz=e.imgsz or t.imgsz, data=t.data)
+        result = export(best, edir, e, imgsz=e.imgsz or t.imgsz, data=t.data, validation_report=vdir / JSON_NAME)
         files = [Path(f.path) for f in result.files] + [edir / EXPORT_REPORT]
         return "ran", True, files, {"files": [asdict(f) for f in result.files]}, []
 

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import ValidateSettings
 from .data import check_class_names, mirror, preflight
 from .errors import InputError
@@ -67,6 +69,7 @@ class ValidationResult:
     retention: dict[str, float | None]
     teacher_agreement: float | None  # None: the teacher predicts nothing at agreement_conf, so it is undefined
     gates: list[Gate]
+    operating_point: dict[str, Any] | None = None  # the student's confidence threshold for the cameras
 
     @property
     def failed_gates(self) -> list[Gate]:
@@ -149,6 +152,37 @@ def _figures(weights: str, model, metrics, names: list[str], settings: ValidateS
         map50_95=float(box.map),
         per_class=per_class,
     )
+
+
+def _curves_at(box, i: int) -> dict[str, float]:
+    """Mean-over-classes precision, recall and F1 of ultralytics' per-confidence curves at grid index ``i``."""
+    return {k: round(float(getattr(box, f"{k}_curve").mean(0)[i]), 4) for k in ("p", "r", "f1")}
+
+
+def operating_point(student_box, teacher_box, settings: ValidateSettings) -> dict[str, Any] | None:
+    """The student's confidence threshold on this split, with both models' precision / recall there.
+
+    Max F1 takes the index ultralytics itself reports its precision and recall at (smoothed mean F1); with
+    ``target_precision``, the lowest confidence whose mean precision reaches it. None: no labelled class.
+    """
+    from ultralytics.utils.metrics import smooth
+
+    if not len(student_box.f1_curve):
+        return None
+    if settings.target_precision is None:
+        i, rule = int(smooth(student_box.f1_curve.mean(0), 0.1).argmax()), "max_f1"
+        if student_box.f1_curve.mean(0)[i] <= 0:  # an all-zero F1 curve would ship confidence 0
+            return {"conf": None, "rule": rule,
+                    "unreachable": "the student finds no labelled object at any confidence on this split"}  # fmt: skip
+    else:
+        reached = np.flatnonzero(student_box.p_curve.mean(0) >= settings.target_precision)
+        if not len(reached):
+            return {"conf": None, "rule": f"precision>={settings.target_precision}",
+                    "unreachable": "the student's precision never reaches the target on this split"}  # fmt: skip
+        i, rule = int(reached[0]), f"precision>={settings.target_precision}"
+    point = {"conf": round(float(student_box.px[i]), 4), "rule": rule, "student": _curves_at(student_box, i)}
+    point["teacher"] = _curves_at(teacher_box, i) if len(teacher_box.f1_curve) else None
+    return point
 
 
 def _teacher_agreement(student: str, teacher_model, data: str, settings: ValidateSettings, imgsz: int, device: str,
@@ -248,6 +282,16 @@ def _markdown(result: ValidationResult, data: str, settings: ValidateSettings, i
     if result.teacher_agreement is None:
         lines += ["", f"\\* the teacher predicts nothing at confidence ≥ {settings.agreement_conf} on this split, so "
                   "there is nothing to agree with (validation.agreement_conf)."]  # fmt: skip
+    point = result.operating_point
+    if point and point.get("conf") is not None:
+        t_pr = point["teacher"] or {"p": None, "r": None}
+        lines += ["", "## Operating point (shipped in the ONNX file; `wildfire-kd detect` uses it)", "",
+                  f"Confidence **{point['conf']:g}** ({point['rule'].replace('_', ' ')} on this split).", "",
+                  "| at this confidence | teacher | student |", "|---|---:|---:|",
+                  f"| precision | {_fmt(t_pr['p'])} | {_fmt(point['student']['p'])} |",
+                  f"| recall | {_fmt(t_pr['r'])} | {_fmt(point['student']['r'])} |"]  # fmt: skip
+    elif point:
+        lines += ["", f"## Operating point: none ({point['unreachable']}; rule {point['rule']})"]
     lines += ["", "## Gates", ""]
     lines += [f"- {'✓' if g.passed else '✗'} {g.describe()}" for g in result.gates] or ["- none configured"]
     return "\n".join(lines) + "\n"
@@ -325,10 +369,11 @@ def _validate(student: str, teacher: str, data: str, settings: ValidateSettings,
     with tempfile.TemporaryDirectory(prefix="wildfire-kd-validate-") as tmp:
         work = Path(tmp)
         original_data, data = data, str(mirror(data, work / "dataset"))  # ultralytics writes caches beside labels
-        figures = {}
+        figures, boxes = {}, {}
         for role, weights, model in (("teacher", teacher, teacher_model), ("student", student, student_model)):
             metrics = _accuracy(weights, data, settings, imgsz, device, work, role)
             figures[role] = _figures(weights, model, metrics, info.names, settings, imgsz, torch_device)
+            boxes[role] = metrics.box
         agreement = _teacher_agreement(student, teacher_model, data, settings, imgsz, device, work)
     t, s = figures["teacher"], figures["student"]
     retention = {k: _ratio(getattr(s, k), getattr(t, k)) for k in ACCURACY}
@@ -342,6 +387,7 @@ def _validate(student: str, teacher: str, data: str, settings: ValidateSettings,
         retention=retention,
         teacher_agreement=agreement,
         gates=gates,
+        operating_point=operating_point(boxes["student"], boxes["teacher"], settings),
     )
     report = {
         **result.to_dict(),
