@@ -275,7 +275,7 @@ def main() -> None:
 
     data = args.data
     if data is None:
-        from wildfire_kd.data import synthesize
+        from wildfire_kd.synth import synthesize
 
         data = str(synthesize(args.out / "data"))
     teacher = args.teacher

@@ -49,8 +49,8 @@ def main() -> None:
     from ultralytics.nn.tasks import DetectionModel
 
     from wildfire_kd.config import ExportSettings
-    from wildfire_kd.data import synthesize
     from wildfire_kd.export import export
+    from wildfire_kd.synth import synthesize
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads

@@ -57,7 +57,7 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import make_teacher  # the tests' untrained teacher: chaos needs a teacher, not a good one
-    from wildfire_kd.data import synthesize
+    from wildfire_kd.synth import synthesize
 
     with tempfile.TemporaryDirectory(prefix="wildfire-kd-chaos-") as tmp:
         tmp = Path(tmp)

@@ -44,14 +44,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
 
 @pytest.fixture(scope="session")
 def fire_smoke_data(tmp_path_factory) -> Path:
-    from wildfire_kd.data import synthesize
+    from wildfire_kd.synth import synthesize
 
     return synthesize(tmp_path_factory.mktemp("data2") / "ds", ("smoke", "fire"), 16, 8, imgsz=96, seed=1)
 
 
 @pytest.fixture(scope="session")
 def smoke_only_data(tmp_path_factory) -> Path:
-    from wildfire_kd.data import synthesize
+    from wildfire_kd.synth import synthesize
 
     return synthesize(tmp_path_factory.mktemp("data1") / "ds", ("smoke",), 16, 8, imgsz=96, seed=2)
 
@@ -69,7 +69,7 @@ def smoke_teacher_pt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def learnt_data(tmp_path_factory) -> Path:
     """Enough synthetic images for a yolov8n to learn something in ~20 s on 2 CPU cores."""
-    from wildfire_kd.data import synthesize
+    from wildfire_kd.synth import synthesize
 
     return synthesize(tmp_path_factory.mktemp("data_learnt") / "ds", ("smoke", "fire"), 48, 12, imgsz=128, seed=7)
 

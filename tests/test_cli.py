@@ -63,13 +63,13 @@ def test_synth_cli_writes_one_class_dataset(tmp_path):
 def test_an_internal_error_exits_3_with_one_line_and_the_traceback_in_a_file(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import wildfire_kd.data as data
+    import wildfire_kd.synth as synth
     from wildfire_kd import cli
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("boom inside synthesize")
 
-    monkeypatch.setattr(data, "synthesize", broken)
+    monkeypatch.setattr(synth, "synthesize", broken)
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     result = CliRunner().invoke(cli.app, ["synth", str(tmp_path / "s")])
     assert result.exit_code == 3, result.output

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from wildfire_kd.data import check_class_names, class_names, label_path, mirror, preflight, synthesize
+from wildfire_kd.data import check_class_names, class_names, label_path, mirror, preflight
 from wildfire_kd.errors import InputError
+from wildfire_kd.synth import synthesize
 
 
 def _digest(root: Path) -> dict[str, str]:

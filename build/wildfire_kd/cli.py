@@ -228,7 +228,7 @@ def synth(
 ) -> None:
     """Write a deterministic synthetic smoke/fire dataset in YOLO format."""
     from .config import load_config
-    from .data import synthesize
+    from .synth import synthesize
 
     cfg = load_config(
         config,

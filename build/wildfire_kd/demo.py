@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Config
-from .data import synthesize
 from .distill import TrainResult, train
 from .pipeline import BuildResult, build
+from .synth import synthesize
 
 REPORT_NAME = "demo.json"
 

@@ -58,7 +58,7 @@ def test_help_answers_offline_as_a_non_root_user(image, tmp_path):
 
 
 def test_demo_in_the_container_delivers_checked_artifacts(image, tmp_path):
-    from wildfire_kd.data import synthesize
+    from wildfire_kd.synth import synthesize
 
     data = synthesize(tmp_path / "data", train_images=16, val_images=8, imgsz=64, seed=3).parent
     for p in [data, *data.rglob("*")]:

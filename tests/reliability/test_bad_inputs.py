@@ -145,7 +145,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
-    from wildfire_kd.data import synthesize
+    from wildfire_kd.synth import synthesize
 
     root = tmp_path_factory.mktemp("pristine")
     synthesize(root / "data", ("smoke", "fire"), 16, 8, imgsz=96, seed=3)

@@ -1,0 +1,118 @@
+"""The deterministic synthetic smoke/fire data for the demo, the tests and the benchmarks (`wildfire-kd synth`).
+
+Smoke is soft grey plumes, fire is clusters of orange flame triangles, on sky/vegetation backgrounds with dark
+distractors (tree crowns, rocks). Same arguments, same files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from .errors import InputError
+
+_SPLIT_IDS = {"train": 0, "val": 1}
+
+
+def _draw_smoke(draw_layer, rng, w: int, h: int) -> tuple[float, float, float, float]:
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(draw_layer)
+    bw, bh = rng.uniform(0.18, 0.4) * w, rng.uniform(0.2, 0.45) * h
+    x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+    shade = int(rng.integers(150, 225))
+    for _ in range(int(rng.integers(5, 9))):  # a plume: overlapping soft puffs inside the box
+        pw, ph = rng.uniform(0.35, 0.7) * bw, rng.uniform(0.3, 0.6) * bh
+        px, py = rng.uniform(x0, x0 + bw - pw), rng.uniform(y0, y0 + bh - ph)
+        d.ellipse([px, py, px + pw, py + ph], fill=(shade, shade, shade + 8, int(rng.integers(140, 210))))
+    bbox = draw_layer.getchannel("A").point(lambda a: 255 if a > 60 else 0).getbbox()
+    return bbox if bbox else (x0, y0, x0 + bw, y0 + bh)
+
+
+def _draw_fire(draw, rng, w: int, h: int) -> tuple[float, float, float, float]:
+    bw, bh = rng.uniform(0.1, 0.25) * w, rng.uniform(0.12, 0.3) * h
+    x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+    base = y0 + bh
+    colours = [(255, 90, 0), (255, 150, 20), (250, 220, 60), (220, 40, 10)]
+    for _ in range(int(rng.integers(4, 8))):  # flames: triangles rising from a common base line
+        fw = rng.uniform(0.25, 0.6) * bw
+        fx = rng.uniform(x0, x0 + bw - fw)
+        top = rng.uniform(y0, y0 + 0.5 * bh)
+        draw.polygon([(fx, base), (fx + fw, base), (fx + fw / 2, top)], fill=colours[int(rng.integers(0, 4))])
+    draw.polygon([(x0, base), (x0 + bw, base), (x0 + bw / 2, y0)], fill=(255, 120, 10))
+    return x0, y0, x0 + bw, base
+
+
+def _synth_image(rng, size: int, classes: Sequence[str], max_objects: int):
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    w = h = size
+    horizon = int(rng.uniform(0.3, 0.6) * h)
+    sky, ground = rng.integers(90, 200, 3), rng.integers(30, 120, 3)
+    ground[1] = max(ground[1], ground[0])  # vegetation leans green
+    canvas = np.zeros((h, w, 3), dtype=np.float32)
+    canvas[:horizon] = np.linspace(sky, sky * 0.8, horizon)[:, None, :]
+    canvas[horizon:] = np.linspace(ground, ground * 0.7, h - horizon)[:, None, :]
+    canvas += rng.normal(0, 8, canvas.shape)
+    image = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(0, 6))):  # distractors: dark tree crowns and rocks
+        r = rng.uniform(0.02, 0.07) * w
+        cx, cy = rng.uniform(0, w), rng.uniform(horizon, h)
+        draw.ellipse([cx - r, cy - 2 * r, cx + r, cy], fill=tuple(int(v) for v in rng.integers(10, 70, 3)))
+
+    boxes: list[tuple[int, float, float, float, float]] = []
+    for _ in range(int(rng.integers(0, max_objects + 1))):
+        cls = int(rng.integers(0, len(classes)))
+        if classes[cls] == "smoke":
+            layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+            x0, y0, x1, y1 = _draw_smoke(layer, rng, w, h)
+            layer = layer.filter(ImageFilter.GaussianBlur(radius=max(1.0, size / 160)))
+            image.paste(layer, (0, 0), layer)
+        else:
+            x0, y0, x1, y1 = _draw_fire(draw, rng, w, h)
+        boxes.append((cls, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h))
+    return image, boxes
+
+
+def synthesize(
+    out: str | Path,
+    classes: Sequence[str] = ("smoke", "fire"),
+    train_images: int = 48,
+    val_images: int = 16,
+    imgsz: int = 320,
+    max_objects: int = 3,
+    seed: int = 0,
+) -> Path:
+    """Write a deterministic synthetic smoke/fire dataset in YOLO format; returns its data.yaml.
+
+    Smoke is soft grey plumes, fire is clusters of orange flame triangles, on sky/vegetation backgrounds with
+    dark distractors; about one image in (max_objects + 1) is background. Same arguments, same files.
+    """
+    import numpy as np
+
+    root = Path(out)
+    if root.exists() and any(root.iterdir()) and not (root / "data.yaml").is_file():
+        raise InputError(f"{root} exists and is not a wildfire-kd synthetic dataset; choose an empty or new folder")
+    for split, count in (("train", train_images), ("val", val_images)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
+            image, boxes = _synth_image(rng, imgsz, classes, max_objects)
+            stem = f"{split}_{i:05d}"
+            image.save(root / "images" / split / f"{stem}.jpg", quality=92)
+            rows = "".join(f"{c} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}\n" for c, x, y, bw, bh in boxes)
+            (root / "labels" / split / f"{stem}.txt").write_text(rows, encoding="utf-8")
+    data_yaml = root / "data.yaml"
+    data_yaml.write_text(
+        "# synthetic smoke/fire dataset written by `wildfire-kd synth` (deterministic; for demos and tests)\n"
+        + yaml.safe_dump(
+            {"train": "images/train", "val": "images/val", "names": dict(enumerate(classes))}, sort_keys=False
+        ),
+        encoding="utf-8",
+    )
+    return data_yaml
