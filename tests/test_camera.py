@@ -230,3 +230,26 @@ def test_detect_uses_the_operating_point_shipped_in_the_file(exported, learnt_da
     r = run_cli("detect", "--onnx", str(tmp_path / "with_point.onnx"), images, "--out", str(tmp_path / "b"),
                 "--conf", "0.3")  # fmt: skip
     assert r.returncode == 0 and "at conf 0.3" in r.stdout
+
+
+def test_a_synthetic_sequence_raises_one_alarm_for_the_plume_and_none_for_transients(tmp_path):
+    from wildfire_kd.synth import SEQUENCE_TRUTH, synthesize_sequence
+
+    r = run_cli("synth", str(tmp_path / "seq"), "--sequence", "--frames", "30", "--seed", "4", "--imgsz", "96")
+    assert r.returncode == 0, r.stderr
+    truth = json.loads((tmp_path / "seq" / SEQUENCE_TRUTH).read_text())
+    frames = sorted((tmp_path / "seq" / "frames").glob("*.jpg"))
+    assert len(frames) == 30 and truth["plume"]["start"] == 12 and len(truth["distractors"]) == 8
+    assert {d["kind"] for d in truth["distractors"].values()} == {"cloud", "glare"}
+    sizes = [(b[2] - b[0]) * (b[3] - b[1]) for b in truth["plume"]["boxes"].values()]
+    assert sizes[-1] > 4 * sizes[0], "the plume grows"
+    # a perfect detector (the ground truth itself) through temporal confirmation
+    confirmer, alarms = Confirmer(k=3, n=5, iou=0.3), []
+    for frame in frames:
+        seen = [_det(truth["plume"]["boxes"][frame.name])] if frame.name in truth["plume"]["boxes"] else []
+        if frame.name in truth["distractors"]:
+            seen.append(_det(truth["distractors"][frame.name]["box"]))  # a detector fooled by every transient
+        alarms += confirmer.update(frame.name, seen)
+    assert [a.frame for a in alarms] == ["frame_00014.jpg"], "one alarm, 2 frames after the plume appears"
+    again = synthesize_sequence(tmp_path / "again", frames=30, imgsz=96, seed=4)
+    assert [p.read_bytes() for p in sorted(again.glob("*.jpg"))] == [p.read_bytes() for p in frames]

@@ -225,10 +225,14 @@ def synth(
     val_images: Annotated[int | None, typer.Option(help="validation images (synth.val_images)")] = None,
     imgsz: Annotated[int | None, typer.Option(help="image side in pixels (synth.imgsz)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (synth.seed)")] = None,
+    sequence: Annotated[
+        bool, typer.Option("--sequence", help="instead: one camera's frames, a growing plume and one-frame transients")
+    ] = False,
+    frames: Annotated[int, typer.Option(help="--sequence: number of frames")] = 40,
 ) -> None:
-    """Write a deterministic synthetic smoke/fire dataset in YOLO format."""
+    """Write a deterministic synthetic smoke/fire dataset in YOLO format (or, --sequence, a camera's frames)."""
     from .config import load_config
-    from .synth import synthesize
+    from .synth import SEQUENCE_TRUTH, synthesize, synthesize_sequence
 
     cfg = load_config(
         config,
@@ -240,6 +244,10 @@ def synth(
         synth__seed=seed,
     ).synth
     _writes_to(out, "OUT")
+    if sequence:
+        folder = synthesize_sequence(out, frames=frames, imgsz=cfg.imgsz, seed=cfg.seed)
+        typer.echo(f"synth: wrote {frames} frames into {folder}; ground truth {out / SEQUENCE_TRUTH}")
+        return
     data_yaml = synthesize(out, cfg.classes, cfg.train_images, cfg.val_images, cfg.imgsz, cfg.max_objects, cfg.seed)
     typer.echo(f"synth: wrote {cfg.train_images} train + {cfg.val_images} val images; dataset {data_yaml}")
 

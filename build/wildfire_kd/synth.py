@@ -17,11 +17,16 @@ _SPLIT_IDS = {"train": 0, "val": 1}
 
 
 def _draw_smoke(draw_layer, rng, w: int, h: int) -> tuple[float, float, float, float]:
+    bw, bh = rng.uniform(0.18, 0.4) * w, rng.uniform(0.2, 0.45) * h
+    x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+    return _paint_plume(draw_layer, rng, x0, y0, bw, bh)
+
+
+def _paint_plume(draw_layer, rng, x0: float, y0: float, bw: float, bh: float) -> tuple[float, float, float, float]:
+    """Soft grey puffs inside the box (x0, y0, bw, bh) on an RGBA layer; returns the visible extent."""
     from PIL import ImageDraw
 
     d = ImageDraw.Draw(draw_layer)
-    bw, bh = rng.uniform(0.18, 0.4) * w, rng.uniform(0.2, 0.45) * h
-    x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
     shade = int(rng.integers(150, 225))
     for _ in range(int(rng.integers(5, 9))):  # a plume: overlapping soft puffs inside the box
         pw, ph = rng.uniform(0.35, 0.7) * bw, rng.uniform(0.3, 0.6) * bh
@@ -45,9 +50,10 @@ def _draw_fire(draw, rng, w: int, h: int) -> tuple[float, float, float, float]:
     return x0, y0, x0 + bw, base
 
 
-def _synth_image(rng, size: int, classes: Sequence[str], max_objects: int):
+def _background(rng, size: int):
+    """Sky over vegetation with sensor noise and dark distractors (tree crowns, rocks): (PIL image, horizon row)."""
     import numpy as np
-    from PIL import Image, ImageDraw, ImageFilter
+    from PIL import Image, ImageDraw
 
     w = h = size
     horizon = int(rng.uniform(0.3, 0.6) * h)
@@ -63,7 +69,15 @@ def _synth_image(rng, size: int, classes: Sequence[str], max_objects: int):
         r = rng.uniform(0.02, 0.07) * w
         cx, cy = rng.uniform(0, w), rng.uniform(horizon, h)
         draw.ellipse([cx - r, cy - 2 * r, cx + r, cy], fill=tuple(int(v) for v in rng.integers(10, 70, 3)))
+    return image, horizon
 
+
+def _synth_image(rng, size: int, classes: Sequence[str], max_objects: int):
+    from PIL import Image, ImageDraw, ImageFilter
+
+    w = h = size
+    image, _ = _background(rng, size)
+    draw = ImageDraw.Draw(image)
     boxes: list[tuple[int, float, float, float, float]] = []
     for _ in range(int(rng.integers(0, max_objects + 1))):
         cls = int(rng.integers(0, len(classes)))
@@ -116,3 +130,70 @@ def synthesize(
         encoding="utf-8",
     )
     return data_yaml
+
+
+SEQUENCE_TRUTH = "truth.json"
+
+
+def synthesize_sequence(
+    out: str | Path,
+    frames: int = 40,
+    imgsz: int = 160,
+    plume_start: int = 12,
+    growth_frames: int = 15,
+    distractors: int = 8,
+    seed: int = 0,
+) -> Path:
+    """One camera's frames in time order, for temporal confirmation; returns the folder of frames.
+
+    A fixed scene with fresh sensor noise each frame; from ``plume_start`` a smoke plume rises from one spot and
+    grows over ``growth_frames`` frames; ``distractors`` single frames hold a transient that lasts one frame: a
+    cloud wisp painted like smoke (so a detector fires on it) or a sun glare. OUT/frames/frame_NNNNN.jpg, and
+    OUT/truth.json: the plume's start and box per frame, each distractor's frame, kind and box (pixels, xyxy).
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    if not 0 <= plume_start < frames:
+        raise InputError(f"plume_start {plume_start} must be a frame of the sequence (0..{frames - 1})")
+    root = Path(out)
+    (root / "frames").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 7])
+    scene, horizon = _background(rng, imgsz)
+    scene = np.asarray(scene, dtype=np.float32)
+    w = h = imgsz
+    base_x, base_y = rng.uniform(0.25, 0.75) * w, rng.uniform(horizon + 0.05 * h, 0.9 * h)
+    full_w, full_h = rng.uniform(0.25, 0.4) * w, rng.uniform(0.3, 0.45) * h
+    plume_seed = int(rng.integers(1 << 31))
+    candidates = [t for t in range(frames) if t != plume_start]  # the plume's first frame stays unambiguous
+    picked = rng.choice(candidates, size=min(distractors, len(candidates)), replace=False)
+    transient = {int(t): "cloud" if i % 2 == 0 else "glare" for i, t in enumerate(picked)}
+    truth = {"frames": frames, "imgsz": imgsz, "plume": {"start": plume_start, "class": "smoke", "boxes": {}},
+             "distractors": {}}  # fmt: skip
+    blur = ImageFilter.GaussianBlur(radius=max(1.0, imgsz / 160))
+    for t in range(frames):
+        frame = Image.fromarray((scene + rng.normal(0, 3, scene.shape)).clip(0, 255).astype(np.uint8))
+        name = f"frame_{t:05d}.jpg"
+        if t >= plume_start:  # the same puffs every frame, scaled: a plume that grows, not one that flickers
+            grown = 0.25 + 0.75 * min(1.0, (t - plume_start + 1) / growth_frames)
+            bw, bh = full_w * grown, full_h * grown
+            layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+            box = _paint_plume(layer, np.random.default_rng(plume_seed), base_x - bw / 2, base_y - bh, bw, bh)
+            frame.paste(layer.filter(blur), (0, 0), layer.filter(blur))
+            truth["plume"]["boxes"][name] = [round(float(v), 1) for v in box]
+        if t in transient:
+            layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+            if transient[t] == "cloud":  # smoke-like for one frame only
+                box = _draw_smoke(layer, rng, w, h)
+            else:  # glare: a bright soft disc
+                r = rng.uniform(0.05, 0.12) * w
+                cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+                ImageDraw.Draw(layer).ellipse([cx - r, cy - r, cx + r, cy + r], fill=(255, 250, 225, 230))
+                box = (cx - r, cy - r, cx + r, cy + r)
+            frame.paste(layer.filter(blur), (0, 0), layer.filter(blur))
+            truth["distractors"][name] = {"kind": transient[t], "box": [round(float(v), 1) for v in box]}
+        frame.save(root / "frames" / name, quality=92)
+    (root / SEQUENCE_TRUTH).write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
+    return root / "frames"
