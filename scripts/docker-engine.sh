@@ -18,11 +18,18 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # The image runs as uid 1000: a base whose / that user cannot enter (an earlier version of this script made one
-# from a mode-700 mktemp folder) fails every RUN after USER. Notice it and build the base again.
-if docker image inspect "$base" >/dev/null 2>&1 \
-    && ! docker run --rm --network none --user 1000:1000 "$base" /bin/sh -c true >/dev/null 2>&1; then
-    echo "docker-engine: $base is not usable by uid 1000 (its / is not readable); rebuilding it"
-    docker image rm -f "$base" >/dev/null 2>&1
+# from a mode-700 mktemp folder) fails every RUN after USER. Notice it and repair it: `docker export` carries the
+# files without the root folder's mode, so re-importing them gives a readable / (seconds); if that does not do
+# it, remove the base and build it again below.
+uid_1000_runs() { docker run --rm --network none --user 1000:1000 "$base" /bin/sh -c true >/dev/null 2>&1; }
+if docker image inspect "$base" >/dev/null 2>&1 && ! uid_1000_runs; then
+    echo "docker-engine: $base is not usable by uid 1000 (its / is not readable); repairing it"
+    broken=$(docker image inspect --format '{{.Id}}' "$base")
+    container=$(docker create "$base" /bin/true 2>/dev/null) \
+        && docker export "$container" | docker import - "$base" >/dev/null 2>&1
+    [ -n "${container:-}" ] && docker rm "$container" >/dev/null 2>&1
+    docker image rm "$broken" >/dev/null 2>&1  # now untagged (or still the base, if the import failed: kept)
+    uid_1000_runs || docker image rm -f "$base" >/dev/null 2>&1
 fi
 
 if ! docker image inspect "$base" >/dev/null 2>&1; then
