@@ -1,5 +1,6 @@
-# wildfire-kd: the model-build pipeline in one image.
+# wildfire-kd: the model-build pipeline in one image, and (target `edge`) the camera runtime alone.
 #   docker build -t wildfire-kd .
+#   docker build --target edge -t wildfire-kd-edge .     # numpy, onnxruntime, OpenCV: `wildfire-kd-edge`
 #   docker run --gpus all -v /path/to/data:/data:ro -v /path/to/weights:/weights:ro -v "$PWD/out":/out \
 #       wildfire-kd train --data /data/data.yaml --teacher /weights/teacher.pt --out /out
 # Mount points: /data (dataset, read-only), /weights (teacher and optional yolov8n.pt, read-only), /out (results).
@@ -8,7 +9,7 @@
 # Every metadata instruction comes before the dependency install and one COPY after it: builders that store each
 # layer in full (the vfs driver) then copy the multi-GB torch layer once, not once per instruction.
 ARG BASE_IMAGE=python:3.11.7-slim-bookworm
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS pipeline
 
 ARG GIT_COMMIT=unknown
 ARG DEBIAN_FRONTEND=noninteractive
@@ -53,3 +54,30 @@ RUN cd /opt/wildfire-kd && scripts/install.sh /opt/venv
 
 # one layer for the source: .dockerignore admits only pyproject.toml, README.md, scripts/install.sh, configs/, build/
 COPY --chown=1000:1000 . /opt/wildfire-kd/
+
+# --- edge: what a field camera runs (wildfire-kd-edge: student.onnx over frames, temporal alarms) ---------------
+# Last, so that the legacy builder (which builds every stage before the target) builds it only when asked for.
+#   docker run --rm --network none -v /frames:/frames:ro -v /models:/models:ro -v "$PWD/out":/out \
+#       wildfire-kd-edge --onnx /models/student.onnx /frames --sequence --out /out
+FROM ${BASE_IMAGE} AS edge
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin kd \
+    && mkdir -p /out /opt/edge \
+    && chown 1000:1000 /out /opt/edge
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/opt/edge/src \
+    PATH=/opt/edge/venv/bin:$PATH
+USER 1000:1000
+WORKDIR /out
+ENTRYPOINT ["python3", "-m", "wildfire_kd.detect"]
+CMD ["--help"]
+COPY --chown=1000:1000 scripts/edge-requirements.txt /opt/edge/
+# pip leaves with the install: the camera never installs anything
+RUN python3 -m venv /opt/edge/venv \
+    && /opt/edge/venv/bin/pip install --no-deps -r /opt/edge/edge-requirements.txt \
+    && /opt/edge/venv/bin/pip uninstall -y pip setuptools
+# the runtime's five modules only: if it ever imports more (torch, yaml, pydantic), the edge container test fails
+COPY --chown=1000:1000 build/wildfire_kd/__init__.py build/wildfire_kd/errors.py build/wildfire_kd/letterbox.py \
+    build/wildfire_kd/camera.py build/wildfire_kd/detect.py /opt/edge/src/wildfire_kd/

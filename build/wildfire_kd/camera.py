@@ -85,8 +85,13 @@ class CameraModel:
         import onnxruntime as ort
 
         self.path = Path(onnx_path)
-        if not self.path.is_file():
-            raise InputError(f"ONNX file not found: {self.path}")
+        try:
+            with open(self.path, "rb"):
+                pass
+        except FileNotFoundError:
+            raise InputError(f"ONNX file not found: {self.path}") from None
+        except OSError as e:
+            raise InputError(f"ONNX file {self.path} cannot be read ({e.strerror}); check its permissions") from None
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

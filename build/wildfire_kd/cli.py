@@ -431,11 +431,14 @@ def image_build(
     tag: Annotated[str | None, typer.Option(help="image tag (default wildfire-kd:VERSION-COMMIT)")] = None,
     base_image: Annotated[str | None, typer.Option(help="override the Dockerfile's BASE_IMAGE")] = None,
     network: Annotated[str | None, typer.Option(help="build network, e.g. host (pip needs one)")] = None,
+    target: Annotated[
+        str, typer.Option(help="pipeline (wildfire-kd) or edge (wildfire-kd-edge: the camera runtime alone)")
+    ] = "pipeline",
 ) -> None:
     """Build the image through the Docker SDK, tagged with the version and git commit (and latest)."""
     from .image import build as build_image
 
-    tags = build_image(context, tag=tag, base_image=base_image, network_mode=network)
+    tags = build_image(context, tag=tag, base_image=base_image, network_mode=network, target=target)
     typer.echo(f"image build: {', '.join(tags)}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -98,9 +99,11 @@ def detect(
     model = CameraModel(onnx_path, threads=threads)
     files = expand_sources(sources)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if save_images:
-        (out / "images").mkdir(exist_ok=True)
+    try:
+        (out / "images" if save_images else out).mkdir(parents=True, exist_ok=True)
+        (out / DETECTIONS_NAME).touch()
+    except OSError as e:
+        raise InputError(f"output folder {out} is not writable ({e.strerror}); pass a writable --out") from None
     confirmer = (confirmer or Confirmer()) if sequence else None
     result = DetectResult(str(out), conf=model.default_conf if conf is None else conf)
     start = time.perf_counter()
@@ -162,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     except WildfireKDError as e:
         print(f"wildfire-kd-edge: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:  # a bug, not the input: one line and exit 3, as the full CLI does
+        if os.environ.get("WILDFIRE_KD_DEBUG") == "1":
+            raise
+        print(f"wildfire-kd-edge: internal error (a bug, not your input): {type(e).__name__}: {e}; "
+              "WILDFIRE_KD_DEBUG=1 shows the traceback", file=sys.stderr)  # fmt: skip
+        return 3
     print(f"detect: {result.summary()}")
     return 0
 

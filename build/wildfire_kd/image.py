@@ -17,12 +17,13 @@ from .errors import InputError, StageFailure
 from .export import git_commit
 
 IMAGE_NAME = "wildfire-kd"
+TARGETS = {"pipeline": IMAGE_NAME, "edge": f"{IMAGE_NAME}-edge"}  # Dockerfile stage -> image name
 MOUNTS = {"data": ("/data", "ro"), "weights": ("/weights", "ro"), "out": ("/out", "rw")}
 
 
-def image_tag(commit: str | None = None) -> str:
+def image_tag(commit: str | None = None, name: str = IMAGE_NAME) -> str:
     commit = commit if commit is not None else git_commit()
-    return f"{IMAGE_NAME}:{__version__}-{commit[:12]}" if commit else f"{IMAGE_NAME}:{__version__}"
+    return f"{name}:{__version__}-{commit[:12]}" if commit else f"{name}:{__version__}"
 
 
 def client():
@@ -39,17 +40,21 @@ def client():
 
 
 def build(context: str | Path = ".", tag: str | None = None, base_image: str | None = None, engine=None,
-          network_mode: str | None = None) -> list[str]:  # fmt: skip
-    """Build the image from ``context``; tags it with version-commit and latest; streams the build log."""
+          network_mode: str | None = None, target: str = "pipeline") -> list[str]:  # fmt: skip
+    """Build the Dockerfile's ``target`` stage (pipeline: wildfire-kd, edge: wildfire-kd-edge) from ``context``;
+    tags it with version-commit and latest; streams the build log."""
     context = Path(context)
     if not (context / "Dockerfile").is_file():
         raise InputError(f"{context} has no Dockerfile (run from the wildfire-kd checkout or pass --context)")
+    if target not in TARGETS:
+        raise InputError(f"--target {target!r}: the Dockerfile has {', '.join(TARGETS)}")
     engine = engine or client()
     commit = git_commit() or "unknown"
-    tags = [tag or image_tag(commit), f"{IMAGE_NAME}:latest"]
+    name = TARGETS[target]
+    tags = [tag or image_tag(commit, name), f"{name}:latest"]
     buildargs = {"GIT_COMMIT": commit, **({"BASE_IMAGE": base_image} if base_image else {})}
     stream = engine.api.build(path=str(context), tag=tags[0], buildargs=buildargs, rm=True, decode=True,
-                              network_mode=network_mode)  # fmt: skip
+                              network_mode=network_mode, target=target)  # fmt: skip
     for chunk in stream:
         if "error" in chunk:
             raise StageFailure(f"image build failed: {chunk['error'].strip()}")

@@ -88,3 +88,54 @@ def test_demo_in_the_container_delivers_checked_artifacts(image, tmp_path):
     assert session.get_inputs()[0].shape == [1, 3, 64, 64]
     after = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in data.rglob("*") if p.is_file()}
     assert after == before, "the read-only dataset kept every byte"
+
+
+EDGE_TAG = "wildfire-kd-edge:container-test"
+
+
+def test_the_edge_image_runs_detect_offline_and_gives_the_hosts_detections(image, exported, learnt_data, tmp_path):
+    import json
+
+    from wildfire_kd.detect import detect
+
+    # after the pipeline image: the legacy builder builds every stage before the target, from its cache here
+    r = run_cli("image", "build", "--context", str(REPO), "--target", "edge", "--tag", EDGE_TAG, "--base-image", BASE,
+                "--network", "host", timeout=3000)  # fmt: skip
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    sizes = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", EDGE_TAG, BASE],
+                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    added_mb = (int(sizes[0]) - int(sizes[1])) / 1e6
+    print(f"edge image: {added_mb:.0f} MB on top of its base")  # BENCHMARKS.md records it
+    assert added_mb < 330, "numpy, onnxruntime and OpenCV only (the pipeline image adds ~6.7 GB)"
+    probe = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", EDGE_TAG, "-c",
+                            "import importlib.util as u; print([m for m in ('torch', 'ultralytics', 'yaml', 'pydantic')"
+                            " if u.find_spec(m)])"], capture_output=True, text=True)  # fmt: skip
+    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
+    frames, models, out = tmp_path / "frames", tmp_path / "models", tmp_path / "out"
+    frames.mkdir()
+    models.mkdir()
+    shutil.copyfile(exported / "student.onnx", models / "student.onnx")
+    for p in (tmp_path, frames, models):
+        p.chmod(0o755)  # the container's uid 1234 reads these (pytest's own folders are 700)
+    for path in sorted((learnt_data.parent / "images" / "val").glob("*.jpg")):
+        shutil.copyfile(path, frames / path.name)
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)  # the container runs as uid 1234
+    r = run_cli("image", "run", "--image", EDGE_TAG, "--no-gpus", "--network", "none", "--user", "1234:1234",
+                "--data", str(frames), "--weights", str(models), "--out", str(out), "--",
+                "--onnx", "/weights/student.onnx", "/data", "--out", "/out", "--sequence", timeout=600)  # fmt: skip
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert (out / "alerts.jsonl").is_file() and (out / "detections.jsonl").stat().st_uid == 1234
+    host = detect(exported / "student.onnx", [str(frames)], tmp_path / "host")
+    assert host.images == len(list(frames.iterdir()))
+
+    def rows(path):
+        return {Path(r["file"]).name: r["detections"] for r in map(json.loads, path.read_text().splitlines())}
+
+    inside, outside = rows(out / "detections.jsonl"), rows(tmp_path / "host" / "detections.jsonl")
+    assert inside.keys() == outside.keys() and sum(map(len, outside.values())) > 0
+    for name, dets in outside.items():
+        assert [d["class_id"] for d in inside[name]] == [d["class_id"] for d in dets], name
+        for a, b in zip(inside[name], dets, strict=True):
+            assert abs(a["confidence"] - b["confidence"]) <= 1e-4 and max(
+                abs(x - y) for x, y in zip(a["box"], b["box"], strict=True)) <= 0.05, name  # fmt: skip
