@@ -204,6 +204,12 @@ class ExportSettings(_Section):
     int8_calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
         "minmax", description="onnxruntime calibration method for int8 activation ranges"
     )
+    int8_op_types: list[str] = Field(
+        ["Conv", "MatMul", "Gemm"],
+        min_length=1,
+        description="op types quantized to int8 (QDQ); e.g. add Sigmoid, Mul, Add, Concat to keep SiLU and the neck"
+        " in int8 between convolutions (see BENCHMARKS.md for what each choice gave)",
+    )
 
 
 class ParitySettings(_Section):

@@ -261,7 +261,7 @@ def _int8(src: Path, dst: Path, tail: list[str], metadata: dict[str, Any], image
             str(raw),
             _Calibration(images[: settings.int8_calibration_images], imgsz, input_name),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+            op_types_to_quantize=list(settings.int8_op_types),
             nodes_to_exclude=tail,
             per_channel=True,
             activation_type=QuantType.QUInt8,  # u8 activations x s8 weights: the fast int8 kernels on x86
@@ -271,7 +271,8 @@ def _int8(src: Path, dst: Path, tail: list[str], metadata: dict[str, Any], image
         model = onnx.load(str(raw))
     _set_metadata(model, {**metadata, "variant": "int8", "float_tail": True,
                           "int8_calibration": {"images": min(len(images), settings.int8_calibration_images),
-                                               "method": settings.int8_calibration_method}})  # fmt: skip
+                                               "method": settings.int8_calibration_method,
+                                               "op_types": list(settings.int8_op_types)}})  # fmt: skip
     _save_checked(model, dst)
 
 
