@@ -73,6 +73,8 @@ def test_build_report_holds_stages_versions_and_hashes(smoke_build, teacher_pt):
                     "## Intended use", "## Limitations"):  # fmt: skip
         assert heading in card
     assert "**Build PASSED**" in card and "`student.onnx`" in card
+    assert "dense response distillation at every anchor" in card and "DFL-bin localization KD (T_ld 1.0" in card
+    assert "`wildfire-kd-edge`" in card
 
 
 def test_rerun_skips_unchanged_stages_and_redoes_what_changed(smoke_build, fire_smoke_data, teacher_pt):

@@ -284,6 +284,25 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def distillation_summary(d) -> str:
+    """One line on how the student was distilled, for the model card."""
+    lam = f"λ_detection {d.lambda_detection}, λ_distillation {d.lambda_distillation}"
+    if not d.response:
+        text = "no response distillation"
+    elif d.method == "dense":
+        text = (
+            f"dense response distillation at every anchor: class scores (QFL, β {d.cls_beta}, weight "
+            f"{d.lambda_dist_kl}) and DFL-bin localization KD (T_ld {d.ld_temperature}, weight "
+            f"{d.lambda_dist_ld}), box term weight {d.box_weight}, {lam}, α {d.schedule}"
+        )
+    else:
+        text = (
+            f"pseudo-target response distillation: CIoU box term (weight {d.box_weight}) and per-class Bernoulli "
+            f"KL at T = {d.temperature} (weight {d.lambda_dist_kl}, target {d.cls_target}), {lam}, α {d.schedule}"
+        )
+    return text + (", plus ultralytics feature distillation" if d.feature_distillation else "")
+
+
 def model_card(config: Config, result: BuildResult, info) -> str:
     """MODEL_CARD.md: what the model is, its data, student vs teacher, parity, intended use, limitations."""
     from . import __version__
@@ -294,6 +313,7 @@ def model_card(config: Config, result: BuildResult, info) -> str:
     par = result.stage("parity").result
     train = result.stage("train").result
     splits = info.splits
+    point = val.get("operating_point") if (val.get("operating_point") or {}).get("conf") is not None else None
     lines = [
         "# Model card: wildfire-kd student",
         "",
@@ -303,16 +323,19 @@ def model_card(config: Config, result: BuildResult, info) -> str:
         "## What it is",
         "",
         f"A YOLOv8n object detector for **{', '.join(info.names)}** on field-camera images, distilled by "
-        f"wildfire-kd {__version__} from the teacher `{Path(t.teacher).name}` (response distillation: CIoU box "
-        f"term and per-class Bernoulli KL at T = {d.temperature}, λ_detection {d.lambda_detection}, λ_distillation "
-        f"{d.lambda_distillation}, λ_ciou {d.lambda_dist_ciou}, λ_kl {d.lambda_dist_kl}"
-        f"{', plus ultralytics feature distillation' if d.feature_distillation else ''}). Trained "
+        f"wildfire-kd {__version__} from the teacher `{Path(t.teacher).name}` ({distillation_summary(d)}). Trained "
         f"{train['epochs_completed']} epochs at {t.imgsz} px from `{t.student}`.",
         "",
         "Input: one RGB image letterboxed to the file's `wildfire_kd.imgsz` (aspect kept, padded with 114 grey), "
         "scaled to 0..1, NCHW float32. Output `output0`: 1 × (4 + classes) × anchors; rows 0-3 are box centre "
         "x/y, width and height in pixels of the letterboxed input, the rest are per-class probabilities. No NMS "
-        "in the graph: apply NMS (IoU 0.7) and a confidence threshold on the camera.",
+        "in the graph: `wildfire-kd-edge` (numpy, onnxruntime, OpenCV) applies class-aware NMS (IoU 0.7) and "
+        + (
+            f"the operating point shipped in the file: confidence {point['conf']:g} ({point['rule'].replace('_', ' ')}"
+            f" on the val split: student precision {point['student']['p']:.3f}, recall {point['student']['r']:.3f})."
+            if point
+            else "confidence 0.25 (this build shipped no operating point)."
+        ),  # fmt: skip
         "",
         "## Data",
         "",
