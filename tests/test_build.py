@@ -73,7 +73,10 @@ def test_build_report_holds_stages_versions_and_hashes(smoke_build, teacher_pt):
                     "## Intended use", "## Limitations"):  # fmt: skip
         assert heading in card
     assert "**Build PASSED**" in card and "`student.onnx`" in card
-    assert "dense response distillation at every anchor" in card and "DFL-bin localization KD (T_ld 1.0" in card
+    from wildfire_kd.config import DistillSettings
+
+    d = DistillSettings()
+    assert f"{d.method} response distillation" in card and f"λ_distillation {d.lambda_distillation}" in card
     assert "`wildfire-kd-edge`" in card
 
 
