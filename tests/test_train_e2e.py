@@ -20,7 +20,7 @@ def _batch_log(run: Path) -> list[dict]:
 
 
 def _objective(row: dict, alpha: float = 1.0, **settings) -> float:
-    """The per-image objective of DESIGN.md from a batch-log row's items, with the config's λ."""
+    """The per-image objective of docs/design.md from a batch-log row's items, with the config's λ."""
     from wildfire_kd.config import DistillSettings
     from wildfire_kd.distill.loss import TERM_WEIGHTS
 
@@ -56,7 +56,7 @@ def test_batch_log_has_nonzero_kd_terms_every_step(two_class_run):
     assert all(r["kd_cls"] > 0 and r["kd_ld"] > 0 and r["kd_alpha"] == 1.0 for r in rows)  # dense, constant α
     assert all(r["teacher_dets_per_image"] is None and not r["skipped"] for r in rows)  # dense runs no NMS
     assert all(r["optimizer_step"] and r["grad_norm"] > 0 for r in rows)  # nbs == batch: every batch steps
-    # total is the loss that was backpropagated: the objective of DESIGN.md with the default λ
+    # total is the loss that was backpropagated: the objective of docs/design.md with the default λ
     assert all(r["total"] == pytest.approx(_objective(r), rel=1e-5) for r in rows)
 
 

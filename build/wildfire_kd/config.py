@@ -96,7 +96,7 @@ class TrainSettings(_Section):
 
 
 class DistillSettings(_Section):
-    """The response-based distillation of DESIGN.md: which method, its weights, temperatures and schedule."""
+    """The response-based distillation of docs/design.md: which method, its weights, temperatures and schedule."""
 
     response: bool = Field(True, description="our response KD (`method`); off = plain training on the ground truth")
     method: Literal["dense", "pseudo"] = Field(

@@ -1,4 +1,4 @@
-"""Response-based distillation losses (DESIGN.md, "The distillation"): `dense` and `pseudo`.
+"""Response-based distillation losses (docs/design.md, "The distillation"): `dense` and `pseudo`.
 
     total = λ_det · v8DetectionLoss(student, ground truth) + α(epoch) · λ_distill · Σ_term λ_term · L_term
 
@@ -8,7 +8,7 @@ scale share strides 8/16/32, so at the same imgsz anchor i is the same cell in b
 - ``kd_cls``: PP-YOLOE's distillation of the per-class sigmoid scores, Σ BCEWithLogits(s, σ(t)) · |σ(s) − σ(t)|^β
   over anchors and classes, divided by the number of the student's foreground anchors in its ground-truth
   assignment, as PP-YOLOE does (``distill.cls_normaliser=target_scores``: ultralytics' cls-loss normaliser, the
-  ground truth's ``target_scores_sum``, which DESIGN.md named; it is ~1 while the student's boxes are poor, and
+  ground truth's ``target_scores_sum``, which the first spec named; it is ~1 while the student's boxes are poor, and
   the term then swamps the ground truth: BENCHMARKS.md). Both clamped ≥ 1;
 - ``kd_ld``: localization distillation, per anchor the mean over the 4 sides of
   KL(softmax(t_bins / T_ld) ‖ softmax(s_bins / T_ld)) · T_ld², weighted by w = max_c σ(t), divided by Σ w;
