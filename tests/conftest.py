@@ -42,6 +42,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     )
 
 
+def invoke_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The CLI in this process (typer's runner): the same exit codes and messages as ``run_cli``, without a new
+    interpreter importing torch each time. For checks that fail before any training state is left behind."""
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    from wildfire_kd.cli import app
+
+    with contextlib.chdir(cwd) if cwd else contextlib.nullcontext():
+        result = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
 @pytest.fixture(scope="session")
 def fire_smoke_data(tmp_path_factory) -> Path:
     from wildfire_kd.synth import synthesize

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import SMOKE_CONFIG, make_teacher, run_cli  # noqa: E402
+from conftest import SMOKE_CONFIG, invoke_cli, make_teacher  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -172,7 +172,7 @@ def test_hostile_input(case: Case, pristine: Path, tmp_path: Path):
     before = _hashes(inp)
     fill = {"data": str(inp / "data" / "data.yaml"), "teacher": str(inp / "teacher.pt"),
             "config": str(inp / "config.yaml"), "inp": str(inp), "out": str(out)}  # fmt: skip
-    r = run_cli(*[a.format(**fill) for a in case.args], cwd=tmp_path)
+    r = invoke_cli(*[a.format(**fill) for a in case.args], cwd=tmp_path)
     message = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
     assert r.returncode == case.code, f"exit {r.returncode}:\n{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr, r.stderr[-3000:]

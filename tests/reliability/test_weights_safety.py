@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import SMOKE_CONFIG, run_cli  # noqa: E402
+from conftest import SMOKE_CONFIG, invoke_cli, run_cli  # noqa: E402
 
 pytestmark = pytest.mark.slow
 WRONG_PIN = "ab" * 32
@@ -71,7 +71,7 @@ def test_a_planted_pickle_never_runs(command, pin, fire_smoke_data, teacher_pt, 
     argv, role = _commands(fire_smoke_data, teacher_pt, planted, tmp_path / "out", run)[command]
     if pin == "wrong_pin":
         argv = [*argv, "--set", f"train.{role}_sha256={WRONG_PIN}"]
-    r = run_cli(*argv, cwd=tmp_path)
+    r = invoke_cli(*argv, cwd=tmp_path)
     assert r.returncode == 2, r.stderr[-3000:]
     assert not marker.exists(), f"{command}: code in the weights file ran"
     assert "Traceback" not in r.stderr
