@@ -77,6 +77,11 @@ class TrainSettings(_Section):
     ultralytics: dict[str, Any] = Field(
         default_factory=dict, description="any other ultralytics train argument, e.g. {mosaic: 0.5, nbs: 64}"
     )
+    loggers: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="trackers of every epoch: tensorboard (RUN/tensorboard), mlflow (OUT/mlflow.db unless"
+        " MLFLOW_TRACKING_URI); pip install 'wildfire-kd[tracking]'",
+    )
 
     @field_validator("imgsz")
     @classmethod

@@ -176,7 +176,24 @@ def build(config: Config, out: str | Path) -> BuildResult:
                                        "config_sha256": config.digest(), "versions": package_versions()})  # fmt: skip
         raise stop.error(f"build stopped at stage {stop}") from None
     _write_outputs(config, out, result, info, teacher_sha, data_fp, round(time.time() - started, 2))
+    _track_build(config, out, result)
     return result
+
+
+def _track_build(config: Config, out: Path, result: BuildResult) -> None:
+    """The build's figures and files into the training run's trackers (train.loggers), the same MLflow run."""
+    if not config.train.loggers:
+        return
+    from .distill import _summary_of, track_summary
+
+    stage_config = config.model_copy(deep=True)
+    stage_config.train.out = str(out)  # as the train stage ran it: OUT/train, OUT/mlflow.db
+    files = [Path(f["path"]) for f in result.stage("export").result["files"]]
+    files += [out / rel for rel in (REPORT_NAME, CARD_NAME, "SHA256SUMS", "validation/validation.json",
+                                    "validation/validation.md", "export/export.json")]  # fmt: skip
+    figures = {"validation": _summary_of(out / "validation"),
+               "build": {"passed": result.passed, "failures": "; ".join(result.failures) or "none"}}  # fmt: skip
+    track_summary(stage_config, out / "train", figures, files)
 
 
 def _run_stages(config: Config, out: Path, builder: _Builder, data_fp: str, teacher_sha: str,

@@ -115,6 +115,10 @@ def check_inputs(config: Config, resume_checkpoint: Path | None = None) -> tuple
     if not t.data:
         raise InputError("no dataset: pass --data path/to/data.yaml (or set train.data)")
     info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
+    if t.loggers:
+        from ..tracking import check_available
+
+        check_available(t.loggers)
     full = False
     if resume_checkpoint is not None:  # the run's own checkpoint: weights-only like any other file
         full |= check_weights(resume_checkpoint, None, "resume checkpoint", t.allow_unsafe_weights)
@@ -219,6 +223,9 @@ def train(
         grad_clip=config.train.grad_clip,
         max_consecutive_skipped=config.train.max_consecutive_skipped,
         tolerated_images=sorted({Path(p).name for p in info.bad_images}),
+        loggers=list(config.train.loggers),
+        tracking_out=str(Path(config.train.out).resolve()),
+        tracking_params=_tracked_params(config),
     )
     overrides = _ultralytics_overrides(config)
     if last_ckpt is not None:
@@ -265,8 +272,44 @@ def train(
     )
     if config.validation.after_train and config.train.teacher and result.best:
         result.validation = _validate_against_teacher(config, result.best, run_dir / "validation")
+        track_summary(config, run_dir, {"validation": _summary_of(run_dir / "validation")})
     write_json(run_dir / REPORT_NAME, result.to_dict())
     return result
+
+
+def _tracked_params(config: Config) -> dict[str, Any]:
+    from ..tracking import flatten
+
+    return flatten(config.model_dump(mode="json"))
+
+
+def _summary_of(validation_dir: Path) -> dict[str, Any]:
+    """The figures a tracker keeps from a student-vs-teacher report."""
+    from ..validate import JSON_NAME
+
+    v = json.loads((validation_dir / JSON_NAME).read_text(encoding="utf-8"))
+    return {
+        "passed": v["passed"],
+        "student": {k: v["student"][k] for k in ("precision", "recall", "map50", "map50_95", "latency_ms")},
+        "teacher": {k: v["teacher"][k] for k in ("precision", "recall", "map50", "map50_95", "latency_ms")},
+        "retention": v["retention"],
+        "teacher_agreement": v["teacher_agreement"],
+        "gates": {g["name"]: "passed" if g["passed"] else "failed" for g in v["gates"]},
+    }
+
+
+def track_summary(config: Config, run_dir: Path, figures: dict[str, Any], artifacts: list[Path] = ()) -> None:
+    """Add end-of-run figures (and files) to the run's trackers, continuing the same MLflow run."""
+    if not config.train.loggers:
+        return
+    from ..tracking import Trackers
+
+    trackers = Trackers.open(run_dir, config.train.loggers, Path(config.train.out).resolve(), _tracked_params(config))
+    try:
+        trackers.log_summary(figures)
+        trackers.log_artifacts(list(artifacts))
+    finally:
+        trackers.close()
 
 
 def _peak_gpu_memory_mb(trainer) -> float | None:

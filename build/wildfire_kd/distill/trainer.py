@@ -46,6 +46,9 @@ class KDRun:
     grad_clip: float = 10.0
     max_consecutive_skipped: int = 20
     allow_unsafe_weights: bool = False  # the teacher may need full unpickling (train.allow_unsafe_weights)
+    loggers: list[str] = field(default_factory=list)  # train.loggers
+    tracking_out: str | None = None  # the folder that holds the run (OUT/mlflow.db lives there)
+    tracking_params: dict[str, Any] = field(default_factory=dict)  # the resolved config, flattened
     tolerated_images: list[str] = field(default_factory=list)  # names the preflight flagged (max_bad_fraction)
 
     def to_env(self) -> str:
@@ -106,6 +109,20 @@ def offline_check_amp(model: torch.nn.Module) -> bool:
     return True
 
 
+# ultralytics attaches its own tracker callbacks whenever their packages are importable (mlflow, comet, clearml, dvc and
+# raytune default to on): a run would then log twice, or fail on an MLflow run already active. wildfire-kd owns
+# tracking (train.loggers, wildfire_kd.tracking), and ultralytics' settings file is ours (prepare_ultralytics).
+ULTRALYTICS_TRACKERS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
+
+
+def switch_off_ultralytics_trackers() -> None:
+    from ultralytics.utils import SETTINGS
+
+    on = {key: False for key in ULTRALYTICS_TRACKERS if SETTINGS.get(key) is not False}
+    if on:
+        SETTINGS.update(on)
+
+
 def student_of(model: torch.nn.Module) -> torch.nn.Module:
     """The plain DetectionModel inside DDP and/or ultralytics' feature-distillation wrapper."""
     model = unwrap_model(model)
@@ -120,6 +137,7 @@ class DistillationTrainer(DetectionTrainer):
         # DDP workers inherit the environment; put back what was there when training ends (teardown)
         self._previous_run_env = os.environ.get(RUN_ENV)
         os.environ[RUN_ENV] = self.kd.to_env()
+        switch_off_ultralytics_trackers()  # read by the base class's __init__, where it attaches integrations
         super().__init__(cfg, overrides, _callbacks)
         self.teacher: torch.nn.Module | None = None
         self.kd_criterion: ResponseKDLoss | None = None
@@ -137,8 +155,12 @@ class DistillationTrainer(DetectionTrainer):
         self._log_file = None
         self.terminate_requested = False  # set by the SIGTERM handler of wildfire_kd.distill.train
         self._buffers: list[torch.Tensor] = []
+        self.trackers = None  # wildfire_kd.tracking.Trackers while training, when train.loggers asks for any
         self._buffer_backup: list[torch.Tensor] = []
         for event, fn in (
+            ("on_train_start", DistillationTrainer._open_trackers),
+            ("on_fit_epoch_end", DistillationTrainer._track_epoch),
+            ("teardown", DistillationTrainer._close_trackers),
             ("on_train_epoch_start", DistillationTrainer._on_epoch_start),
             ("on_train_batch_start", DistillationTrainer._on_batch_start),
             ("on_train_batch_end", DistillationTrainer._on_batch_end),
@@ -384,6 +406,23 @@ class DistillationTrainer(DetectionTrainer):
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def _open_trackers(self):
+        if self.kd.loggers and RANK in {-1, 0}:
+            from ..tracking import Trackers
+
+            out = self.kd.tracking_out or str(Path(self.save_dir).parent)
+            self.trackers = Trackers.open(self.save_dir, self.kd.loggers, out, self.kd.tracking_params)
+
+    def _track_epoch(self):
+        if self.trackers is not None:
+            figures = {**self.label_loss_items(self.tloss or {}, prefix="train"), **(self.metrics or {}), **self.lr}
+            self.trackers.log_metrics(figures, step=self.epoch + 1)
+
+    def _close_trackers(self):
+        if self.trackers is not None:
+            self.trackers.close()
+            self.trackers = None
 
     def restore_run_env(self):
         """Put back the WILDFIRE_KD_RUN this trainer replaced (teardown; the DDP parent never runs teardown)."""
