@@ -145,3 +145,20 @@ def test_mirror_takes_the_writes_and_the_dataset_keeps_its_bytes(dataset_copy, t
     ).read_text()
     assert preflight(mirrored).names == ["smoke", "fire"]
     assert _digest(root) == before
+
+
+def test_synthetic_distractor_frames_are_smoke_free_and_small_plumes_are_small(tmp_path):
+    only_distractors = synthesize(tmp_path / "d", train_images=6, val_images=2, imgsz=96, seed=1,
+                                  distractor_frames=1.0, small_plumes=0).parent  # fmt: skip
+    assert all(not p.read_text().strip() for p in only_distractors.rglob("*.txt")), "smoke-free: no labels"
+    plumes = synthesize(tmp_path / "p", train_images=6, val_images=2, imgsz=96, seed=1, distractor_frames=0,
+                        small_plumes=1.0).parent  # fmt: skip
+    for label in plumes.rglob("*.txt"):
+        rows = [r.split() for r in label.read_text().splitlines() if r.startswith("0 ")]  # smoke
+        areas = [float(r[3]) * float(r[4]) for r in rows]
+        assert areas and min(areas) < 0.01, f"{label.name}: a small, distant plume"
+    plain = synthesize(tmp_path / "n", train_images=6, val_images=2, imgsz=96, seed=1, distractor_frames=0,
+                       small_plumes=0).parent  # fmt: skip
+    same = [p.name for p in (plain / "images" / "train").iterdir()
+            if p.read_bytes() == (plumes / "images" / "train" / p.name).read_bytes()]  # fmt: skip
+    assert same == [], "every frame got its plume"

@@ -157,3 +157,29 @@ def test_a_target_precision_picks_the_lowest_confidence_that_reaches_it(learnt_m
 
     point = operating_point(Blind, Box, ValidateSettings())
     assert point["conf"] is None and "finds no labelled object" in point["unreachable"]
+
+
+def test_camera_figures_their_gates_and_an_unreadable_negative(learnt_model, learnt_data, tmp_path):
+    negatives = tmp_path / "negatives"
+    negatives.mkdir()
+    Image.new("RGB", (128, 128), (150, 170, 200)).save(negatives / "sky.jpg")
+    (negatives / "broken.jpg").write_bytes(b"not an image")
+    # a frame with a plume, filed as smoke-free: whatever the model finds there is a false alarm
+    labelled = next(p for p in sorted((learnt_data.parent / "labels" / "val").glob("*.txt")) if p.read_text().strip())
+    shutil.copyfile(learnt_data.parent / "images" / "val" / f"{labelled.stem}.jpg", negatives / "plume.jpg")
+    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(learnt_model), "--data", str(learnt_data),
+                "--out", str(tmp_path / "v"), *FAST, "--set", f"validation.negatives={negatives}",
+                "--set", "validation.max_false_alarms_per_1000=0", "--set", "validation.min_small_recall_retention=2",
+                "--set", "validation.min_map50_retention=null")  # fmt: skip
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "validation.max_false_alarms_per_1000" in r.stderr and "validation.min_small_recall_retention" in r.stderr
+    field = json.loads((tmp_path / "v" / "validation.json").read_text())["field"]
+    student = field["student"]
+    background = sum(1 for p in (learnt_data.parent / "labels" / "val").glob("*.txt") if not p.read_text().strip())
+    assert student["negative_frames"] == background + 2, "the split's unlabelled frames and the readable negatives"
+    assert student["false_alarm_frames"] >= 1 and student["false_alarms_per_1000"] > 0
+    assert student["unreadable"] == [str(negatives / "broken.jpg")], "reported, not dropped silently"
+    assert sum(b["objects"] for b in student["recall_by_size"].values()) > 0
+    assert field["recall_retention"]["medium"] in (1.0, None), "the same model on both sides"
+    text = (tmp_path / "v" / "validation.md").read_text()
+    assert "## Camera figures at confidence" in text and "broken.jpg" in text

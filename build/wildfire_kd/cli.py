@@ -248,7 +248,17 @@ def synth(
         folder = synthesize_sequence(out, frames=frames, imgsz=cfg.imgsz, seed=cfg.seed)
         typer.echo(f"synth: wrote {frames} frames into {folder}; ground truth {out / SEQUENCE_TRUTH}")
         return
-    data_yaml = synthesize(out, cfg.classes, cfg.train_images, cfg.val_images, cfg.imgsz, cfg.max_objects, cfg.seed)
+    data_yaml = synthesize(
+        out,
+        cfg.classes,
+        cfg.train_images,
+        cfg.val_images,
+        cfg.imgsz,
+        cfg.max_objects,
+        cfg.seed,
+        cfg.distractor_frames,
+        cfg.small_plumes,
+    )
     typer.echo(f"synth: wrote {cfg.train_images} train + {cfg.val_images} val images; dataset {data_yaml}")
 
 

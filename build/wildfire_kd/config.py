@@ -157,6 +157,12 @@ class SynthSettings(_Section):
     val_images: int = Field(24, ge=1, description="validation images")
     imgsz: int = Field(160, ge=32, description="image side in pixels")
     max_objects: int = Field(3, ge=1, description="objects per image at most (some images get none)")
+    distractor_frames: float = Field(
+        0.15, ge=0, le=1, description="fraction of smoke-free frames with a cloud bank, haze, sun glare or dust"
+    )
+    small_plumes: float = Field(
+        0.3, ge=0, le=1, description="fraction of the other frames that also get a small, distant plume (smoke)"
+    )
     seed: int = Field(0, description="random seed; the same seed writes the same files")
 
     @field_validator("classes")
@@ -185,6 +191,15 @@ class ValidateSettings(_Section):
         None, gt=0, le=1, description="operating point: the lowest confidence whose precision (mean over classes)"
         " reaches this; null = the confidence of maximum F1. It ships in the ONNX file; detect uses it",
     )  # fmt: skip
+    negatives: str | None = Field(
+        None, description="folder of smoke-free frames (clouds, haze, glare, dust) scored for false alarms too"
+    )
+    small_area: float = Field(
+        0.0025, gt=0, lt=1, description="objects below this fraction of the image area are small (32² px at 640)"
+    )
+    large_area: float = Field(
+        0.0225, gt=0, lt=1, description="objects at least this fraction of the image area are large (96² px at 640)"
+    )
     latency_warmup: int = Field(10, ge=0, description="untimed forward passes before latency is measured")
     latency_runs: int = Field(50, ge=1, description="timed batch-1 forward passes; the median is reported")
     min_map50_retention: float | None = Field(0.90, ge=0, description="gate: student mAP50 / teacher mAP50 at least")
@@ -194,6 +209,12 @@ class ValidateSettings(_Section):
         None, ge=0, le=1, description="gate: student mAP50 against the teacher's predictions at least (null = off)"
     )
     max_latency_ms: float | None = Field(None, gt=0, description="gate: student median latency at most (null = off)")
+    max_false_alarms_per_1000: float | None = Field(
+        None, ge=0, description="gate: student false alarms per 1000 smoke-free frames at most (null = off)"
+    )
+    min_small_recall_retention: float | None = Field(
+        None, ge=0, description="gate: student / teacher recall of small objects at least (null = off)"
+    )
 
 
 class ExportSettings(_Section):

@@ -53,7 +53,17 @@ def run_demo(config: Config) -> DemoResult:
     if d.data:
         data = Path(d.data)
     else:
-        data = synthesize(out / "data", s.classes, s.train_images, s.val_images, s.imgsz, s.max_objects, s.seed)
+        data = synthesize(
+            out / "data",
+            s.classes,
+            s.train_images,
+            s.val_images,
+            s.imgsz,
+            s.max_objects,
+            s.seed,
+            s.distractor_frames,
+            s.small_plumes,
+        )
     teacher_run = out / "teacher"
     if (teacher_run / "train.json").is_file() and (teacher_run / "weights" / "best.pt").is_file():
         teacher = TrainResult(**json.loads((teacher_run / "train.json").read_text(encoding="utf-8")))  # reuse

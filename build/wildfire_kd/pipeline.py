@@ -301,6 +301,19 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _card_field_rows(field: dict[str, Any] | None) -> list[str]:
+    """The camera figures (false alarms, recall of small objects) as rows of the card's student-vs-teacher table."""
+    if not field:
+        return []
+    t, s = field["teacher"], field["student"]
+    return [
+        f"| false alarms / 1000 smoke-free frames (conf {field['conf']:g}) | {_fmt(t['false_alarms_per_1000'])} | "
+        f"{_fmt(s['false_alarms_per_1000'])} | – |",
+        f"| recall, small objects (conf {field['conf']:g}) | {_fmt(t['recall_by_size']['small']['recall'])} | "
+        f"{_fmt(s['recall_by_size']['small']['recall'])} | {_fmt(field['recall_retention']['small'])} |",
+    ]
+
+
 def distillation_summary(d) -> str:
     """One line on how the student was distilled, for the model card."""
     lam = f"λ_detection {d.lambda_detection}, λ_distillation {d.lambda_distillation}"
@@ -373,6 +386,7 @@ def model_card(config: Config, result: BuildResult, info) -> str:
                      f"{_fmt(val['retention'][key])} |")  # fmt: skip
     lines += [
         f"| teacher agreement | – | {_fmt(val['teacher_agreement'])} | – |",
+        *_card_field_rows(val.get("field")),
         f"| parameters | {val['teacher']['parameters']:,} | {val['student']['parameters']:,} | – |",
         f"| latency ms, batch 1, {val['settings']['device']} | {_fmt(val['teacher']['latency_ms'], 2)} | "
         f"{_fmt(val['student']['latency_ms'], 2)} | – |",

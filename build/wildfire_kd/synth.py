@@ -92,6 +92,57 @@ def _synth_image(rng, size: int, classes: Sequence[str], max_objects: int):
     return image, boxes
 
 
+DISTRACTORS = ("cloud bank", "haze", "sun glare", "dust")
+
+
+def _distractor_frame(rng, extra, size: int):
+    """A smoke-free frame: the usual scene plus one of DISTRACTORS, painted soft like smoke can look."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    image, horizon = _background(rng, size)
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    kind = DISTRACTORS[int(extra.integers(len(DISTRACTORS)))]
+    if kind == "cloud bank":  # wide, flat, bright, high in the sky
+        y = extra.uniform(0.05, 0.3) * horizon
+        for _ in range(int(extra.integers(4, 8))):
+            cx, w, h = extra.uniform(0, size), extra.uniform(0.2, 0.45) * size, extra.uniform(0.05, 0.12) * size
+            tone = int(extra.integers(215, 250))
+            d.ellipse([cx - w / 2, y, cx + w / 2, y + h], fill=(tone, tone, tone, int(extra.integers(150, 220))))
+    elif kind == "haze":  # a veil over the whole frame, thicker towards the horizon
+        veil = np.zeros((size, size, 4), dtype=np.uint8)
+        veil[..., :3] = int(extra.integers(190, 230))
+        veil[..., 3] = np.clip(np.linspace(40, 140, size)[:, None] * extra.uniform(0.6, 1.0), 0, 255).astype(np.uint8)
+        layer = Image.fromarray(veil, "RGBA")
+    elif kind == "sun glare":
+        r, cx, cy = extra.uniform(0.05, 0.12) * size, extra.uniform(0, size), extra.uniform(0, horizon)
+        for k, alpha in ((2.5, 60), (1.6, 120), (1.0, 235)):
+            d.ellipse([cx - k * r, cy - k * r, cx + k * r, cy + k * r], fill=(255, 248, 215, alpha))
+    else:  # dust: a low brownish cloud over the ground
+        cx, cy = extra.uniform(0.1, 0.9) * size, extra.uniform(horizon, size)
+        for _ in range(int(extra.integers(3, 6))):
+            w, h = extra.uniform(0.15, 0.35) * size, extra.uniform(0.05, 0.1) * size
+            x, y = cx + extra.uniform(-0.1, 0.1) * size, cy + extra.uniform(-0.05, 0.05) * size
+            d.ellipse([x - w / 2, y - h / 2, x + w / 2, y + h / 2], fill=(150, 125, 95, int(extra.integers(110, 180))))
+    layer = layer.filter(ImageFilter.GaussianBlur(radius=max(1.5, size / 80)))
+    image.paste(layer, (0, 0), layer)
+    return image
+
+
+def _small_plume(image, extra, size: int) -> tuple[float, float, float, float]:
+    """A small, distant plume painted onto ``image``; returns its normalised (cx, cy, w, h)."""
+    from PIL import Image, ImageFilter
+
+    bw, bh = extra.uniform(0.03, 0.07) * size, extra.uniform(0.04, 0.09) * size
+    x0, y0 = extra.uniform(0, size - bw), extra.uniform(0.15, 0.6) * size
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    x1_, y1_, x2_, y2_ = _paint_plume(layer, extra, x0, y0, bw, bh)
+    layer = layer.filter(ImageFilter.GaussianBlur(radius=max(0.6, size / 320)))
+    image.paste(layer, (0, 0), layer)
+    return (x1_ + x2_) / 2 / size, (y1_ + y2_) / 2 / size, (x2_ - x1_) / size, (y2_ - y1_) / size
+
+
 def synthesize(
     out: str | Path,
     classes: Sequence[str] = ("smoke", "fire"),
@@ -100,11 +151,16 @@ def synthesize(
     imgsz: int = 320,
     max_objects: int = 3,
     seed: int = 0,
+    distractor_frames: float = 0.15,
+    small_plumes: float = 0.3,
 ) -> Path:
     """Write a deterministic synthetic smoke/fire dataset in YOLO format; returns its data.yaml.
 
     Smoke is soft grey plumes, fire is clusters of orange flame triangles, on sky/vegetation backgrounds with
-    dark distractors; about one image in (max_objects + 1) is background. Same arguments, same files.
+    dark distractors; about one image in (max_objects + 1) is background. ``distractor_frames`` of the frames are
+    smoke-free with a cloud bank, haze, sun glare or dust (the false alarms a camera network fears);
+    ``small_plumes`` of the others also get a small, distant plume. Each frame draws these from its own extra
+    random stream, so with both at 0 the files are those of earlier versions. Same arguments, same files.
     """
     import numpy as np
 
@@ -116,7 +172,13 @@ def synthesize(
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         for i in range(count):
             rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-            image, boxes = _synth_image(rng, imgsz, classes, max_objects)
+            extra = np.random.default_rng([seed, _SPLIT_IDS[split], i, 1])
+            if extra.random() < distractor_frames:
+                image, boxes = _distractor_frame(rng, extra, imgsz), []
+            else:
+                image, boxes = _synth_image(rng, imgsz, classes, max_objects)
+                if "smoke" in classes and extra.random() < small_plumes:
+                    boxes.append((classes.index("smoke"), *_small_plume(image, extra, imgsz)))
             stem = f"{split}_{i:05d}"
             image.save(root / "images" / split / f"{stem}.jpg", quality=92)
             rows = "".join(f"{c} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}\n" for c, x, y, bw, bh in boxes)

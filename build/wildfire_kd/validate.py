@@ -70,6 +70,7 @@ class ValidationResult:
     teacher_agreement: float | None  # None: the teacher predicts nothing at agreement_conf, so it is undefined
     gates: list[Gate]
     operating_point: dict[str, Any] | None = None  # the student's confidence threshold for the cameras
+    field: dict[str, Any] | None = None  # false alarms and recall by size at that threshold (camera_metrics)
 
     @property
     def failed_gates(self) -> list[Gate]:
@@ -79,8 +80,9 @@ class ValidationResult:
         return asdict(self)
 
 
-def _ratio(student: float, teacher: float) -> float | None:
-    return student / teacher if teacher > 0 else None
+def _ratio(student: float | None, teacher: float | None) -> float | None:
+    """student / teacher; None when either is undefined or the teacher scores 0."""
+    return student / teacher if student is not None and teacher is not None and teacher > 0 else None
 
 
 def _latency(model, imgsz: int, device, warmup: int, runs: int) -> tuple[float, float]:
@@ -229,14 +231,69 @@ def _teacher_agreement(student: str, teacher_model, data: str, settings: Validat
     return float(validator.metrics.box.map50) if validator.teacher_boxes else None
 
 
-def _gates(settings: ValidateSettings, student: ModelFigures, retention: dict, agreement: float | None) -> list[Gate]:
+def _field(student: str, teacher: str, data: str, settings: ValidateSettings, imgsz: int, device: str,
+           point: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """Both models' false alarms and recall by size at the student's operating point (else agreement_conf)."""
+    import cv2
+    from ultralytics import YOLO
+
+    from .camera_metrics import BUCKETS, field_figures
+    from .data import label_path, split_images
+    from .letterbox import IMAGE_SUFFIXES
+
+    conf = point["conf"] if point and point.get("conf") is not None else settings.agreement_conf
+    frames = [str(p) for p in split_images(data, settings.split)]
+    truths: dict[str, list] = {}
+    for frame in frames:
+        label = label_path(Path(frame))
+        text = label.read_text(encoding="utf-8") if label.is_file() else ""
+        rows = [r.split() for r in text.splitlines() if r.strip()]
+        truths[frame] = [(int(float(r[0])), *_xywh_to_xyxy([float(v) for v in r[1:5]])) for r in rows]
+    negatives = {f for f, objects in truths.items() if not objects}
+    unreadable = []
+    if settings.negatives:
+        folder = Path(settings.negatives)
+        if not folder.is_dir():
+            raise InputError(f"validation.negatives {folder}: not a folder of smoke-free frames")
+        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            if cv2.imread(str(path)) is None:  # reported, never silently dropped
+                unreadable.append(str(path))
+            else:
+                frames.append(str(path))
+                negatives.add(str(path))
+    report: dict[str, Any] = {"conf": conf, "small_area": settings.small_area, "large_area": settings.large_area}
+    for role, weights in (("student", student), ("teacher", teacher)):
+        model, predictions = YOLO(weights), {}
+        for frame in frames:
+            r = model.predict(frame, imgsz=imgsz, conf=conf, iou=settings.iou, device=device or None, verbose=False)[0]
+            predictions[frame] = [(int(c), *map(float, b)) for c, b in zip(r.boxes.cls, r.boxes.xyxyn, strict=True)]
+        report[role] = field_figures(predictions, truths, negatives, conf, settings.small_area, settings.large_area,
+                                     unreadable=unreadable).to_dict()  # fmt: skip
+    report["recall_retention"] = {
+        b: _ratio(report["student"]["recall_by_size"][b]["recall"], report["teacher"]["recall_by_size"][b]["recall"])
+        for b in BUCKETS
+    }
+    return report
+
+
+def _xywh_to_xyxy(v: list[float]) -> tuple[float, float, float, float]:
+    return v[0] - v[2] / 2, v[1] - v[3] / 2, v[0] + v[2] / 2, v[1] + v[3] / 2
+
+
+def _gates(settings: ValidateSettings, student: ModelFigures, retention: dict, agreement: float | None,
+           field: dict[str, Any] | None = None) -> list[Gate]:  # fmt: skip
+    field = field or {}
     checks = [
         ("min_map50_retention", retention["map50"], settings.min_map50_retention, ">="),
         ("min_map50", student.map50, settings.min_map50, ">="),
         ("min_map50_95", student.map50_95, settings.min_map50_95, ">="),
         ("min_teacher_agreement", agreement, settings.min_teacher_agreement, ">="),
         ("max_latency_ms", student.latency_ms, settings.max_latency_ms, "<="),
-    ]
+        ("max_false_alarms_per_1000", (field.get("student") or {}).get("false_alarms_per_1000"),
+         settings.max_false_alarms_per_1000, "<="),
+        ("min_small_recall_retention", (field.get("recall_retention") or {}).get("small"),
+         settings.min_small_recall_retention, ">="),
+    ]  # fmt: skip
     gates = []
     for name, value, threshold, op in checks:
         if threshold is None:
@@ -292,9 +349,29 @@ def _markdown(result: ValidationResult, data: str, settings: ValidateSettings, i
                   f"| recall | {_fmt(t_pr['r'])} | {_fmt(point['student']['r'])} |"]  # fmt: skip
     elif point:
         lines += ["", f"## Operating point: none ({point['unreachable']}; rule {point['rule']})"]
+    lines += _field_markdown(result.field)
     lines += ["", "## Gates", ""]
     lines += [f"- {'✓' if g.passed else '✗'} {g.describe()}" for g in result.gates] or ["- none configured"]
     return "\n".join(lines) + "\n"
+
+
+def _field_markdown(field: dict[str, Any] | None) -> list[str]:
+    if not field:
+        return []
+    t, s = field["teacher"], field["student"]
+    lines = ["", f"## Camera figures at confidence {field['conf']:g}", "",
+             "| | teacher | student | student / teacher |", "|---|---:|---:|---:|",
+             f"| false alarms per 1000 smoke-free frames ({s['negative_frames']} frames) | "
+             f"{_fmt(t['false_alarms_per_1000'], 1)} | {_fmt(s['false_alarms_per_1000'], 1)} | – |"]  # fmt: skip
+    for bucket in ("small", "medium", "large"):
+        tb, sb = t["recall_by_size"][bucket], s["recall_by_size"][bucket]
+        lines.append(f"| recall, {bucket} objects ({sb['objects']}) | {_fmt(tb['recall'])} | {_fmt(sb['recall'])} | "
+                     f"{_fmt(field['recall_retention'][bucket])} |")  # fmt: skip
+    lines.append("")
+    lines.append(f"Small: under {field['small_area']:.2%} of the image area; large: {field['large_area']:.2%} or more.")
+    if s["unreadable"]:
+        lines.append(f"Unreadable smoke-free frames, not scored: {', '.join(s['unreadable'])}.")
+    return lines
 
 
 def _chart(result: ValidationResult, path: Path) -> None:
@@ -305,7 +382,7 @@ def _chart(result: ValidationResult, path: Path) -> None:
     import numpy as np
 
     t, s = result.teacher, result.student
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, (left, right, sizes) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     width = 0.38
     overall = [*ACCURACY, "agreement"]
     tv = [getattr(t, k) for k in ACCURACY] + [1.0]
@@ -323,6 +400,17 @@ def _chart(result: ValidationResult, path: Path) -> None:
     right.set_xticks(x, result.classes)
     right.set_ylim(0, 1.05)
     right.set_title("mAP50 per class")
+    field = result.field or {}
+    if field:
+        buckets = ["small", "medium", "large"]
+        x = np.arange(len(buckets))
+        for role, offset, color in (("teacher", -width / 2, "#c0392b"), ("student", width / 2, "#2980b9")):
+            sizes.bar(x + offset, [field[role]["recall_by_size"][b]["recall"] or 0 for b in buckets], width,
+                      color=color)  # fmt: skip
+        sizes.set_xticks(x, buckets)
+        sizes.set_ylim(0, 1.05)
+        fa = [_fmt(field[r]["false_alarms_per_1000"], 1) for r in ("teacher", "student")]
+        sizes.set_title(f"recall by size at conf {field['conf']:g}\nfalse alarms / 1000 frames: {fa[0]} vs {fa[1]}")
     fig.suptitle(f"student vs teacher: {'passed' if result.passed else 'FAILED'}")
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -375,9 +463,11 @@ def _validate(student: str, teacher: str, data: str, settings: ValidateSettings,
             figures[role] = _figures(weights, model, metrics, info.names, settings, imgsz, torch_device)
             boxes[role] = metrics.box
         agreement = _teacher_agreement(student, teacher_model, data, settings, imgsz, device, work)
+        point = operating_point(boxes["student"], boxes["teacher"], settings)
+        field = _field(student, teacher, data, settings, imgsz, device, point)
     t, s = figures["teacher"], figures["student"]
     retention = {k: _ratio(getattr(s, k), getattr(t, k)) for k in ACCURACY}
-    gates = _gates(settings, s, retention, agreement)
+    gates = _gates(settings, s, retention, agreement, field)
     result = ValidationResult(
         out_dir=str(out),
         passed=all(g.passed for g in gates),
@@ -387,7 +477,8 @@ def _validate(student: str, teacher: str, data: str, settings: ValidateSettings,
         retention=retention,
         teacher_agreement=agreement,
         gates=gates,
-        operating_point=operating_point(boxes["student"], boxes["teacher"], settings),
+        operating_point=point,
+        field=field,
     )
     report = {
         **result.to_dict(),
