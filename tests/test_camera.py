@@ -27,15 +27,17 @@ def _random_output(seed: int, nc: int = 2, anchors: int = 400) -> np.ndarray:
     return np.concatenate([xy, wh, scores]).astype(np.float32)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_nms_keeps_what_torchvision_keeps(seed):
+@pytest.mark.parametrize(("seed", "n", "tied"), [(0, 300, False), (1, 300, False), (2, 1500, False), (3, 1500, True)])
+def test_nms_keeps_what_torchvision_keeps(seed, n, tied):
     import torch
     import torchvision
 
     rng = np.random.default_rng(seed)
-    xy = rng.uniform(0, 100, (300, 2))
-    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (300, 2))], 1).astype(np.float32)
-    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    xy = rng.uniform(0, 100 if n < 1000 else 600, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (n, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    if tied:  # equal scores: the order among them decides what is kept
+        scores = np.round(scores, 2)
     ours = nms(boxes, scores, 0.5)
     theirs = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).numpy()
     assert np.array_equal(ours, theirs)

@@ -52,14 +52,23 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy NMS as torchvision.ops.nms: highest score first, drop boxes with IoU > threshold; kept indices."""
+    """Greedy NMS, highest score first, dropping boxes with IoU > threshold: kept indices in score order.
+
+    OpenCV's C++ NMSBoxes does the suppression (a loop in numpy took 8x longer on the hundreds of candidates a
+    confused frame produces). It orders equal scores its own way, so boxes go in already sorted (stable, as
+    torchvision.ops.nms orders them) with strictly decreasing ranks for scores: the kept boxes are then
+    torchvision's, ties included (tested).
+    """
+    import cv2
+
+    if not len(boxes):
+        return np.zeros(0, dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(best)
-        order = rest[box_iou(boxes[best : best + 1], boxes[rest])[0] <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    ranked = boxes[order]
+    rects = np.concatenate([ranked[:, :2], ranked[:, 2:] - ranked[:, :2]], axis=1)  # x, y, w, h
+    ranks = np.arange(len(order), 0, -1, dtype=np.float32)  # exact in float32 up to 2**24 candidates
+    kept = cv2.dnn.NMSBoxes(rects, ranks, 0.0, iou_threshold)
+    return order[np.asarray(kept, dtype=np.int64).reshape(-1)]
 
 
 def decode(output: np.ndarray, conf: float, iou: float, max_det: int = MAX_DET) -> tuple[np.ndarray, ...]:
