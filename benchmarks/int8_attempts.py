@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 ATTEMPTS = {
-    "conv (export default)": {"int8_op_types": ["Conv", "MatMul", "Gemm"]},
+    "conv only (the default before)": {"int8_op_types": ["Conv", "MatMul", "Gemm"]},
     "conv + SiLU (Sigmoid, Mul)": {"int8_op_types": ["Conv", "MatMul", "Gemm", "Sigmoid", "Mul"]},
-    "conv + SiLU + neck (Add, Concat, MaxPool, Resize, Split)": {
+    "conv + SiLU + neck (Add, Concat, MaxPool, Resize, Split; export default)": {
         "int8_op_types": ["Conv", "MatMul", "Gemm", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize", "Split"]
     },
     "conv, percentile calibration": {
