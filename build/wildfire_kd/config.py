@@ -110,7 +110,7 @@ class DistillSettings(_Section):
         " 'pseudo' = the teacher's NMS-kept detections as matched pseudo-targets (the seed's method)",
     )
     schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="weight α of the KD terms over training: 1 throughout, or a cosine from 1 to 0.01"
+        "cosine", description="weight α of the KD terms over training: a cosine from 1 to 0.01, or 1 throughout"
     )
     lambda_detection: float = Field(1.0, ge=0, description="weight of the ground-truth detection loss")
     lambda_distillation: float = Field(2.0, ge=0, description="weight of the whole KD term")
