@@ -114,7 +114,11 @@ def test_real_checkpoints_load_weights_only(fire_smoke_data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("best.pt", "last.pt"):
         assert check_weights(tmp_path / "student" / "weights" / name, None, "student") is False, name
-    # plain ultralytics, trained by ultralytics itself with its optimizer state still in last.pt (save_period)
+    # plain ultralytics, trained by ultralytics itself with its optimizer state still in last.pt (save_period); its
+    # own tracker callbacks off, as in our trainer (with mlflow installed they would log into ./mlflow.db)
+    from wildfire_kd.distill.trainer import switch_off_ultralytics_trackers
+
+    switch_off_ultralytics_trackers()
     YOLO("yolov8n.yaml").train(data=str(fire_smoke_data), epochs=1, imgsz=64, batch=4, device="cpu", workers=0,
                                plots=False, val=False, project=str(tmp_path), name="plain", save_period=1,
                                verbose=False)  # fmt: skip
