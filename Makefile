@@ -22,4 +22,4 @@ lint: $(STAMP)
 	$(BIN)/zizmor --offline .github/workflows
 
 test: lint  ## ruff, then every test including the slow end-to-end ones
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20

@@ -49,7 +49,14 @@ def test_dockerignore_keeps_data_runs_and_weights_out():
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert ignore[1] == "*" or "*" in ignore  # deny by default
     allowed = {line[1:] for line in ignore if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "scripts/install.sh", "configs/", "build/"}
+    assert allowed == {
+        "pyproject.toml",
+        "README.md",
+        "scripts/install.sh",
+        "scripts/edge-requirements.txt",
+        "configs/",
+        "build/",
+    }
     assert "**/*.pt" in ignore and "**/*.onnx" in ignore
 
 
