@@ -36,6 +36,7 @@ from torch import nn
 
 from ..config import DistillSettings
 from ..errors import InputError
+from . import seam
 
 log = logging.getLogger("wildfire_kd")
 
@@ -139,9 +140,7 @@ class ResponseKDLoss:
     TERMS: tuple[str, ...] = ()
 
     def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings):
-        from ultralytics.utils.loss import v8DetectionLoss
-
-        self.detection = v8DetectionLoss(student)
+        self.detection = seam.detection_loss(student)
         self.teacher = teacher
         self.settings = settings
         self.alpha = 1.0
@@ -161,8 +160,7 @@ class ResponseKDLoss:
         return torch.tensor(weights, device=device)
 
     def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        preds = self.detection.parse_output(preds)
-        det_loss, items = self.detection.loss(preds, batch)  # already × batch size
+        preds, det_loss, items = seam.ground_truth_loss(self.detection, preds, batch)  # det_loss: × batch size
         terms = self.kd_terms(preds, batch["img"])
         bs = batch["img"].shape[0]
         kd = torch.stack([terms[k] for k in self.TERMS]) * self.term_weights(det_loss.device) * bs
@@ -201,11 +199,10 @@ class DenseKDLoss(ResponseKDLoss):
         super().__init__(student, teacher, settings)
         check_dense_compatible(teacher, student)
         self.cls_normaliser: torch.Tensor | float = 1.0
-        # the ground-truth assignment happens inside v8DetectionLoss.loss: read the normaliser off its assigner
-        self.detection.assigner.register_forward_hook(self._record_cls_normaliser)
+        # the ground-truth loss assigns anchors to boxes first on each batch: read the normaliser off that
+        seam.on_ground_truth_assignment(self.detection, self._record_cls_normaliser)
 
-    def _record_cls_normaliser(self, module, inputs, outputs) -> None:
-        _, _, target_scores, fg_mask, _ = outputs
+    def _record_cls_normaliser(self, target_scores: torch.Tensor, fg_mask: torch.Tensor) -> None:
         counted = fg_mask if self.settings.cls_normaliser == "foreground" else target_scores
         self.cls_normaliser = counted.detach().float().sum().clamp(min=1)
 

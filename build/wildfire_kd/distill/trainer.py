@@ -1,9 +1,7 @@
 """DistillationTrainer: ultralytics' DetectionTrainer plus the teacher, the KD criterion and a stability guard.
 
-Importable at module level (no side effects) so ultralytics' DDP launcher can rebuild it in each worker.
-In a worker the trainer is constructed as ``DistillationTrainer(cfg, overrides, _callbacks)``, so the
-wildfire-kd settings travel in the environment variable ``WILDFIRE_KD_RUN`` (JSON) rather than in
-ultralytics' own argument namespace, which rejects unknown keys.
+Importable at module level (no side effects) so ultralytics' DDP launcher can rebuild it in each worker (the
+settings travel as ``KDRun`` in ``WILDFIRE_KD_RUN``). What depends on ultralytics internals is in seam.py.
 """
 
 from __future__ import annotations
@@ -12,124 +10,26 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..runtime import prepare_ultralytics
 
 prepare_ultralytics()
 
 import torch  # noqa: E402
-import ultralytics.engine.trainer as _upstream_trainer  # noqa: E402
-from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
-from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, WEIGHTS_DIR  # noqa: E402
-from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
+from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK  # noqa: E402
 
-from ..config import DistillSettings  # noqa: E402
 from ..errors import InputError, TrainingDiverged, TrainingTerminated  # noqa: E402
+from ..layout import BATCH_LOG  # noqa: E402
 from ..reports import atomic_write_text as _rewrite  # noqa: E402
 from ..weights import load_detection_model  # noqa: E402
 from .loss import ResponseKDLoss, kd_alpha, make_criterion  # noqa: E402
+from .seam import RUN_ENV, KDRun, SeamTrainer, student_of, switch_off_ultralytics_trackers  # noqa: E402
 
-RUN_ENV = "WILDFIRE_KD_RUN"
-BATCH_LOG = "batch_log.jsonl"
-
-
-@dataclass
-class KDRun:
-    """What the trainer needs beyond ultralytics' own arguments."""
-
-    teacher: str | None
-    teacher_sha256: str | None
-    distill: dict[str, Any]
-    grad_clip: float = 10.0
-    max_consecutive_skipped: int = 20
-    allow_unsafe_weights: bool = False  # the teacher may need full unpickling (train.allow_unsafe_weights)
-    loggers: list[str] = field(default_factory=list)  # train.loggers
-    tracking_out: str | None = None  # the folder that holds the run (OUT/mlflow.db lives there)
-    tracking_params: dict[str, Any] = field(default_factory=dict)  # the resolved config, flattened
-    tolerated_images: list[str] = field(default_factory=list)  # names the preflight flagged (max_bad_fraction)
-
-    def to_env(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_env(cls) -> KDRun:
-        raw = os.environ.get(RUN_ENV)
-        if not raw:
-            raise RuntimeError(f"DistillationTrainer needs its settings: pass kd=KDRun(...) or set {RUN_ENV}")
-        return cls(**json.loads(raw))
-
-    @property
-    def settings(self) -> DistillSettings:
-        return DistillSettings(**self.distill)
+__all__ = ["RUN_ENV", "DistillationTrainer", "KDRun"]
 
 
-def _replace_durably(tmp: Path, final: Path) -> None:
-    """fsync ``tmp``, rename it over ``final``, fsync the folder: after a crash either file is whole."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _strip_durably(path: Path, strip, updates: dict | None = None) -> dict:
-    tmp = path.with_name(f".{path.name}.strip.tmp")
-    ckpt = strip(path, s=str(tmp), updates=updates)
-    if tmp.exists():
-        _replace_durably(tmp, path)
-    return ckpt
-
-
-_upstream_check_amp = _upstream_trainer.check_amp
-AMP_CHECK_WEIGHTS = "yolo26n.pt"  # what ultralytics' check_amp downloads to compare fp32 and AMP outputs
-
-
-def offline_check_amp(model: torch.nn.Module) -> bool:
-    """ultralytics' check_amp, minus its download.
-
-    On CUDA, upstream fetches yolo26n.pt from GitHub to compare fp32 and AMP detections and, when that download
-    fails offline, keeps AMP on. Offline (YOLO_OFFLINE, which wildfire-kd sets) and without a local copy of that
-    file we keep AMP on the same way, without the connection attempt; anywhere else upstream runs as it is. A step
-    that AMP makes non-finite is skipped by the stability guard either way.
-    """
-    offline = os.environ.get("YOLO_OFFLINE", "").lower() in {"1", "true", "yes"}
-    on_cuda = next(model.parameters()).device.type == "cuda"
-    if not (on_cuda and offline and not (WEIGHTS_DIR / AMP_CHECK_WEIGHTS).is_file()):
-        return _upstream_check_amp(model)
-    LOGGER.warning(
-        f"AMP: check skipped offline (it needs {AMP_CHECK_WEIGHTS}); AMP stays on. "
-        "If losses go NaN or mAP stays 0, set train.amp=false"
-    )
-    return True
-
-
-# ultralytics attaches its own tracker callbacks whenever their packages are importable (mlflow, comet, clearml, dvc and
-# raytune default to on): a run would then log twice, or fail on an MLflow run already active. wildfire-kd owns
-# tracking (train.loggers, wildfire_kd.tracking), and ultralytics' settings file is ours (prepare_ultralytics).
-ULTRALYTICS_TRACKERS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
-
-
-def switch_off_ultralytics_trackers() -> None:
-    from ultralytics.utils import SETTINGS
-
-    on = {key: False for key in ULTRALYTICS_TRACKERS if SETTINGS.get(key) is not False}
-    if on:
-        SETTINGS.update(on)
-
-
-def student_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain DetectionModel inside DDP and/or ultralytics' feature-distillation wrapper."""
-    model = unwrap_model(model)
-    return getattr(model, "student_model", model)
-
-
-class DistillationTrainer(DetectionTrainer):
+class DistillationTrainer(SeamTrainer):
     """Trains the student on ground truth plus the teacher's responses; the teacher never enters a checkpoint."""
 
     def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None, kd: KDRun | None = None):
@@ -171,24 +71,10 @@ class DistillationTrainer(DetectionTrainer):
             if fn not in self.callbacks[event]:  # DDP workers receive the parent's callbacks, ours included
                 self.add_callback(event, fn)
 
-    # --- data: ultralytics reads a mirror, never the dataset itself ----------------------------------------
-
-    def get_dataset(self):
-        mirror_root = Path(self.save_dir) / "dataset"
-        if RANK in {-1, 0} and mirror_root.resolve() not in Path(self.args.data).resolve().parents:
-            from ..data import mirror
-
-            self.args.data = str(mirror(self.args.data, mirror_root))  # label caches and JPEG repairs land here
-        return super().get_dataset()
-
     # --- model set-up ---------------------------------------------------------------------------------------
 
     def _setup_train(self):
-        from unittest import mock
-
-        # builds student, EMA, optimizer, loaders; loads the resume checkpoint. Its AMP check would download.
-        with mock.patch.object(_upstream_trainer, "check_amp", offline_check_amp):
-            super()._setup_train()
+        super()._setup_train()  # student, EMA, optimizer, loaders, the resume checkpoint
         if RANK in {-1, 0}:
             self._check_no_image_dropped()
         if not self.kd.settings.response:
@@ -260,43 +146,6 @@ class DistillationTrainer(DetectionTrainer):
         if self.teacher is not None:
             self.teacher.eval()  # never let BatchNorm statistics of the teacher move
 
-    # --- crash-safe checkpoints ------------------------------------------------------------------------------------
-
-    def save_model(self):
-        """ultralytics writes straight into last.pt/best.pt: write temporary files, fsync, then rename."""
-        real_last, real_best = self.last, self.best
-        self.last, self.best = self.wdir / f".{real_last.name}.tmp", self.wdir / f".{real_best.name}.tmp"
-        try:
-            saved = super().save_model()
-        finally:
-            pending = [(self.last, real_last), (self.best, real_best)]
-            self.last, self.best = real_last, real_best
-        for tmp, final in pending:
-            if tmp.exists():
-                _replace_durably(tmp, final)
-        return saved
-
-    def final_eval(self):
-        """ultralytics' final_eval, but the optimizer is stripped into a temporary file renamed over the original."""
-        from ultralytics.utils import LOCAL_RANK
-        from ultralytics.utils.torch_utils import strip_optimizer, torch_distributed_zero_first
-
-        model = self.best if self.best.exists() else None
-        with torch_distributed_zero_first(LOCAL_RANK):
-            if RANK in {-1, 0}:
-                ckpt = _strip_durably(self.last, strip_optimizer) if self.last.exists() else {}
-                if model:
-                    _strip_durably(self.best, strip_optimizer, updates={"train_results": ckpt.get("train_results")})
-        if model:
-            LOGGER.info(f"\nValidating {model}...")
-            self.validator.args.plots = self.args.plots
-            self.validator.args.compile = False
-            self.metrics = self.validator(model=model)
-            self.metrics.pop("fitness", None)
-            self.epoch += 1  # log best metrics at step epochs+1, as ultralytics does
-            self.run_callbacks("on_fit_epoch_end")
-            self.epoch -= 1
-
     # --- one optimizer step -----------------------------------------------------------------------------------
 
     def optimizer_step(self):
@@ -355,13 +204,11 @@ class DistillationTrainer(DetectionTrainer):
             for k, v in items.items():
                 self._finite_sums[k] = self._finite_sums.get(k, 0.0) + v
         if self._finite_count:
-            device = self.loss.device
-            self.tloss = {k: torch.tensor(v / self._finite_count, device=device) for k, v in self._finite_sums.items()}
+            self.set_epoch_means({k: v / self._finite_count for k, v in self._finite_sums.items()})
         if not loss_finite:
             with torch.no_grad():
                 torch._foreach_copy_(self._buffers, self._buffer_backup)
-            # ultralytics would rewind the whole epoch from last.pt on a NaN final-batch loss; the step was skipped
-            self.loss = torch.zeros((), device=self.device)
+            self.drop_nonfinite_loss()
         if RANK in {-1, 0}:
             self._write_batch_log(items, loss_finite)
         self._batch_index += 1
@@ -377,9 +224,7 @@ class DistillationTrainer(DetectionTrainer):
             path = Path(self.save_dir) / BATCH_LOG
             self._log_file = open(path, "a" if self.resume else "w", encoding="utf-8")  # noqa: SIM115
         nb = len(self.train_loader)
-        # the loss that was backpropagated (ultralytics sums the criterion's vector, × world size under DDP),
-        # per image like the items
-        total = float(self.loss.detach()) / (max(self._batch_images, 1) * max(self.world_size, 1))
+        total = self.loss_per_image(self._batch_images)  # what was backpropagated, per image like the items
         record = {
             "epoch": self.epoch + 1,
             "iteration": self.epoch * nb + self._batch_index,
