@@ -11,6 +11,7 @@ import sys
 import typing
 
 import yaml
+from pydantic import BaseModel
 
 from wildfire_kd.config import Config
 
@@ -20,17 +21,27 @@ def _type_name(annotation) -> str:
     return text.replace("typing.", "").replace("NoneType", "None")
 
 
+def _keys(model: BaseModel, indent: str) -> list[str]:
+    """One documented line per key; a nested section (parity.fp16) gets a header line and its keys indented."""
+    lines = []
+    for key, info in type(model).model_fields.items():
+        value = getattr(model, key)
+        if isinstance(value, BaseModel):
+            lines.append(f"{indent}{key}:  # ({type(value).__name__}) {info.description}")
+            lines += _keys(value, indent + "  ")
+            continue
+        shown = yaml.safe_dump(model.model_dump(mode="json")[key], default_flow_style=True, width=1000).strip()
+        shown = shown.removesuffix("\n...").removesuffix("...").strip()
+        lines.append(f"{indent}{key}: {shown}  # ({_type_name(info.annotation)}) {info.description}")
+    return lines
+
+
 def render(config: Config, header: str) -> str:
     lines = [header]
-    data = config.model_dump(mode="json")
-    for section, fields in data.items():
-        model = type(getattr(config, section))
-        lines.append(f"\n{section}:  # {(model.__doc__ or '').strip().splitlines()[0]}")
-        for key, value in fields.items():
-            info = model.model_fields[key]
-            shown = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
-            shown = shown.removesuffix("\n...").removesuffix("...").strip()
-            lines.append(f"  {key}: {shown}  # ({_type_name(info.annotation)}) {info.description}")
+    for section in type(config).model_fields:
+        model = getattr(config, section)
+        lines.append(f"\n{section}:  # {(type(model).__doc__ or '').strip().splitlines()[0]}")
+        lines += _keys(model, "  ")
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,6 +44,10 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="override one key, e.g. --set train.lr0=0.01 (repeatable)"),
 ]
+DataOpt = Annotated[str | None, typer.Option(help="dataset data.yaml (train.data)")]
+TeacherOpt = Annotated[str | None, typer.Option(help="teacher weights .pt (train.teacher)")]
+StudentOpt = Annotated[str | None, typer.Option(help="yolov8n.yaml or a yolov8n .pt (train.student)")]
+TrainDeviceOpt = Annotated[str | None, typer.Option(help="'cpu', '0', '0,1' (train.device)")]
 
 
 INTERNAL_ERROR_EXIT = 3
@@ -116,24 +120,44 @@ def _handle_errors(fn):
     return wrapper
 
 
+def command(fn):
+    """A wildfire-kd subcommand: registered with typer, its errors mapped to exit codes (``_handle_errors``)."""
+    return app.command()(_handle_errors(fn))
+
+
+def _student_pin(cfg) -> dict[str, Any]:
+    """How a command loads the student .pt it is given: its sha256 pin and whether full unpickling is allowed."""
+    return {"weights_sha256": cfg.train.student_sha256, "allow_unsafe_weights": cfg.train.allow_unsafe_weights}
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-@app.command()
-@_handle_errors
+def _load(config: Path | None, set_: list[str] | None, options: dict[str, Any], **sections: str):
+    """The one config of a command: --config, then --set, then its own options. ``sections`` names, per config
+    section, the options (space-separated) that set the key of the same name in it; ``options`` is the command's
+    ``locals()``. Options left at None keep the config's value."""
+    from .config import load_config
+
+    _setup_logging()
+    flags = {f"{section}__{name}": options[name] for section, names in sections.items() for name in names.split()}
+    return load_config(config, set_ or [], **flags)
+
+
+@command
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    data: Annotated[str | None, typer.Option(help="dataset data.yaml (train.data)")] = None,
-    teacher: Annotated[str | None, typer.Option(help="teacher weights .pt (train.teacher)")] = None,
-    student: Annotated[str | None, typer.Option(help="yolov8n.yaml or a yolov8n .pt (train.student)")] = None,
+    data: DataOpt = None,
+    teacher: TeacherOpt = None,
+    student: StudentOpt = None,
     out: Annotated[str | None, typer.Option(help="folder for the run folder (train.out)")] = None,
     name: Annotated[str | None, typer.Option(help="run folder name (train.name)")] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs (train.epochs)")] = None,
     imgsz: Annotated[int | None, typer.Option(help="image size, multiple of 32 (train.imgsz)")] = None,
     batch: Annotated[int | None, typer.Option(help="batch size (train.batch)")] = None,
-    device: Annotated[str | None, typer.Option(help="'cpu', '0', '0,1' (train.device)")] = None,
+    device: TrainDeviceOpt = None,
     resume: Annotated[str | None, typer.Option(help="resume a run: its folder or weights/last.pt")] = None,
     force: Annotated[
         bool, typer.Option(help="resume even if the given settings differ (the run's own are kept)")
@@ -141,24 +165,10 @@ def train(
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """Distil the teacher into a YOLOv8n student (the main job)."""
-    from .config import load_config
     from .distill import train as run_train
 
-    _setup_logging()
-    cfg = load_config(
-        config,
-        set_ or [],
-        train__data=data,
-        train__teacher=teacher,
-        train__student=student,
-        train__out=out,
-        train__name=name,
-        train__epochs=epochs,
-        train__imgsz=imgsz,
-        train__batch=batch,
-        train__device=device,
-        train__allow_unsafe_weights=allow_unsafe_weights,
-    )
+    given = "data teacher student out name epochs imgsz batch device allow_unsafe_weights"
+    cfg = _load(config, set_, locals(), train=given)
     _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out")
     result = run_train(cfg, resume=resume, force=force)
     typer.echo(f"train: run folder {result.run_dir}; report {Path(result.run_dir) / 'train.json'}")
@@ -169,42 +179,24 @@ def train(
             raise GateFailure("; ".join(result.validation["failed_gates"]))
 
 
-@app.command()
-@_handle_errors
+@command
 def validate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     student: Annotated[str | None, typer.Option(help="student weights .pt (default: train.student)")] = None,
-    teacher: Annotated[str | None, typer.Option(help="teacher weights .pt (train.teacher)")] = None,
-    data: Annotated[str | None, typer.Option(help="dataset data.yaml (train.data)")] = None,
+    teacher: TeacherOpt = None,
+    data: DataOpt = None,
     out: Annotated[Path, typer.Option(help="folder for validation.json/.md/.png")] = Path("runs/validate"),
     imgsz: Annotated[int | None, typer.Option(help="image size (validation.imgsz, else train.imgsz)")] = None,
     device: Annotated[str | None, typer.Option(help="'cpu', '0', ... (validation.device)")] = None,
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """Evaluate teacher and student on the same split; exit 1 when a gate fails."""
-    from .config import load_config
-    from .errors import InputError
-    from .validate import JSON_NAME
-    from .validate import validate as run_validate
+    from .validate import JSON_NAME, validate_from_config
 
-    _setup_logging()
-    cfg = load_config(
-        config, set_ or [], train__student=student, train__teacher=teacher, train__data=data,
-        validation__imgsz=imgsz, validation__device=device, train__allow_unsafe_weights=allow_unsafe_weights,
-    )  # fmt: skip
-    t, v = cfg.train, cfg.validation
-    missing = [flag for flag, value in (("--teacher", t.teacher), ("--data", t.data)) if not value]
-    if missing or not t.student.endswith(".pt"):
-        missing += [] if t.student.endswith(".pt") else ["--student (a .pt file)"]
-        raise InputError(f"validate needs {', '.join(missing)}")
+    cfg = _load(config, set_, locals(), train="student teacher data allow_unsafe_weights", validation="imgsz device")
     _writes_to(out, "--out")
-    result = run_validate(
-        t.student, t.teacher, t.data, v, out, imgsz=v.imgsz or t.imgsz,
-        device=t.device if v.device is None else v.device,
-        student_sha256=t.student_sha256, teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction,
-        allow_unsafe_weights=t.allow_unsafe_weights,
-    )  # fmt: skip
+    result = validate_from_config(cfg, out)
     for gate in result.gates:
         typer.echo(f"validate: {'✓' if gate.passed else '✗'} {gate.describe()}")
     typer.echo(f"validate: report {out / JSON_NAME}")
@@ -212,8 +204,7 @@ def validate(
         raise GateFailure("; ".join(g.describe() for g in result.failed_gates))
 
 
-@app.command()
-@_handle_errors
+@command
 def synth(
     out: Annotated[Path, typer.Argument(help="folder to write images/, labels/ and data.yaml into")],
     config: ConfigOpt = None,
@@ -231,39 +222,20 @@ def synth(
     frames: Annotated[int, typer.Option(help="--sequence: number of frames")] = 40,
 ) -> None:
     """Write a deterministic synthetic smoke/fire dataset in YOLO format (or, --sequence, a camera's frames)."""
-    from .config import load_config
     from .synth import SEQUENCE_TRUTH, synthesize, synthesize_sequence
 
-    cfg = load_config(
-        config,
-        set_ or [],
-        synth__classes=[c.strip() for c in classes.split(",")] if classes else None,
-        synth__train_images=train_images,
-        synth__val_images=val_images,
-        synth__imgsz=imgsz,
-        synth__seed=seed,
-    ).synth
+    classes = [c.strip() for c in classes.split(",")] if classes else None
+    cfg = _load(config, set_, locals(), synth="classes train_images val_images imgsz seed").synth
     _writes_to(out, "OUT")
     if sequence:
         folder = synthesize_sequence(out, frames=frames, imgsz=cfg.imgsz, seed=cfg.seed)
         typer.echo(f"synth: wrote {frames} frames into {folder}; ground truth {out / SEQUENCE_TRUTH}")
         return
-    data_yaml = synthesize(
-        out,
-        cfg.classes,
-        cfg.train_images,
-        cfg.val_images,
-        cfg.imgsz,
-        cfg.max_objects,
-        cfg.seed,
-        cfg.distractor_frames,
-        cfg.small_plumes,
-    )
+    data_yaml = synthesize(out, cfg)
     typer.echo(f"synth: wrote {cfg.train_images} train + {cfg.val_images} val images; dataset {data_yaml}")
 
 
-@app.command()
-@_handle_errors
+@command
 def export(
     weights: Annotated[str, typer.Option(help="student weights .pt (usually RUN/weights/best.pt)")],
     config: ConfigOpt = None,
@@ -278,90 +250,74 @@ def export(
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """Export the student to ONNX with metadata (+ optional fp16 / int8 variants)."""
-    from .config import load_config
-    from .export import REPORT_NAME
+    from .export import REPORT_NAME, default_out
     from .export import export as run_export
 
-    _setup_logging()
-    cfg = load_config(
-        config, set_ or [], export__imgsz=imgsz, export__opset=opset, export__dynamic=dynamic, export__half=half,
-        export__int8=int8, train__data=data, train__allow_unsafe_weights=allow_unsafe_weights,
-    )  # fmt: skip
-    weights_path = Path(weights)
-    out = out or (
-        weights_path.parent.parent / "export" if weights_path.parent.name == "weights" else Path("runs/export")
-    )
+    cfg = _load(config, set_, locals(), export="imgsz opset dynamic half int8", train="data allow_unsafe_weights")
+    out = out or default_out(weights)
     _writes_to(out, "--out")
-    result = run_export(weights_path, out, cfg.export, data=cfg.train.data, weights_sha256=cfg.train.student_sha256,
-                        allow_unsafe_weights=cfg.train.allow_unsafe_weights)  # fmt: skip
+    result = run_export(weights, out, cfg.export, data=cfg.train.data, **_student_pin(cfg))
     for f in result.files:
         typer.echo(f"export: {f.variant} {f.path} ({f.size_mb:.2f} MB, opset {f.opset}, sha256 {f.sha256[:12]}…)")
     typer.echo(f"export: report {out / REPORT_NAME}")
 
 
-@app.command()
-@_handle_errors
+@command
 def parity(
     weights: Annotated[str, typer.Option(help="student weights .pt the ONNX file was exported from")],
     onnx: Annotated[str, typer.Option(help="ONNX file to check (fp32, fp16 or int8 variant)")],
     data: Annotated[str | None, typer.Option(help="data.yaml: real val images to compare on")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    n: Annotated[int | None, typer.Option("--n", help="real val images compared (parity.images)")] = None,
+    images: Annotated[int | None, typer.Option("--n", help="real val images compared (parity.images)")] = None,
     imgsz: Annotated[int | None, typer.Option(help="input size (default: the ONNX metadata's)")] = None,
     fp32_onnx: Annotated[str | None, typer.Option(help="fp32 ONNX for the int8 mAP50 drop (default: beside)")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for parity.json (default: the ONNX file's)")] = None,
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """PyTorch vs onnxruntime on the same tensors; exit 1 when anything is out of tolerance."""
-    from .config import load_config
     from .parity import parity as run_parity
 
-    _setup_logging()
-    cfg = load_config(config, set_ or [], parity__images=n, train__data=data,
-                      train__allow_unsafe_weights=allow_unsafe_weights)  # fmt: skip
+    cfg = _load(config, set_, locals(), parity="images", train="data allow_unsafe_weights")
     onnx_path = Path(onnx)
-    sibling = onnx_path.with_name("student.onnx")
-    fp32 = fp32_onnx or (str(sibling) if sibling.is_file() and sibling != onnx_path else None)
     out = out or onnx_path.parent
     _writes_to(out, "--out")
-    result = run_parity(weights, onnx_path, cfg.parity, data=cfg.train.data, imgsz=imgsz, out=out, fp32_onnx=fp32,
-                        weights_sha256=cfg.train.student_sha256,
-                        allow_unsafe_weights=cfg.train.allow_unsafe_weights)  # fmt: skip
-    typer.echo(f"parity: {result.variant} {onnx_path} on {result.inputs['images']} images + "
-               f"{result.inputs['random']} random tensors at {result.imgsz}px")  # fmt: skip
+    given = {"data": cfg.train.data, "imgsz": imgsz, "out": out, "fp32_onnx": fp32_onnx}
+    result = run_parity(weights, onnx_path, cfg.parity, **given, **_student_pin(cfg))
+    typer.echo(
+        f"parity: {result.variant} {onnx_path} on {result.inputs['images']} images + "
+        f"{result.inputs['random']} random tensors at {result.imgsz}px"
+    )
     for line in [d.line() for d in result.tensors] + [result.detections.line()]:
         typer.echo(f"parity: {line}")
     if result.map50:
-        typer.echo(f"parity: mAP50 fp32 {result.map50['fp32']:.4f}, {result.variant} "
-                   f"{result.map50[result.variant]:.4f}, drop {result.map50['drop']:.4f}")  # fmt: skip
+        typer.echo(
+            f"parity: mAP50 fp32 {result.map50['fp32']:.4f}, {result.variant} "
+            f"{result.map50[result.variant]:.4f}, drop {result.map50['drop']:.4f}"
+        )
     typer.echo(f"parity: report {result.report}")
     if not result.passed:
         raise GateFailure("; ".join(result.problems))
 
 
-@app.command()
-@_handle_errors
+@command
 def build(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option(help="build folder; re-running on it skips unchanged stages")] = Path(
         "runs/build"
     ),
-    data: Annotated[str | None, typer.Option(help="dataset data.yaml (train.data)")] = None,
-    teacher: Annotated[str | None, typer.Option(help="teacher weights .pt (train.teacher)")] = None,
-    student: Annotated[str | None, typer.Option(help="yolov8n.yaml or a yolov8n .pt (train.student)")] = None,
-    device: Annotated[str | None, typer.Option(help="'cpu', '0', '0,1' (train.device)")] = None,
+    data: DataOpt = None,
+    teacher: TeacherOpt = None,
+    student: StudentOpt = None,
+    device: TrainDeviceOpt = None,
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """train -> validate -> export -> parity into one folder; non-zero exit names the failed stage or gate."""
-    from .config import load_config
     from .pipeline import REPORT_NAME
     from .pipeline import build as run_build
 
-    _setup_logging()
-    cfg = load_config(config, set_ or [], train__data=data, train__teacher=teacher, train__student=student,
-                      train__device=device, train__allow_unsafe_weights=allow_unsafe_weights)  # fmt: skip
+    cfg = _load(config, set_, locals(), train="data teacher student device allow_unsafe_weights")
     _writes_to(out, "--out")
     result = run_build(cfg, out)
     _echo_build(result)
@@ -375,8 +331,7 @@ def _echo_build(result) -> None:
         typer.echo(f"build: {'✓' if s.passed else '✗'} {s.name} {s.status} ({s.seconds:.1f}s)")
 
 
-@app.command()
-@_handle_errors
+@command
 def demo(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -384,22 +339,21 @@ def demo(
     device: Annotated[str | None, typer.Option(help="'cpu', '0', ... (demo.device)")] = None,
 ) -> None:
     """Synthetic data, a quick yolov8s teacher, then the distilled yolov8n student: CPU, minutes."""
-    from .config import load_config
     from .demo import REPORT_NAME, run_demo
 
-    _setup_logging()
-    cfg = load_config(config, set_ or [], demo__out=out, demo__device=device)
+    cfg = _load(config, set_, locals(), demo="out device")
     _writes_to(cfg.demo.out, "--out")
     result = run_demo(cfg)
     _echo_build(result.build)
-    typer.echo(f"demo: finished in {result.seconds:.0f}s; build folder {result.build.out_dir}; report "
-               f"{Path(result.out) / REPORT_NAME}")  # fmt: skip
+    typer.echo(
+        f"demo: finished in {result.seconds:.0f}s; build folder {result.build.out_dir}; report "
+        f"{Path(result.out) / REPORT_NAME}"
+    )
     if not result.build.passed:
         raise GateFailure("; ".join(result.build.failures))
 
 
-@app.command()
-@_handle_errors
+@command
 def detect(
     sources: Annotated[list[str], typer.Argument(help="images, folders or globs (frames in name order)")],
     onnx: Annotated[str, typer.Option(help="student.onnx (or its fp16 / int8 variant) from `wildfire-kd export`")],
@@ -419,14 +373,21 @@ def detect(
 ) -> None:
     """Run student.onnx over images as a camera does (numpy, onnxruntime, OpenCV); --sequence raises alarms."""
     from .camera import Confirmer
-    from .config import load_config
     from .detect import detect as run_detect
 
-    d = load_config(config, set_ or [], detect__conf=conf, detect__iou=iou, detect__save_images=save_images).detect
+    d = _load(config, set_, locals(), detect="conf iou save_images").detect
     _writes_to(out, "--out")
-    result = run_detect(onnx, sources, out, conf=d.conf, iou=d.iou, sequence=sequence,
-                        confirmer=Confirmer(d.alarm_k, d.alarm_n, d.alarm_iou), save_images=d.save_images,
-                        threads=d.threads)  # fmt: skip
+    result = run_detect(
+        onnx,
+        sources,
+        out,
+        conf=d.conf,
+        iou=d.iou,
+        sequence=sequence,
+        confirmer=Confirmer(d.alarm_k, d.alarm_n, d.alarm_iou),
+        save_images=d.save_images,
+        threads=d.threads,
+    )
     typer.echo(f"detect: {result.summary()}")
 
 
@@ -470,8 +431,8 @@ def image_run(
     if not ctx.args:
         raise typer.BadParameter("give the command to run after --, e.g. -- train --data /data/data.yaml")
     uid, _, gid = (user or "").partition(":")
-    request = run_request(ctx.args, image=image, data=data, weights=weights, out=out, gpus=gpus, network=network,
-                          uid=int(uid) if uid else None, gid=int(gid or uid) if uid else None)  # fmt: skip
+    ids = {"uid": int(uid), "gid": int(gid or uid)} if uid else {}
+    request = run_request(ctx.args, image=image, data=data, weights=weights, out=out, gpus=gpus, network=network, **ids)
     code = run(request)
     raise typer.Exit(code)
 

@@ -188,9 +188,12 @@ class ValidateSettings(_Section):
         0.25, ge=0, le=1, description="teacher predictions at or above this confidence are the agreement ground truth"
     )
     target_precision: float | None = Field(
-        None, gt=0, le=1, description="operating point: the lowest confidence whose precision (mean over classes)"
+        None,
+        gt=0,
+        le=1,
+        description="operating point: the lowest confidence whose precision (mean over classes)"
         " reaches this; null = the confidence of maximum F1. It ships in the ONNX file; detect uses it",
-    )  # fmt: skip
+    )
     negatives: str | None = Field(
         None, description="folder of smoke-free frames (clouds, haze, glare, dust) scored for false alarms too"
     )
@@ -238,6 +241,46 @@ class ExportSettings(_Section):
     )
 
 
+class VariantTolerances(_Section):
+    """How closely one ONNX variant must follow PyTorch; null: reported, not judged."""
+
+    box_atol: float | None = Field(None, gt=0, description="max |box difference| in pixels (null: reported only)")
+    score_atol: float | None = Field(None, gt=0, description="max |class score difference| (null: reported only)")
+    det_iou: float | None = Field(
+        None, gt=0, le=1, description="a detection matches when IoU >= this, same class (null: reported only)"
+    )
+    det_conf_atol: float | None = Field(None, gt=0, description="and |confidence difference| <= this")
+    box_min_score: float = Field(
+        0.0, ge=0, le=1, description="boxes are compared where the best class score >= this (0: every anchor)"
+    )
+    max_map50_drop: float | None = Field(
+        None, ge=0, le=1, description="max mAP50 drop against the fp32 ONNX model on the val split (null: not judged)"
+    )
+
+
+# each variant's defaults; a config that sets some of a variant's keys keeps the others
+_VARIANT_DEFAULTS: dict[str, dict[str, float]] = {
+    "fp32": {"box_atol": 2e-2, "score_atol": 1e-4, "det_iou": 0.99, "det_conf_atol": 1e-3},
+    "fp16": {"box_atol": 8.0, "score_atol": 5e-3, "det_iou": 0.75, "det_conf_atol": 2e-2, "box_min_score": 0.01,
+             "max_map50_drop": 0.01},
+    "int8": {"box_min_score": 0.01, "max_map50_drop": 0.05},
+}  # fmt: skip
+
+# the flat keys before per-variant tolerances (parity.fp16_box_atol, ...): still read, with a warning
+_LEGACY_PARITY_KEYS = {
+    "box_atol": ("fp32", "box_atol"),
+    "score_atol": ("fp32", "score_atol"),
+    "det_iou": ("fp32", "det_iou"),
+    "det_conf_atol": ("fp32", "det_conf_atol"),
+    "fp16_box_atol": ("fp16", "box_atol"),
+    "fp16_score_atol": ("fp16", "score_atol"),
+    "fp16_det_iou": ("fp16", "det_iou"),
+    "fp16_det_conf_atol": ("fp16", "det_conf_atol"),
+    "fp16_max_map50_drop": ("fp16", "max_map50_drop"),
+    "int8_max_map50_drop": ("int8", "max_map50_drop"),
+}
+
+
 class ParitySettings(_Section):
     """`wildfire-kd parity`: PyTorch vs onnxruntime on the same letterboxed tensors, with tolerances per variant."""
 
@@ -246,25 +289,51 @@ class ParitySettings(_Section):
     seed: int = Field(0, description="seed of the random tensors")
     nms_conf: float = Field(0.25, ge=0, le=1, description="NMS confidence for detection-level parity")
     nms_iou: float = Field(0.7, ge=0, le=1, description="NMS IoU for detection-level parity")
-    box_min_score: float = Field(
-        0.01, ge=0, le=1, description="reduced precision: boxes are compared where the best class score >= this"
+    fp32: VariantTolerances = Field(
+        default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["fp32"]),
+        description="fp32: the same numbers, every anchor",
     )
-    box_atol: float = Field(2e-2, gt=0, description="fp32: max |box difference| in pixels, every anchor")
-    score_atol: float = Field(1e-4, gt=0, description="fp32: max |class score difference|")
-    det_iou: float = Field(0.99, gt=0, le=1, description="fp32: a detection matches when IoU >= this, same class")
-    det_conf_atol: float = Field(1e-3, gt=0, description="fp32: and |confidence difference| <= this")
-    fp16_box_atol: float = Field(
-        8.0, gt=0, description="fp16: max |box difference| in pixels where a detection could arise (box_min_score)"
+    fp16: VariantTolerances = Field(
+        default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["fp16"]),
+        description="fp16: a box whose DFL bins are flat (an uncertain edge) moves a few px, so boxes count only"
+        " where a detection could arise, and the mAP50 drop is judged",
     )
-    fp16_score_atol: float = Field(5e-3, gt=0, description="fp16: max |class score difference|")
-    fp16_det_iou: float = Field(0.75, gt=0, le=1, description="fp16: detection match IoU (uncertain boxes move px)")
-    fp16_det_conf_atol: float = Field(2e-2, gt=0, description="fp16: detection match |confidence difference|")
-    fp16_max_map50_drop: float = Field(
-        0.01, ge=0, le=1, description="fp16: max mAP50 drop against the fp32 ONNX model on the val split"
+    int8: VariantTolerances = Field(
+        default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["int8"]),
+        description="int8: judged by its mAP50 drop; tensor and detection figures are reported only",
     )
-    int8_max_map50_drop: float = Field(
-        0.05, ge=0, le=1, description="int8: max mAP50 drop against the fp32 ONNX model on the val split"
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys_and_variant_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, (variant, key) in _LEGACY_PARITY_KEYS.items():
+            if old in data:
+                _warn_renamed(f"parity.{old}", f"parity.{variant}.{key}")
+                data[variant] = {**dict(data.get(variant) or {}), key: data.pop(old)}
+        if "box_min_score" in data:
+            _warn_renamed("parity.box_min_score", "parity.fp16.box_min_score and parity.int8.box_min_score")
+            value = data.pop("box_min_score")
+            for variant in ("fp16", "int8"):
+                data[variant] = {**dict(data.get(variant) or {}), "box_min_score": value}
+        for variant, defaults in _VARIANT_DEFAULTS.items():
+            if isinstance(data.get(variant), dict):
+                data[variant] = {**defaults, **data[variant]}
+        return data
+
+    def for_variant(self, variant: str) -> VariantTolerances:
+        """The tolerances of ``variant`` (fp32, fp16 or int8)."""
+        if variant not in ("fp32", "fp16", "int8"):
+            raise InputError(f"unknown ONNX variant {variant!r}: expected fp32, fp16 or int8")
+        return getattr(self, variant)
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    import logging
+
+    logging.getLogger("wildfire_kd").warning("%s is now %s; the old key still works", old, new)
 
 
 class DetectSettings(_Section):
@@ -322,6 +391,16 @@ class Config(_Section):
     @property
     def explicit_keys(self) -> set[str]:
         return set(self._explicit)
+
+    @property
+    def validation_imgsz(self) -> int:
+        """The size validation scores both models at: validation.imgsz, else train.imgsz."""
+        return self.validation.imgsz or self.train.imgsz
+
+    @property
+    def validation_device(self) -> str:
+        """The device validation runs on: validation.device, else train.device."""
+        return self.train.device if self.validation.device is None else self.validation.device
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

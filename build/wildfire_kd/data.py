@@ -187,9 +187,11 @@ _FIXES = {
 
 
 def preflight(
-    path: str | Path, splits: Sequence[str] = ("train", "val"), max_bad_fraction: float = 0.0,
+    path: str | Path,
+    splits: Sequence[str] = ("train", "val"),
+    max_bad_fraction: float = 0.0,
     report: str | Path | None = None,
-) -> DatasetInfo:  # fmt: skip
+) -> DatasetInfo:
     """Check a dataset before anything expensive runs: paths, non-empty splits, images and labels.
 
     Every problem is counted and listed (in ``report`` as JSON when given); more than ``max_bad_fraction`` of
@@ -212,8 +214,9 @@ def preflight(
         details = "; ".join(
             f"{len(v)} {k.replace('_', ' ')}: {', '.join(v[:MAX_LISTED])}{' ...' if len(v) > MAX_LISTED else ''} "
             f"({_FIXES[k]})"
-            for k, v in info.problems.items() if k in BAD
-        )  # fmt: skip
+            for k, v in info.problems.items()
+            if k in BAD
+        )
         raise InputError(
             f"{source}: {len(problems.bad_images)} of {total} images have problems ({info.bad_fraction:.1%} > "
             f"train.max_bad_fraction {max_bad_fraction:.1%}): {details}"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import Config
 from .distill import TrainResult, train
+from .layout import TRAIN_REPORT, weights_file
 from .pipeline import BuildResult, build
 from .synth import synthesize
 
@@ -53,20 +54,10 @@ def run_demo(config: Config) -> DemoResult:
     if d.data:
         data = Path(d.data)
     else:
-        data = synthesize(
-            out / "data",
-            s.classes,
-            s.train_images,
-            s.val_images,
-            s.imgsz,
-            s.max_objects,
-            s.seed,
-            s.distractor_frames,
-            s.small_plumes,
-        )
+        data = synthesize(out / "data", s)
     teacher_run = out / "teacher"
-    if (teacher_run / "train.json").is_file() and (teacher_run / "weights" / "best.pt").is_file():
-        teacher = TrainResult(**json.loads((teacher_run / "train.json").read_text(encoding="utf-8")))  # reuse
+    if (teacher_run / TRAIN_REPORT).is_file() and weights_file(teacher_run).is_file():
+        teacher = TrainResult(**json.loads((teacher_run / TRAIN_REPORT).read_text(encoding="utf-8")))  # reuse
     else:
         teacher = train(_stage_config(config, data, "teacher", d.teacher_model, d.teacher_epochs, None))
     result = build(_stage_config(config, data, "student", "yolov8n.yaml", d.epochs, teacher.best), out / "build")

@@ -40,8 +40,10 @@ class DetectResult:
     def summary(self) -> str:
         bad = f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""
         alarms = f", {self.alarms} alarm(s)" if self.alarms else ""
-        return (f"{self.images} image(s){bad}, {self.detections} detection(s) at conf {self.conf:g}{alarms}, "
-                f"{self.seconds:.1f}s; {Path(self.out_dir) / DETECTIONS_NAME}")  # fmt: skip
+        return (
+            f"{self.images} image(s){bad}, {self.detections} detection(s) at conf {self.conf:g}{alarms}, "
+            f"{self.seconds:.1f}s; {Path(self.out_dir) / DETECTIONS_NAME}"
+        )
 
 
 def expand_sources(sources: list[str]) -> list[Path]:
@@ -70,8 +72,16 @@ def _annotate(image, detections: list[Detection], alarmed: bool):
         x1, y1, x2, y2 = (int(round(v)) for v in d.box)
         color = COLORS.get(d.class_id, (0, 255, 0))
         cv2.rectangle(image, (x1, y1), (x2, y2), color, 2)
-        cv2.putText(image, f"{d.name} {d.confidence:.2f}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    color, 1, cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            image,
+            f"{d.name} {d.confidence:.2f}",
+            (x1, max(y1 - 4, 10)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            color,
+            1,
+            cv2.LINE_AA,
+        )
     if alarmed:
         cv2.putText(image, "ALARM", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2, cv2.LINE_AA)
     return image
@@ -107,8 +117,10 @@ def detect(
     confirmer = (confirmer or Confirmer()) if sequence else None
     result = DetectResult(str(out), conf=model.default_conf if conf is None else conf)
     start = time.perf_counter()
-    with open(out / DETECTIONS_NAME, "w", encoding="utf-8") as log, \
-            open(out / ALERTS_NAME, "w", encoding="utf-8") if sequence else _NoFile() as alerts:  # fmt: skip
+    with (
+        open(out / DETECTIONS_NAME, "w", encoding="utf-8") as log,
+        open(out / ALERTS_NAME, "w", encoding="utf-8") if sequence else _NoFile() as alerts,
+    ):
         for i, path in enumerate(files, 1):
             image = cv2.imread(str(path))  # None for a file OpenCV cannot decode
             if image is None:
@@ -121,8 +133,12 @@ def detect(
             result.images += 1
             result.detections += len(detections)
             h, w = image.shape[:2]
-            log.write(json.dumps({"file": str(path), "width": w, "height": h,
-                                  "detections": [d.to_dict() for d in detections]}) + "\n")  # fmt: skip
+            log.write(
+                json.dumps(
+                    {"file": str(path), "width": w, "height": h, "detections": [d.to_dict() for d in detections]}
+                )
+                + "\n"
+            )
             raised = confirmer.update(str(path), detections) if confirmer else []
             for alarm in raised:
                 alerts.write(json.dumps(alarm.to_dict()) + "\n")
@@ -160,16 +176,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         confirmer = Confirmer(args.alarm_k, args.alarm_n, args.alarm_iou)
-        result = detect(args.onnx, args.sources, args.out, conf=args.conf, iou=args.iou, sequence=args.sequence,
-                        confirmer=confirmer, save_images=args.save_images)  # fmt: skip
+        result = detect(
+            args.onnx,
+            args.sources,
+            args.out,
+            conf=args.conf,
+            iou=args.iou,
+            sequence=args.sequence,
+            confirmer=confirmer,
+            save_images=args.save_images,
+        )
     except WildfireKDError as e:
         print(f"wildfire-kd-edge: error: {e}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a bug, not the input: one line and exit 3, as the full CLI does
         if os.environ.get("WILDFIRE_KD_DEBUG") == "1":
             raise
-        print(f"wildfire-kd-edge: internal error (a bug, not your input): {type(e).__name__}: {e}; "
-              "WILDFIRE_KD_DEBUG=1 shows the traceback", file=sys.stderr)  # fmt: skip
+        print(
+            f"wildfire-kd-edge: internal error (a bug, not your input): {type(e).__name__}: {e}; "
+            "WILDFIRE_KD_DEBUG=1 shows the traceback",
+            file=sys.stderr,
+        )
         return 3
     print(f"detect: {result.summary()}")
     return 0

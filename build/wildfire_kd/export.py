@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,14 +22,15 @@ import yaml
 from . import __version__
 from .config import ExportSettings
 from .errors import InputError, StageFailure
+from .layout import EXPORT_DIR, EXPORT_REPORT, ONNX_FILES, VALIDATION_DIR, VALIDATION_JSON, WEIGHTS_DIR
 from .letterbox import INPUT_CONTRACT, letterbox
-from .reports import package_versions, write_json
+from .reports import git_commit, package_versions, write_json
 from .runtime import prepare_ultralytics
 from .weights import check_weights, load_checked, model_class_names, sha256_file, ultralytics_loading
 
 META_PREFIX = "wildfire_kd."
-REPORT_NAME = "export.json"
-FILE_NAMES = {"fp32": "student.onnx", "fp16": "student_fp16.onnx", "int8": "student_int8.onnx"}
+REPORT_NAME = EXPORT_REPORT
+FILE_NAMES = ONNX_FILES
 
 
 @dataclass
@@ -61,25 +61,16 @@ class ExportResult:
         return asdict(self)
 
 
-def git_commit() -> str | None:
-    """The project's commit: WILDFIRE_KD_GIT_COMMIT (set in the image) or the source checkout's HEAD."""
-    if commit := os.environ.get("WILDFIRE_KD_GIT_COMMIT"):
-        return commit
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def run_context(weights: str | Path, validation_report: str | Path | None = None) -> dict[str, Any]:
     """What the training run beside ``weights`` says about it: teacher, KD settings, validation figures and the
     operating point (from ``validation_report``, else RUN/validation/validation.json)."""
     run = Path(weights).resolve().parent.parent
-    context: dict[str, Any] = {"teacher_sha256": None, "distillation": None, "validation": None,
-                               "operating_point": None}  # fmt: skip
+    context: dict[str, Any] = {
+        "teacher_sha256": None,
+        "distillation": None,
+        "validation": None,
+        "operating_point": None,
+    }
     config = run / "wildfire_kd_config.yaml"
     if config.is_file():
         saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
@@ -90,7 +81,7 @@ def run_context(weights: str | Path, validation_report: str | Path | None = None
             context["teacher_sha256"] = train["teacher_sha256"]
         elif teacher and Path(teacher).is_file():
             context["teacher_sha256"] = sha256_file(teacher)
-    report = Path(validation_report) if validation_report else run / "validation" / "validation.json"
+    report = Path(validation_report) if validation_report else run / VALIDATION_DIR / VALIDATION_JSON
     if report.is_file():
         v = json.loads(report.read_text(encoding="utf-8"))
         context["validation"] = {
@@ -243,14 +234,24 @@ def _fp16(src: Path, dst: Path, tail: list[str], metadata: dict[str, Any]) -> No
     _save_checked(model, dst)
 
 
-def _int8(src: Path, dst: Path, tail: list[str], metadata: dict[str, Any], images: list[Path], imgsz: int,
-          settings: ExportSettings) -> None:  # fmt: skip
+def _int8(
+    src: Path,
+    dst: Path,
+    tail: list[str],
+    metadata: dict[str, Any],
+    images: list[Path],
+    imgsz: int,
+    settings: ExportSettings,
+) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[settings.int8_calibration_method]  # fmt: skip
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[settings.int8_calibration_method]
     with tempfile.TemporaryDirectory(prefix="wildfire-kd-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_optimization=True)
@@ -269,40 +270,38 @@ def _int8(src: Path, dst: Path, tail: list[str], metadata: dict[str, Any], image
             calibrate_method=method,
         )
         model = onnx.load(str(raw))
-    _set_metadata(model, {**metadata, "variant": "int8", "float_tail": True,
-                          "int8_calibration": {"images": min(len(images), settings.int8_calibration_images),
-                                               "method": settings.int8_calibration_method,
-                                               "op_types": list(settings.int8_op_types)}})  # fmt: skip
+    _set_metadata(
+        model,
+        {
+            **metadata,
+            "variant": "int8",
+            "float_tail": True,
+            "int8_calibration": {
+                "images": min(len(images), settings.int8_calibration_images),
+                "method": settings.int8_calibration_method,
+                "op_types": list(settings.int8_op_types),
+            },
+        },
+    )
     _save_checked(model, dst)
 
 
-def export(
-    weights: str | Path,
-    out: str | Path,
-    settings: ExportSettings,
-    imgsz: int | None = None,
-    data: str | None = None,
-    weights_sha256: str | None = None,
-    allow_unsafe_weights: bool = False,
-    validation_report: str | Path | None = None,
-) -> ExportResult:
-    """Export ``weights`` to ONNX into ``out`` (student.onnx, and the configured variants); writes export.json."""
-    prepare_ultralytics()
-    import onnx
-
+def default_out(weights: str | Path) -> Path:
+    """Where `export` writes when no folder is given: RUN/export beside RUN/weights/, else runs/export."""
     weights = Path(weights)
-    full = check_weights(weights, weights_sha256, "student", allow_unsafe_weights)
-    with ultralytics_loading(full):
-        model = load_checked(weights, "student")
-    trained_imgsz = int((model.args or {}).get("imgsz", 640)) if isinstance(model.args, dict) else 640
-    imgsz = imgsz or settings.imgsz or trained_imgsz
-    if imgsz % 32:
-        raise InputError(f"export imgsz {imgsz} is not a multiple of 32 (the model's largest stride)")
-    if settings.int8 and not data:
-        raise InputError("int8 export needs --data: its val images calibrate the activation ranges")
+    return weights.parent.parent / EXPORT_DIR if weights.parent.name == WEIGHTS_DIR else Path("runs/export")
+
+
+def fp32_sibling(onnx_path: str | Path) -> Path | None:
+    """The export's fp32 file beside an fp16/int8 file (what their mAP50 drop is measured against), if there."""
+    sibling = Path(onnx_path).with_name(FILE_NAMES["fp32"])
+    return sibling if sibling.is_file() and sibling.resolve() != Path(onnx_path).resolve() else None
+
+
+def _metadata(model, weights: Path, imgsz: int, context: dict[str, Any]) -> dict[str, Any]:
+    """What the ONNX file says about itself (wildfire_kd.* metadata): the contract a camera relies on."""
     names = model_class_names(model)
-    context = run_context(weights, validation_report)
-    metadata = {
+    return {
         "names": names,
         "imgsz": [imgsz, imgsz],
         "stride": int(model.stride.max()),
@@ -312,7 +311,7 @@ def export(
             "layout": f"1 x (4 + {len(names)}) x anchors",
             "boxes": "rows 0-3: cx, cy, w, h in pixels of the letterboxed input",
             "scores": "rows 4..: per-class sigmoid probabilities (no NMS in the graph)",
-        },  # fmt: skip
+        },
         "student_sha256": sha256_file(weights),
         "teacher_sha256": context["teacher_sha256"],
         "distillation": context["distillation"],
@@ -322,22 +321,28 @@ def export(
         "git_commit": git_commit(),
         "variant": "fp32",
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = ExportResult(out_dir=str(out), weights=str(weights), imgsz=imgsz, metadata=metadata)
+
+
+def _traced_graph(weights: Path, settings: ExportSettings, imgsz: int, full_unpickling: bool):
+    """ultralytics' ONNX export of ``weights`` (from a copy: it writes beside the weights), simplified."""
+    import onnx
+    from ultralytics import YOLO
 
     with tempfile.TemporaryDirectory(prefix="wildfire-kd-export-") as tmp:
-        # ultralytics writes the .onnx beside the weights: export from a copy so the run folder stays untouched
         staged = Path(tmp) / "student.pt"
         shutil.copyfile(weights, staged)
-        from ultralytics import YOLO
-
         try:
-            with ultralytics_loading(full):
+            with ultralytics_loading(full_unpickling):
                 traced = YOLO(str(staged)).export(
-                    format="onnx", imgsz=imgsz, opset=settings.opset, dynamic=settings.dynamic, simplify=False,
-                    device="cpu", batch=1, verbose=False,
-                )  # fmt: skip
+                    format="onnx",
+                    imgsz=imgsz,
+                    opset=settings.opset,
+                    dynamic=settings.dynamic,
+                    simplify=False,
+                    device="cpu",
+                    batch=1,
+                    verbose=False,
+                )
         except Exception as e:
             raise StageFailure(f"ONNX export of {weights} failed: {e}") from e
         graph = onnx.load(traced)
@@ -349,11 +354,43 @@ def export(
         except Exception as e:  # ultralytics only warns here; a silently unsimplified file is not what we ship
             raise StageFailure(f"onnxslim {onnxslim.__version__} failed to simplify {weights}: {e}") from e
     graph.ir_version = min(graph.ir_version, 10)  # onnxruntime reads IR <= 10 everywhere
+    return graph
+
+
+def export(
+    weights: str | Path,
+    out: str | Path,
+    settings: ExportSettings | None = None,
+    *,
+    imgsz: int | None = None,
+    data: str | None = None,
+    weights_sha256: str | None = None,
+    allow_unsafe_weights: bool = False,
+    validation_report: str | Path | None = None,
+) -> ExportResult:
+    """Export ``weights`` to ONNX into ``out`` (student.onnx, and the configured variants); writes export.json."""
+    prepare_ultralytics()
+    settings = settings or ExportSettings()
+    weights = Path(weights)
+    full = check_weights(weights, weights_sha256, "student", allow_unsafe_weights)
+    with ultralytics_loading(full):
+        model = load_checked(weights, "student")
+    trained_imgsz = int((model.args or {}).get("imgsz", 640)) if isinstance(model.args, dict) else 640
+    imgsz = imgsz or settings.imgsz or trained_imgsz
+    if imgsz % 32:
+        raise InputError(f"export imgsz {imgsz} is not a multiple of 32 (the model's largest stride)")
+    if settings.int8 and not data:
+        raise InputError("int8 export needs --data: its val images calibrate the activation ranges")
+    metadata = _metadata(model, weights, imgsz, run_context(weights, validation_report))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ExportResult(out_dir=str(out), weights=str(weights), imgsz=imgsz, metadata=metadata)
+
+    graph = _traced_graph(weights, settings, imgsz, full)
     _set_metadata(graph, metadata)
     fp32 = out / FILE_NAMES["fp32"]
     _save_checked(graph, fp32)
     result.files.append(_describe(fp32, "fp32", 0))
-
     tail = decode_tail(graph.graph)
     if not tail:
         raise StageFailure(f"{fp32}: no detection-head decode tail found; cannot keep it in float for the variants")
@@ -367,7 +404,6 @@ def export(
         dst = out / FILE_NAMES["int8"]
         _int8(fp32, dst, tail, metadata, split_images(data, "val"), imgsz, settings)
         result.files.append(_describe(dst, "int8", len(tail)))
-
-    write_json(out / REPORT_NAME, {**result.to_dict(), "settings": settings.model_dump(),
-                                   "versions": package_versions()})  # fmt: skip
+    report = {**result.to_dict(), "settings": settings.model_dump(), "versions": package_versions()}
+    write_json(out / REPORT_NAME, report)
     return result

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError, StageFailure
-from .export import git_commit
+from .reports import git_commit
 
 IMAGE_NAME = "wildfire-kd"
 TARGETS = {"pipeline": IMAGE_NAME, "edge": f"{IMAGE_NAME}-edge"}  # Dockerfile stage -> image name
@@ -39,8 +39,14 @@ def client():
     return engine
 
 
-def build(context: str | Path = ".", tag: str | None = None, base_image: str | None = None, engine=None,
-          network_mode: str | None = None, target: str = "pipeline") -> list[str]:  # fmt: skip
+def build(
+    context: str | Path = ".",
+    tag: str | None = None,
+    base_image: str | None = None,
+    engine=None,
+    network_mode: str | None = None,
+    target: str = "pipeline",
+) -> list[str]:
     """Build the Dockerfile's ``target`` stage (pipeline: wildfire-kd, edge: wildfire-kd-edge) from ``context``;
     tags it with version-commit and latest; streams the build log."""
     context = Path(context)
@@ -53,8 +59,15 @@ def build(context: str | Path = ".", tag: str | None = None, base_image: str | N
     name = TARGETS[target]
     tags = [tag or image_tag(commit, name), f"{name}:latest"]
     buildargs = {"GIT_COMMIT": commit, **({"BASE_IMAGE": base_image} if base_image else {})}
-    stream = engine.api.build(path=str(context), tag=tags[0], buildargs=buildargs, rm=True, decode=True,
-                              network_mode=network_mode, target=target)  # fmt: skip
+    stream = engine.api.build(
+        path=str(context),
+        tag=tags[0],
+        buildargs=buildargs,
+        rm=True,
+        decode=True,
+        network_mode=network_mode,
+        target=target,
+    )
     for chunk in stream:
         if "error" in chunk:
             raise StageFailure(f"image build failed: {chunk['error'].strip()}")

@@ -18,16 +18,17 @@ from typing import Any
 import numpy as np
 
 from .camera import box_iou, decode
-from .config import ParitySettings
+from .config import ParitySettings, VariantTolerances
 from .data import split_images
 from .errors import InputError
-from .export import read_metadata
+from .export import fp32_sibling, read_metadata
+from .layout import PARITY_REPORT, parity_report
 from .letterbox import letterbox
 from .reports import package_versions, write_json
 from .runtime import prepare_ultralytics
 from .weights import load_detection_model, model_class_names, sha256_file
 
-REPORT_NAME = "parity.json"
+REPORT_NAME = PARITY_REPORT
 
 
 @dataclass
@@ -46,8 +47,10 @@ class TensorDiff:
     def line(self) -> str:
         mark = "✓" if self.passed else "✗"
         bound = f" (atol {self.atol:g})" if self.atol is not None else " (not judged)"
-        return (f"{mark} {self.name}: max |Δ| {self.max_abs:.3g}, mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g}; "
-                f"max rel {self.max_rel:.3g}, p99 rel {self.p99_rel:.3g}{bound}")  # fmt: skip
+        return (
+            f"{mark} {self.name}: max |Δ| {self.max_abs:.3g}, mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g}; "
+            f"max rel {self.max_rel:.3g}, p99 rel {self.p99_rel:.3g}{bound}"
+        )
 
 
 @dataclass
@@ -63,11 +66,19 @@ class DetectionParity:
     conf_bound: float | None
     passed: bool
 
+    def problem(self) -> str:
+        return (
+            f"{self.unmatched} detection(s) without a match (IoU >= {self.iou_bound}, |Δconf| <= {self.conf_bound}, "
+            "same class)"
+        )
+
     def line(self) -> str:
         mark = "✓" if self.passed else "✗"
-        return (f"{mark} detections: {self.matched}/{self.torch_detections} matched (onnx {self.onnx_detections}, "
-                f"unmatched {self.unmatched}, borderline {self.borderline}), min IoU {_f(self.min_iou)}, "
-                f"max |Δconf| {_f(self.max_conf_diff)}")  # fmt: skip
+        return (
+            f"{mark} detections: {self.matched}/{self.torch_detections} matched (onnx {self.onnx_detections}, "
+            f"unmatched {self.unmatched}, borderline {self.borderline}), min IoU {_f(self.min_iou)}, "
+            f"max |Δconf| {_f(self.max_conf_diff)}"
+        )
 
 
 @dataclass
@@ -199,87 +210,69 @@ def _onnx_map50(onnx_path: str, data: str, imgsz: int, batch: int = 1) -> float:
 
     with tempfile.TemporaryDirectory(prefix="wildfire-kd-parity-") as tmp:
         metrics = YOLO(str(onnx_path), task="detect").val(
-            data=str(mirror(data, Path(tmp) / "dataset")), imgsz=imgsz, batch=batch, device="cpu", plots=False,
-            verbose=False, rect=False, project=tmp, name="val",
-        )  # fmt: skip
+            data=str(mirror(data, Path(tmp) / "dataset")),
+            imgsz=imgsz,
+            batch=batch,
+            device="cpu",
+            plots=False,
+            verbose=False,
+            rect=False,
+            project=tmp,
+            name="val",
+        )
     return float(metrics.box.map50)
 
 
-def parity(
-    weights: str | Path,
-    onnx_path: str | Path,
-    settings: ParitySettings,
-    data: str | None = None,
-    imgsz: int | None = None,
-    out: str | Path | None = None,
-    fp32_onnx: str | Path | None = None,
-    weights_sha256: str | None = None,
-    allow_unsafe_weights: bool = False,
-) -> ParityResult:
-    """Compare ``onnx_path`` with ``weights``; writes parity.json (or parity_<variant>.json) into ``out``."""
-    prepare_ultralytics()
-    import torch
-
-    model = load_detection_model(weights, weights_sha256, "student", allow_unsafe_weights)
-    names = model_class_names(model)
-    onnx_model = load_onnx(onnx_path)
-    meta = read_metadata(onnx_model)  # tells the size to compare at when --imgsz is not given
-    imgsz = imgsz or (meta.get("imgsz") or [None])[0]
-    if not imgsz:
-        raise InputError(f"{onnx_path} has no wildfire_kd.imgsz metadata: pass --imgsz")
-    session, _ = open_session(onnx_path, imgsz, onnx_model)
-    variant = meta.get("variant", "fp32")
-    problems: list[str] = []
+def _metadata_problems(meta: dict[str, Any], names: list[str], imgsz: int, weights: str | Path) -> list[str]:
+    """The ONNX file's wildfire_kd metadata against the weights it claims to be."""
+    problems = []
     if meta.get("names") != names:
         problems.append(f"metadata names {meta.get('names')} differ from the weights' {names}")
     if meta.get("imgsz") != [imgsz, imgsz]:
         problems.append(f"metadata imgsz {meta.get('imgsz')} differs from the compared size {imgsz}")
     if meta.get("student_sha256") not in (None, sha256_file(weights)):
         problems.append(f"metadata student_sha256 {meta.get('student_sha256')} is not the sha256 of {weights}")
+    return problems
 
-    # fp32 must match everywhere. In fp16 a box whose DFL distribution is flat (an uncertain edge) can move by a
-    # few pixels, so boxes count only where a detection could arise, and the mAP50 drop is judged as for int8.
-    max_drop = None
-    if variant == "fp16":
-        box_atol, score_atol, iou_bound, conf_bound = (settings.fp16_box_atol, settings.fp16_score_atol,
-                                                       settings.fp16_det_iou, settings.fp16_det_conf_atol)  # fmt: skip
-        min_score, max_drop = settings.box_min_score, settings.fp16_max_map50_drop
-    elif variant == "int8":  # judged by mAP50 drop; tensor and detection figures are reported only
-        box_atol = score_atol = iou_bound = conf_bound = None
-        min_score, max_drop = settings.box_min_score, settings.int8_max_map50_drop
-    else:
-        box_atol, score_atol, iou_bound, conf_bound = (settings.box_atol, settings.score_atol, settings.det_iou,
-                                                       settings.det_conf_atol)  # fmt: skip
-        min_score = 0.0
+
+def _run_both(model, session, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """output0 of the fused fp32 PyTorch model and of onnxruntime for each tensor, stacked."""
+    import torch
 
     fused = model.fuse(verbose=False).float().eval()
-    tensors, counts = _inputs(data, settings, imgsz)
     input_name = session.get_inputs()[0].name
     ref_out, got_out = [], []
     with torch.inference_mode():
         for x in tensors:
             ref_out.append(fused(torch.from_numpy(x))[0].numpy())
             got_out.append(session.run(None, {input_name: x})[0])
-    ref, got = np.concatenate(ref_out), np.concatenate(got_out)
-    if ref.shape != got.shape:
-        raise InputError(f"{onnx_path}: output shape {got.shape} differs from the PyTorch model's {ref.shape}")
-    scored = ref[:, 4:].max(1) >= min_score  # (images, anchors)
+    return np.concatenate(ref_out), np.concatenate(got_out)
+
+
+def compare_tensors(ref: np.ndarray, got: np.ndarray, tol: VariantTolerances) -> list[TensorDiff]:
+    """Box coordinates and class scores of output0, each against its own bound. Boxes count only at anchors whose
+    best score reaches ``tol.box_min_score`` (all of them if none does)."""
+    scored = ref[:, 4:].max(1) >= tol.box_min_score  # (images, anchors)
     ref_boxes, got_boxes = ref[:, :4].transpose(0, 2, 1)[scored], got[:, :4].transpose(0, 2, 1)[scored]
     if not len(ref_boxes):  # nothing scores high enough anywhere: compare every anchor rather than none
         ref_boxes, got_boxes = ref[:, :4], got[:, :4]
-    diffs = [_diff("boxes", ref_boxes, got_boxes, box_atol), _diff("scores", ref[:, 4:], got[:, 4:], score_atol)]
+    return [_diff("boxes", ref_boxes, got_boxes, tol.box_atol), _diff("scores", ref[:, 4:], got[:, 4:], tol.score_atol)]
 
-    # the same decoding and NMS as the camera runtime (camera.py), so parity and the cameras never drift apart
+
+def compare_detections(
+    ref: np.ndarray, got: np.ndarray, settings: ParitySettings, tol: VariantTolerances, judged: bool = True
+) -> DetectionParity:
+    """Both outputs through the camera runtime's decoding and NMS (camera.py), so parity and the cameras never
+    drift apart; then one-to-one matching per image. Without bounds (int8) it reports with IoU 0.5, any conf."""
+    iou_bound, conf_bound = tol.det_iou, tol.det_conf_atol
     ref_det = [_detections(out, settings) for out in ref]
     got_det = [_detections(out, settings) for out in got]
     totals = {"matched": 0, "unmatched": 0, "borderline": 0, "ious": [], "confs": []}
     for r, g in zip(ref_det, got_det, strict=True):
         stats = _match(r, g, settings, iou_bound or 0.5, conf_bound if conf_bound is not None else 1.0)
-        for k in ("matched", "unmatched", "borderline"):
-            totals[k] += stats[k]
-        totals["ious"] += stats["ious"]
-        totals["confs"] += stats["confs"]
-    detections = DetectionParity(
+        for key, value in stats.items():
+            totals[key] += value
+    return DetectionParity(
         torch_detections=sum(len(d) for d in ref_det),
         onnx_detections=sum(len(d) for d in got_det),
         matched=totals["matched"],
@@ -289,30 +282,71 @@ def parity(
         max_conf_diff=max(totals["confs"]) if totals["confs"] else None,
         iou_bound=iou_bound,
         conf_bound=conf_bound,
-        passed=variant == "int8" or totals["unmatched"] == 0,
+        passed=not judged or totals["unmatched"] == 0,
     )
+
+
+def map50_drop(
+    onnx_path: str | Path, fp32_onnx: str | Path | None, data: str | None, imgsz: int, variant: str, max_drop: float
+) -> tuple[dict[str, float], list[str]]:
+    """mAP50 of the variant and of the fp32 ONNX file on the val split, and a problem if it drops more than allowed."""
+    if not (data and fp32_onnx):
+        raise InputError(f"{variant} parity needs --data and the fp32 ONNX file (--fp32-onnx) for the mAP50 drop")
+    map50 = {"fp32": _onnx_map50(str(fp32_onnx), data, imgsz), variant: _onnx_map50(str(onnx_path), data, imgsz)}
+    map50["drop"] = map50["fp32"] - map50[variant]
+    if map50["drop"] <= max_drop:
+        return map50, []
+    return map50, [
+        f"{variant} mAP50 drop {map50['drop']:.4f} > {max_drop} (fp32 {map50['fp32']:.4f}, {variant} "
+        f"{map50[variant]:.4f})"
+    ]
+
+
+def parity(
+    weights: str | Path,
+    onnx_path: str | Path,
+    settings: ParitySettings,
+    *,
+    data: str | None = None,
+    imgsz: int | None = None,
+    out: str | Path | None = None,
+    fp32_onnx: str | Path | None = None,
+    weights_sha256: str | None = None,
+    allow_unsafe_weights: bool = False,
+) -> ParityResult:
+    """Compare ``onnx_path`` with ``weights``; writes parity.json (or parity_<variant>.json) into ``out``.
+
+    ``fp32_onnx``: the fp32 file an fp16/int8 file's mAP50 is compared with; by default the export's own
+    (``student.onnx`` beside it)."""
+    prepare_ultralytics()
+    model = load_detection_model(weights, weights_sha256, "student", allow_unsafe_weights)
+    onnx_model = load_onnx(onnx_path)
+    meta = read_metadata(onnx_model)  # tells the size to compare at when --imgsz is not given
+    imgsz = imgsz or (meta.get("imgsz") or [None])[0]
+    if not imgsz:
+        raise InputError(f"{onnx_path} has no wildfire_kd.imgsz metadata: pass --imgsz")
+    session, _ = open_session(onnx_path, imgsz, onnx_model)
+    variant = meta.get("variant", "fp32")
+    tol = settings.for_variant(variant)
+    problems = _metadata_problems(meta, model_class_names(model), imgsz, weights)
+
+    tensors, counts = _inputs(data, settings, imgsz)
+    ref, got = _run_both(model, session, tensors)
+    if ref.shape != got.shape:
+        raise InputError(f"{onnx_path}: output shape {got.shape} differs from the PyTorch model's {ref.shape}")
+    diffs = compare_tensors(ref, got, tol)
+    detections = compare_detections(ref, got, settings, tol, judged=variant != "int8")
     problems += [f"{d.name} max |Δ| {d.max_abs:.3g} > atol {d.atol:g}" for d in diffs if not d.passed]
-    if not detections.passed:
-        problems.append(f"{detections.unmatched} detection(s) without a match (IoU >= {iou_bound}, "
-                        f"|Δconf| <= {conf_bound}, same class)")  # fmt: skip
-
+    problems += [] if detections.passed else [detections.problem()]
     map50: dict[str, float] = {}
-    if max_drop is not None:
-        if not (data and fp32_onnx):
-            raise InputError(f"{variant} parity needs --data and the fp32 ONNX file (--fp32-onnx) for the mAP50 drop")
-        map50 = {"fp32": _onnx_map50(str(fp32_onnx), data, imgsz), variant: _onnx_map50(str(onnx_path), data, imgsz)}
-        map50["drop"] = map50["fp32"] - map50[variant]
-        if map50["drop"] > max_drop:
-            problems.append(f"{variant} mAP50 drop {map50['drop']:.4f} > {max_drop} "
-                            f"(fp32 {map50['fp32']:.4f}, {variant} {map50[variant]:.4f})")  # fmt: skip
+    if tol.max_map50_drop is not None:
+        fp32_onnx = fp32_onnx or fp32_sibling(onnx_path)
+        map50, drop_problems = map50_drop(onnx_path, fp32_onnx, data, imgsz, variant, tol.max_map50_drop)
+        problems += drop_problems
 
-    result = ParityResult(
-        onnx=str(onnx_path), variant=variant, imgsz=imgsz, passed=not problems, problems=problems, tensors=diffs,
-        detections=detections, inputs=counts, map50=map50,
-    )  # fmt: skip
+    result = ParityResult(str(onnx_path), variant, imgsz, not problems, problems, diffs, detections, counts, map50)
     if out is not None:
-        report = Path(out) / (REPORT_NAME if variant == "fp32" else f"parity_{variant}.json")
-        result.report = str(report)
-        write_json(report, {**result.to_dict(), "weights": str(weights), "settings": settings.model_dump(),
-                                      "versions": package_versions()})  # fmt: skip
+        result.report = str(Path(out) / parity_report(variant))
+        extra = {"weights": str(weights), "settings": settings.model_dump(), "versions": package_versions()}
+        write_json(result.report, {**result.to_dict(), **extra})
     return result

@@ -26,12 +26,27 @@ from typing import Any
 from .config import Config, save_config
 from .data import preflight, split_images
 from .errors import GateFailure, InputError, StageFailure, WildfireKDError
+from .layout import (
+    BUILD_CONFIG,
+    BUILD_REPORT,
+    EXPORT_DIR,
+    EXPORT_REPORT,
+    LAST,
+    MODEL_CARD,
+    ONNX_FILES,
+    SHA256SUMS,
+    TRAIN_DIR,
+    TRAIN_REPORT,
+    VALIDATION_DIR,
+    VALIDATION_JSON,
+    VALIDATION_MD,
+    VALIDATION_PNG,
+    weights_file,
+)
 from .reports import atomic_write_text, package_versions, write_json
 from .weights import sha256_file
 
-REPORT_NAME = "build_report.json"
-CARD_NAME = "MODEL_CARD.md"
-SUMS_NAME = "SHA256SUMS"
+REPORT_NAME, CARD_NAME, SUMS_NAME = BUILD_REPORT, MODEL_CARD, SHA256SUMS
 STAGES = ("train", "validate", "export", "parity")
 
 
@@ -108,11 +123,20 @@ class _Builder:
             try:
                 status, passed, outputs, result, failures = run()
             except (GateFailure, StageFailure) as e:  # divergence, or a stage's own tool broke: stop here
-                self.records.append(StageRecord(name, "failed", False, round(time.time() - start, 2), fingerprint,
-                                                failures=[str(e)]))  # fmt: skip
+                self.records.append(
+                    StageRecord(name, "failed", False, round(time.time() - start, 2), fingerprint, failures=[str(e)])
+                )
                 raise _Stopped(name, str(e), type(e)) from e
-            record = StageRecord(name, status, passed, round(time.time() - start, 2), fingerprint,
-                                 self._outputs(outputs), result, failures)  # fmt: skip
+            record = StageRecord(
+                name,
+                status,
+                passed,
+                round(time.time() - start, 2),
+                fingerprint,
+                self._outputs(outputs),
+                result,
+                failures,
+            )
         self.records.append(record)
         return record
 
@@ -125,29 +149,88 @@ class _Stopped(Exception):
         self.stage, self.error = stage, error
 
 
-def _train_stage(config: Config, out: Path):
-    from .distill import REPORT_NAME as TRAIN_REPORT
+def _train_stage(config: Config, out: Path, info):
     from .distill import train
 
-    run = out / "train"
+    run = out / TRAIN_DIR
     stage_config = config.model_copy(deep=True)
     t = stage_config.train
-    t.out, t.name, t.exist_ok = str(out), "train", True
+    t.out, t.name, t.exist_ok = str(out), TRAIN_DIR, True
     stage_config.validation.after_train = False  # the build validates in its own stage
 
     def run_stage():
         status = "ran"
-        last = run / "weights" / "last.pt"
-        if last.is_file() and not (run / TRAIN_REPORT).is_file():
-            result, status = train(stage_config, resume=str(run)), "resumed"
+        if weights_file(run, LAST).is_file() and not (run / TRAIN_REPORT).is_file():
+            result, status = train(stage_config, resume=str(run), info=info), "resumed"
         else:
             if run.exists():
                 shutil.rmtree(run)  # inputs changed: start clean, never mix two runs' epochs
-            result = train(stage_config)
+            result = train(stage_config, info=info)
         if not result.best:
             return "failed", False, [], result.to_dict(), ["training wrote no best.pt"]
         files = [Path(result.best), Path(result.results_csv), Path(result.batch_log), run / TRAIN_REPORT]
         return status, True, files, result.to_dict(), []
+
+    return run_stage
+
+
+def _validate_stage(config: Config, out: Path, best: Path, info):
+    from .validate import validate_from_config
+
+    vdir = out / VALIDATION_DIR
+
+    def run_stage():
+        report = validate_from_config(config, vdir, student=str(best), info=info)
+        failures = [f"gate {g.describe()}" for g in report.failed_gates]
+        files = [vdir / VALIDATION_JSON, vdir / VALIDATION_MD, vdir / VALIDATION_PNG]
+        result = {"passed": report.passed, "retention": report.retention, "teacher_agreement": report.teacher_agreement}
+        return "ran", report.passed, files, result, failures
+
+    return run_stage
+
+
+def _export_stage(config: Config, out: Path, best: Path):
+    from .export import export
+
+    t, edir = config.train, out / EXPORT_DIR
+
+    def run_stage():
+        validation = out / VALIDATION_DIR / VALIDATION_JSON
+        result = export(
+            best, edir, config.export, imgsz=config.export.imgsz or t.imgsz, data=t.data, validation_report=validation
+        )
+        files = [Path(f.path) for f in result.files] + [edir / EXPORT_REPORT]
+        return "ran", True, files, {"files": [asdict(f) for f in result.files]}, []
+
+    return run_stage
+
+
+def _parity_stage(config: Config, out: Path, best: Path, exported: list[dict[str, Any]]):
+    from .parity import parity
+
+    edir = out / EXPORT_DIR
+
+    def run_stage():
+        files, results, failures = [], {}, []
+        for f in exported:
+            r = parity(
+                best,
+                f["path"],
+                config.parity,
+                data=config.train.data,
+                out=edir,
+                fp32_onnx=str(edir / ONNX_FILES["fp32"]),
+            )
+            results[f["variant"]] = {
+                "passed": r.passed,
+                "problems": r.problems,
+                "map50": r.map50,
+                "tensors": [asdict(d) for d in r.tensors],
+                "detections": asdict(r.detections),
+            }
+            files.append(Path(r.report))
+            failures += [f"{f['variant']}: {problem}" for problem in r.problems]
+        return "ran", not failures, files, results, failures
 
     return run_stage
 
@@ -162,20 +245,27 @@ def build(config: Config, out: str | Path) -> BuildResult:
     previous_report = out / REPORT_NAME
     previous = json.loads(previous_report.read_text(encoding="utf-8")) if previous_report.is_file() else None
     builder = _Builder(config, out, previous)
-    info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
-    data_fp = dataset_fingerprint(t.data)
-    teacher_sha = sha256_file(t.teacher)
+    info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)  # once: the stages receive it
     student_input = sha256_file(t.student) if Path(t.student).is_file() else t.student
+    inputs = {"data": dataset_fingerprint(t.data), "teacher": sha256_file(t.teacher), "student": student_input}
     started = time.time()
     try:
-        result = _run_stages(config, out, builder, data_fp, teacher_sha, student_input)
+        result = _run_stages(config, out, builder, inputs, info)
     except _Stopped as stop:
         result = BuildResult(str(out), False, builder.records)
-        write_json(out / REPORT_NAME, {"passed": False, "failures": result.failures, "stopped_at": stop.stage,
-                                       "stages": [asdict(s) for s in result.stages],
-                                       "config_sha256": config.digest(), "versions": package_versions()})  # fmt: skip
+        write_json(
+            out / REPORT_NAME,
+            {
+                "passed": False,
+                "failures": result.failures,
+                "stopped_at": stop.stage,
+                "stages": [asdict(s) for s in result.stages],
+                "config_sha256": config.digest(),
+                "versions": package_versions(),
+            },
+        )
         raise stop.error(f"build stopped at stage {stop}") from None
-    _write_outputs(config, out, result, info, teacher_sha, data_fp, round(time.time() - started, 2))
+    _write_outputs(config, out, result, info, inputs, round(time.time() - started, 2))
     _track_build(config, out, result)
     return result
 
@@ -189,93 +279,66 @@ def _track_build(config: Config, out: Path, result: BuildResult) -> None:
     stage_config = config.model_copy(deep=True)
     stage_config.train.out = str(out)  # as the train stage ran it: OUT/train, OUT/mlflow.db
     files = [Path(f["path"]) for f in result.stage("export").result["files"]]
-    files += [out / rel for rel in (REPORT_NAME, CARD_NAME, "SHA256SUMS", "validation/validation.json",
-                                    "validation/validation.md", "export/export.json")]  # fmt: skip
-    figures = {"validation": _summary_of(out / "validation"),
-               "build": {"passed": result.passed, "failures": "; ".join(result.failures) or "none"}}  # fmt: skip
-    track_summary(stage_config, out / "train", figures, files)
+    files += [out / REPORT_NAME, out / CARD_NAME, out / SUMS_NAME, out / EXPORT_DIR / EXPORT_REPORT]
+    files += [out / VALIDATION_DIR / name for name in (VALIDATION_JSON, VALIDATION_MD)]
+    figures = {
+        "validation": _summary_of(out / VALIDATION_DIR),
+        "build": {"passed": result.passed, "failures": "; ".join(result.failures) or "none"},
+    }
+    track_summary(stage_config, out / TRAIN_DIR, figures, files)
 
 
-def _run_stages(config: Config, out: Path, builder: _Builder, data_fp: str, teacher_sha: str,
-                student_input: str) -> BuildResult:  # fmt: skip
-    t = config.train
-
-    # train
-    train_fp = _digest("train", config.train.model_dump(exclude={"device", "workers", "out", "name", "exist_ok"}),
-                       config.distill.model_dump(), data_fp, teacher_sha, student_input)  # fmt: skip
-    train_rec = builder.stage("train", train_fp, _train_stage(config, out), upstream_changed=False)
+def _run_stages(config: Config, out: Path, builder: _Builder, inputs: dict[str, str], info) -> BuildResult:
+    """train -> validate -> export -> parity; a stage reruns when its fingerprint or anything upstream changed.
+    The export's metadata carries the validation figures, so a new validation means a new export."""
+    t, data_fp, teacher_sha = config.train, inputs["data"], inputs["teacher"]
+    train_fp = _digest(
+        "train",
+        t.model_dump(exclude={"device", "workers", "out", "name", "exist_ok"}),
+        config.distill.model_dump(),
+        data_fp,
+        teacher_sha,
+        inputs["student"],
+    )
+    train_rec = builder.stage("train", train_fp, _train_stage(config, out, info), upstream_changed=False)
     if not train_rec.passed:  # no student: nothing after this can run
         raise _Stopped("train", "; ".join(train_rec.failures), StageFailure)
     changed = train_rec.status != "skipped"
     best = Path(train_rec.result["best"])
     best_sha = sha256_file(best)
 
-    # validate
-    from .validate import JSON_NAME, MD_NAME, PNG_NAME, validate
-
-    v = config.validation
-    vdir = out / "validation"
-    imgsz = v.imgsz or t.imgsz
-    device = t.device if v.device is None else v.device
-
-    def run_validate():
-        report = validate(str(best), t.teacher, t.data, v, vdir, imgsz=imgsz, device=device,
-                          teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction,
-                          allow_unsafe_weights=t.allow_unsafe_weights)  # fmt: skip
-        failures = [f"gate {g.describe()}" for g in report.failed_gates]
-        return ("ran", report.passed, [vdir / JSON_NAME, vdir / MD_NAME, vdir / PNG_NAME],
-                {"passed": report.passed, "retention": report.retention,
-                 "teacher_agreement": report.teacher_agreement}, failures)  # fmt: skip
-
-    val_fp = _digest("validate", v.model_dump(), best_sha, teacher_sha, data_fp, imgsz, device)
-    val_rec = builder.stage("validate", val_fp, run_validate, upstream_changed=changed)
+    val_fp = _digest(
+        "validate",
+        config.validation.model_dump(),
+        best_sha,
+        teacher_sha,
+        data_fp,
+        config.validation_imgsz,
+        config.validation_device,
+    )
+    val_rec = builder.stage("validate", val_fp, _validate_stage(config, out, best, info), upstream_changed=changed)
     changed = changed or val_rec.status != "skipped"
 
-    # export (the metadata carries the validation figures, so a new validation means a new export)
-    from .export import FILE_NAMES, export
-    from .export import REPORT_NAME as EXPORT_REPORT
-
     e = config.export
-    edir = out / "export"
-
-    def run_export():
-        result = export(best, edir, e, imgsz=e.imgsz or t.imgsz, data=t.data, validation_report=vdir / JSON_NAME)
-        files = [Path(f.path) for f in result.files] + [edir / EXPORT_REPORT]
-        return "ran", True, files, {"files": [asdict(f) for f in result.files]}, []
-
     exp_fp = _digest("export", e.model_dump(), best_sha, data_fp if e.int8 else None, t.imgsz)
-    exp_rec = builder.stage("export", exp_fp, run_export, upstream_changed=changed)
+    exp_rec = builder.stage("export", exp_fp, _export_stage(config, out, best), upstream_changed=changed)
     changed = changed or exp_rec.status != "skipped"
 
-    # parity, for every variant
-    from .parity import parity
-
-    p = config.parity
-
-    def run_parity():
-        files, results, failures = [], {}, []
-        for f in exp_rec.result["files"]:
-            r = parity(best, f["path"], p, data=t.data, out=edir, fp32_onnx=str(edir / FILE_NAMES["fp32"]))
-            results[f["variant"]] = {
-                "passed": r.passed, "problems": r.problems, "map50": r.map50,
-                "tensors": [asdict(d) for d in r.tensors], "detections": asdict(r.detections),
-            }  # fmt: skip
-            files.append(Path(r.report))
-            failures += [f"{f['variant']}: {problem}" for problem in r.problems]
-        return "ran", not failures, files, results, failures
-
-    onnx_shas = [f["sha256"] for f in exp_rec.result["files"]]
-    par_fp = _digest("parity", p.model_dump(), best_sha, onnx_shas, data_fp)
-    builder.stage("parity", par_fp, run_parity, upstream_changed=changed)
+    exported = exp_rec.result["files"]
+    par_fp = _digest("parity", config.parity.model_dump(), best_sha, [f["sha256"] for f in exported], data_fp)
+    builder.stage("parity", par_fp, _parity_stage(config, out, best, exported), upstream_changed=changed)
     return BuildResult(str(out), all(r.passed for r in builder.records), builder.records)
 
 
-def _write_outputs(config: Config, out: Path, result: BuildResult, info, teacher_sha: str, data_fp: str,
-                   seconds: float) -> None:  # fmt: skip
+def _write_outputs(
+    config: Config, out: Path, result: BuildResult, info, inputs: dict[str, str], seconds: float
+) -> None:
+    from .model_card import model_card
+
     t = config.train
-    save_config(config, out / "build_config.yaml")
+    save_config(config, out / BUILD_CONFIG)
     atomic_write_text(out / CARD_NAME, model_card(config, result, info))
-    shipped = sorted({rel for s in result.stages for rel in s.outputs} | {CARD_NAME, "build_config.yaml"})
+    shipped = sorted({rel for s in result.stages for rel in s.outputs} | {CARD_NAME, BUILD_CONFIG})
     outputs = {rel: sha256_file(out / rel) for rel in shipped}
     report = {
         "passed": result.passed,
@@ -285,8 +348,8 @@ def _write_outputs(config: Config, out: Path, result: BuildResult, info, teacher
         "config_sha256": config.digest(),
         "config": config.model_dump(mode="json"),
         "inputs": {
-            "data": {"yaml": str(Path(t.data).resolve()), "sha256": sha256_file(t.data), "fingerprint": data_fp},
-            "teacher": {"path": str(Path(t.teacher).resolve()), "sha256": teacher_sha},
+            "data": {"yaml": str(Path(t.data).resolve()), "sha256": sha256_file(t.data), "fingerprint": inputs["data"]},
+            "teacher": {"path": str(Path(t.teacher).resolve()), "sha256": inputs["teacher"]},
             "student": {"path": t.student, "sha256": sha256_file(t.student) if Path(t.student).is_file() else None},
         },
         "outputs": outputs,
@@ -295,136 +358,3 @@ def _write_outputs(config: Config, out: Path, result: BuildResult, info, teacher
     write_json(out / REPORT_NAME, report)
     outputs[REPORT_NAME] = sha256_file(out / REPORT_NAME)
     atomic_write_text(out / SUMS_NAME, "".join(f"{digest}  {rel}\n" for rel, digest in sorted(outputs.items())))
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
-def _card_field_rows(field: dict[str, Any] | None) -> list[str]:
-    """The camera figures (false alarms, recall of small objects) as rows of the card's student-vs-teacher table."""
-    if not field:
-        return []
-    t, s = field["teacher"], field["student"]
-    return [
-        f"| false alarms / 1000 smoke-free frames (conf {field['conf']:g}) | {_fmt(t['false_alarms_per_1000'])} | "
-        f"{_fmt(s['false_alarms_per_1000'])} | – |",
-        f"| recall, small objects (conf {field['conf']:g}) | {_fmt(t['recall_by_size']['small']['recall'])} | "
-        f"{_fmt(s['recall_by_size']['small']['recall'])} | {_fmt(field['recall_retention']['small'])} |",
-    ]
-
-
-def distillation_summary(d) -> str:
-    """One line on how the student was distilled, for the model card."""
-    lam = f"λ_detection {d.lambda_detection}, λ_distillation {d.lambda_distillation}"
-    if not d.response:
-        text = "no response distillation"
-    elif d.method == "dense":
-        text = (
-            f"dense response distillation at every anchor: class scores (QFL, β {d.cls_beta}, weight "
-            f"{d.lambda_dist_kl}) and DFL-bin localization KD (T_ld {d.ld_temperature}, weight "
-            f"{d.lambda_dist_ld}), box term weight {d.box_weight}, {lam}, α {d.schedule}"
-        )
-    else:
-        text = (
-            f"pseudo-target response distillation: CIoU box term (weight {d.box_weight}) and per-class Bernoulli "
-            f"KL at T = {d.temperature} (weight {d.lambda_dist_kl}, target {d.cls_target}), {lam}, α {d.schedule}"
-        )
-    return text + (", plus ultralytics feature distillation" if d.feature_distillation else "")
-
-
-def model_card(config: Config, result: BuildResult, info) -> str:
-    """MODEL_CARD.md: what the model is, its data, student vs teacher, parity, intended use, limitations."""
-    from . import __version__
-
-    t, d = config.train, config.distill
-    val = json.loads((Path(result.out_dir) / "validation" / "validation.json").read_text(encoding="utf-8"))
-    exp = result.stage("export").result["files"]
-    par = result.stage("parity").result
-    train = result.stage("train").result
-    splits = info.splits
-    point = val.get("operating_point") if (val.get("operating_point") or {}).get("conf") is not None else None
-    lines = [
-        "# Model card: wildfire-kd student",
-        "",
-        f"**Build {'PASSED' if result.passed else 'FAILED'}**"
-        + ("" if result.passed else ": " + "; ".join(result.failures)),
-        "",
-        "## What it is",
-        "",
-        f"A YOLOv8n object detector for **{', '.join(info.names)}** on field-camera images, distilled by "
-        f"wildfire-kd {__version__} from the teacher `{Path(t.teacher).name}` ({distillation_summary(d)}). Trained "
-        f"{train['epochs_completed']} epochs at {t.imgsz} px from `{t.student}`.",
-        "",
-        "Input: one RGB image letterboxed to the file's `wildfire_kd.imgsz` (aspect kept, padded with 114 grey), "
-        "scaled to 0..1, NCHW float32. Output `output0`: 1 × (4 + classes) × anchors; rows 0-3 are box centre "
-        "x/y, width and height in pixels of the letterboxed input, the rest are per-class probabilities. No NMS "
-        "in the graph: `wildfire-kd-edge` (numpy, onnxruntime, OpenCV) applies class-aware NMS (IoU 0.7) and "
-        + (
-            f"the operating point shipped in the file: confidence {point['conf']:g} ({point['rule'].replace('_', ' ')}"
-            f" on the val split: student precision {point['student']['p']:.3f}, recall {point['student']['r']:.3f})."
-            if point
-            else "confidence 0.25 (this build shipped no operating point)."
-        ),  # fmt: skip
-        "",
-        "## Data",
-        "",
-        f"`{t.data}`: classes {info.names}; "
-        + "; ".join(
-            f"{k} {s.images} images ({s.background_images} background), instances "
-            f"{dict(zip(info.names, s.instances, strict=True))}"
-            for k, s in splits.items()
-        ),  # fmt: skip
-        "",
-        "## Student vs teacher",
-        "",
-        "| metric | teacher | student | student / teacher |",
-        "|---|---:|---:|---:|",
-    ]
-    for key, label in (("precision", "P"), ("recall", "R"), ("map50", "mAP50"), ("map50_95", "mAP50-95")):
-        lines.append(f"| {label} | {_fmt(val['teacher'][key])} | {_fmt(val['student'][key])} | "
-                     f"{_fmt(val['retention'][key])} |")  # fmt: skip
-    lines += [
-        f"| teacher agreement | – | {_fmt(val['teacher_agreement'])} | – |",
-        *_card_field_rows(val.get("field")),
-        f"| parameters | {val['teacher']['parameters']:,} | {val['student']['parameters']:,} | – |",
-        f"| latency ms, batch 1, {val['settings']['device']} | {_fmt(val['teacher']['latency_ms'], 2)} | "
-        f"{_fmt(val['student']['latency_ms'], 2)} | – |",
-        "",
-        "Gates: "
-        + (
-            "; ".join(
-                f"{'✓' if g['passed'] else '✗'} {g['name']} {g['comparison']} {g['threshold']}" for g in val["gates"]
-            )
-            or "none configured"
-        ),  # fmt: skip
-        "",
-        "## ONNX files and parity with PyTorch",
-        "",
-        "| file | size MB | sha256 | parity | max box Δ px | max score Δ | detections matched | mAP50 |",
-        "|---|---:|---|---|---:|---:|---:|---:|",
-    ]
-    for f in exp:
-        r = par[f["variant"]]
-        det = r["detections"]
-        map50 = r["map50"].get(f["variant"]) if r["map50"] else None  # fp32 is judged by parity, not mAP
-        lines.append(f"| `{Path(f['path']).name}` | {f['size_mb']:.2f} | `{f['sha256'][:16]}…` | "
-                     f"{'✓' if r['passed'] else '✗'} | {r['tensors'][0]['max_abs']:.3g} | "
-                     f"{r['tensors'][1]['max_abs']:.3g} | {det['matched']}/{det['torch_detections']} | "
-                     f"{_fmt(map50)} |")  # fmt: skip
-    lines += [
-        "",
-        "## Intended use",
-        "",
-        "Early warning of smoke and fire on fixed field cameras, as one signal that a person reviews. Run the ONNX "
-        "file with onnxruntime; `wildfire_kd/letterbox.py` is the reference preprocessing (numpy and OpenCV only).",
-        "",
-        "## Limitations",
-        "",
-        "- Scores are only as good as the data above: other scenes (night, fog, dust, sun glare, clouds, industrial "
-        "smoke) can raise false alarms or miss fires; measure on your own cameras before relying on it.",
-        "- The student is smaller than its teacher; the retention figures above say what it lost on this split.",
-        "- int8 and fp16 files are judged by the bounds in `build_report.json`, not by bit-exact parity.",
-        "- Not a replacement for human monitoring or emergency services.",
-    ]
-    return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,19 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def git_commit() -> str | None:
+    """The project's commit: WILDFIRE_KD_GIT_COMMIT (set in the image) or the source checkout's HEAD."""
+    if commit := os.environ.get("WILDFIRE_KD_GIT_COMMIT"):
+        return commit
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write to a temporary file beside ``path``, fsync, then rename: readers never see a half-written file."""
     path = Path(path)
@@ -43,6 +57,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_markdown(path: str | Path, lines: list[str]) -> str:
+    """Write ``lines`` as one Markdown file (atomically, creating its folder); returns the text, e.g. to print."""
+    text = "\n".join(lines) + "\n"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    return text
 
 
 def write_json(path: str | Path, payload: Any) -> Path:

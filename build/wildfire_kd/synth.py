@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from .config import SynthSettings
 from .errors import InputError
 
 _SPLIT_IDS = {"train": 0, "val": 1}
@@ -143,18 +145,11 @@ def _small_plume(image, extra, size: int) -> tuple[float, float, float, float]:
     return (x1_ + x2_) / 2 / size, (y1_ + y2_) / 2 / size, (x2_ - x1_) / size, (y2_ - y1_) / size
 
 
-def synthesize(
-    out: str | Path,
-    classes: Sequence[str] = ("smoke", "fire"),
-    train_images: int = 48,
-    val_images: int = 16,
-    imgsz: int = 320,
-    max_objects: int = 3,
-    seed: int = 0,
-    distractor_frames: float = 0.15,
-    small_plumes: float = 0.3,
-) -> Path:
+def synthesize(out: str | Path, settings: SynthSettings | None = None, **changes: Any) -> Path:
     """Write a deterministic synthetic smoke/fire dataset in YOLO format; returns its data.yaml.
+
+    ``settings`` (default: ``SynthSettings()``, the config's ``synth`` section) with any of its keys changed by
+    ``changes``, e.g. ``synthesize(out, train_images=8, imgsz=64)``; unknown keys or bad values: InputError.
 
     Smoke is soft grey plumes, fire is clusters of orange flame triangles, on sky/vegetation backgrounds with
     dark distractors; about one image in (max_objects + 1) is background. ``distractor_frames`` of the frames are
@@ -164,20 +159,22 @@ def synthesize(
     """
     import numpy as np
 
+    s = _settings(settings, changes)
+    classes, max_objects, seed, imgsz = list(s.classes), s.max_objects, s.seed, s.imgsz
     root = Path(out)
     if root.exists() and any(root.iterdir()) and not (root / "data.yaml").is_file():
         raise InputError(f"{root} exists and is not a wildfire-kd synthetic dataset; choose an empty or new folder")
-    for split, count in (("train", train_images), ("val", val_images)):
+    for split, count in (("train", s.train_images), ("val", s.val_images)):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         for i in range(count):
             rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
             extra = np.random.default_rng([seed, _SPLIT_IDS[split], i, 1])
-            if extra.random() < distractor_frames:
+            if extra.random() < s.distractor_frames:
                 image, boxes = _distractor_frame(rng, extra, imgsz), []
             else:
                 image, boxes = _synth_image(rng, imgsz, classes, max_objects)
-                if "smoke" in classes and extra.random() < small_plumes:
+                if "smoke" in classes and extra.random() < s.small_plumes:
                     boxes.append((classes.index("smoke"), *_small_plume(image, extra, imgsz)))
             stem = f"{split}_{i:05d}"
             image.save(root / "images" / split / f"{stem}.jpg", quality=92)
@@ -194,7 +191,30 @@ def synthesize(
     return data_yaml
 
 
+def _settings(settings: SynthSettings | None, changes: dict[str, Any]) -> SynthSettings:
+    from pydantic import ValidationError
+
+    base = (settings or SynthSettings()).model_dump()
+    try:
+        return SynthSettings(**{**base, **changes})
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise InputError(f"synthetic dataset settings: {problems}") from None
+
+
 SEQUENCE_TRUTH = "truth.json"
+
+
+def _paint_transient(layer, kind: str, rng, w: int, h: int) -> tuple[float, float, float, float]:
+    """A one-frame distractor on ``layer``: a cloud wisp painted like smoke, or a sun glare (a bright soft disc)."""
+    from PIL import ImageDraw
+
+    if kind == "cloud":
+        return _draw_smoke(layer, rng, w, h)
+    r = rng.uniform(0.05, 0.12) * w
+    cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+    ImageDraw.Draw(layer).ellipse([cx - r, cy - r, cx + r, cy + r], fill=(255, 250, 225, 230))
+    return cx - r, cy - r, cx + r, cy + r
 
 
 def synthesize_sequence(
@@ -216,7 +236,7 @@ def synthesize_sequence(
     import json
 
     import numpy as np
-    from PIL import Image, ImageDraw, ImageFilter
+    from PIL import Image, ImageFilter
 
     if not 0 <= plume_start < frames:
         raise InputError(f"plume_start {plume_start} must be a frame of the sequence (0..{frames - 1})")
@@ -232,8 +252,12 @@ def synthesize_sequence(
     candidates = [t for t in range(frames) if t != plume_start]  # the plume's first frame stays unambiguous
     picked = rng.choice(candidates, size=min(distractors, len(candidates)), replace=False)
     transient = {int(t): "cloud" if i % 2 == 0 else "glare" for i, t in enumerate(picked)}
-    truth = {"frames": frames, "imgsz": imgsz, "plume": {"start": plume_start, "class": "smoke", "boxes": {}},
-             "distractors": {}}  # fmt: skip
+    truth = {
+        "frames": frames,
+        "imgsz": imgsz,
+        "plume": {"start": plume_start, "class": "smoke", "boxes": {}},
+        "distractors": {},
+    }
     blur = ImageFilter.GaussianBlur(radius=max(1.0, imgsz / 160))
     for t in range(frames):
         frame = Image.fromarray((scene + rng.normal(0, 3, scene.shape)).clip(0, 255).astype(np.uint8))
@@ -247,13 +271,7 @@ def synthesize_sequence(
             truth["plume"]["boxes"][name] = [round(float(v), 1) for v in box]
         if t in transient:
             layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
-            if transient[t] == "cloud":  # smoke-like for one frame only
-                box = _draw_smoke(layer, rng, w, h)
-            else:  # glare: a bright soft disc
-                r = rng.uniform(0.05, 0.12) * w
-                cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-                ImageDraw.Draw(layer).ellipse([cx - r, cy - r, cx + r, cy + r], fill=(255, 250, 225, 230))
-                box = (cx - r, cy - r, cx + r, cy + r)
+            box = _paint_transient(layer, transient[t], rng, w, h)
             frame.paste(layer.filter(blur), (0, 0), layer.filter(blur))
             truth["distractors"][name] = {"kind": transient[t], "box": [round(float(v), 1) for v in box]}
         frame.save(root / "frames" / name, quality=92)

@@ -18,16 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from .config import ValidateSettings
-from .data import check_class_names, mirror, preflight
+from .config import Config, ValidateSettings
+from .data import DatasetInfo, check_class_names, mirror, preflight
 from .errors import InputError
+from .layout import VALIDATION_JSON, VALIDATION_MD, VALIDATION_PNG
 from .reports import atomic_write_text, package_versions, write_json
 from .runtime import prepare_ultralytics
 from .weights import check_weights, load_checked, model_class_names, sha256_file, ultralytics_loading
 
 ACCURACY = ("precision", "recall", "map50", "map50_95")
 LABELS = {"precision": "P", "recall": "R", "map50": "mAP50", "map50_95": "mAP50-95"}
-JSON_NAME, MD_NAME, PNG_NAME = "validation.json", "validation.md", "validation.png"
+JSON_NAME, MD_NAME, PNG_NAME = VALIDATION_JSON, VALIDATION_MD, VALIDATION_PNG
 
 
 @dataclass
@@ -174,21 +175,28 @@ def operating_point(student_box, teacher_box, settings: ValidateSettings) -> dic
     if settings.target_precision is None:
         i, rule = int(smooth(student_box.f1_curve.mean(0), 0.1).argmax()), "max_f1"
         if student_box.f1_curve.mean(0)[i] <= 0:  # an all-zero F1 curve would ship confidence 0
-            return {"conf": None, "rule": rule,
-                    "unreachable": "the student finds no labelled object at any confidence on this split"}  # fmt: skip
+            return {
+                "conf": None,
+                "rule": rule,
+                "unreachable": "the student finds no labelled object at any confidence on this split",
+            }
     else:
         reached = np.flatnonzero(student_box.p_curve.mean(0) >= settings.target_precision)
         if not len(reached):
-            return {"conf": None, "rule": f"precision>={settings.target_precision}",
-                    "unreachable": "the student's precision never reaches the target on this split"}  # fmt: skip
+            return {
+                "conf": None,
+                "rule": f"precision>={settings.target_precision}",
+                "unreachable": "the student's precision never reaches the target on this split",
+            }
         i, rule = int(reached[0]), f"precision>={settings.target_precision}"
     point = {"conf": round(float(student_box.px[i]), 4), "rule": rule, "student": _curves_at(student_box, i)}
     point["teacher"] = _curves_at(teacher_box, i) if len(teacher_box.f1_curve) else None
     return point
 
 
-def _teacher_agreement(student: str, teacher_model, data: str, settings: ValidateSettings, imgsz: int, device: str,
-                       workdir: Path) -> float | None:  # fmt: skip
+def _teacher_agreement(
+    student: str, teacher_model, data: str, settings: ValidateSettings, imgsz: int, device: str, workdir: Path
+) -> float | None:
     """Student mAP50 when the teacher's own predictions (conf >= agreement_conf) are the ground truth.
 
     Scored inside ultralytics' validator on the very tensors the student sees: each batch's labels are
@@ -222,17 +230,35 @@ def _teacher_agreement(student: str, teacher_model, data: str, settings: Validat
             return batch
 
     args = {
-        "data": data, "split": settings.split, "imgsz": imgsz, "batch": settings.batch, "conf": settings.conf,
-        "iou": settings.iou, "device": device or None, "plots": False, "verbose": False, "rect": True,
-        "project": str(workdir), "name": "agreement", "exist_ok": True, "mode": "val",
-    }  # fmt: skip
+        "data": data,
+        "split": settings.split,
+        "imgsz": imgsz,
+        "batch": settings.batch,
+        "conf": settings.conf,
+        "iou": settings.iou,
+        "device": device or None,
+        "plots": False,
+        "verbose": False,
+        "rect": True,
+        "project": str(workdir),
+        "name": "agreement",
+        "exist_ok": True,
+        "mode": "val",
+    }
     validator = AgreementValidator(args=args)
     validator(model=YOLO(student).model)
     return float(validator.metrics.box.map50) if validator.teacher_boxes else None
 
 
-def _field(student: str, teacher: str, data: str, settings: ValidateSettings, imgsz: int, device: str,
-           point: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+def _field(
+    student: str,
+    teacher: str,
+    data: str,
+    settings: ValidateSettings,
+    imgsz: int,
+    device: str,
+    point: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Both models' false alarms and recall by size at the student's operating point (else agreement_conf)."""
     import cv2
     from ultralytics import YOLO
@@ -267,8 +293,9 @@ def _field(student: str, teacher: str, data: str, settings: ValidateSettings, im
         for frame in frames:
             r = model.predict(frame, imgsz=imgsz, conf=conf, iou=settings.iou, device=device or None, verbose=False)[0]
             predictions[frame] = [(int(c), *map(float, b)) for c, b in zip(r.boxes.cls, r.boxes.xyxyn, strict=True)]
-        report[role] = field_figures(predictions, truths, negatives, conf, settings.small_area, settings.large_area,
-                                     unreadable=unreadable).to_dict()  # fmt: skip
+        report[role] = field_figures(
+            predictions, truths, negatives, conf, settings.small_area, settings.large_area, unreadable=unreadable
+        ).to_dict()
     report["recall_retention"] = {
         b: _ratio(report["student"]["recall_by_size"][b]["recall"], report["teacher"]["recall_by_size"][b]["recall"])
         for b in BUCKETS
@@ -280,8 +307,13 @@ def _xywh_to_xyxy(v: list[float]) -> tuple[float, float, float, float]:
     return v[0] - v[2] / 2, v[1] - v[3] / 2, v[0] + v[2] / 2, v[1] + v[3] / 2
 
 
-def _gates(settings: ValidateSettings, student: ModelFigures, retention: dict, agreement: float | None,
-           field: dict[str, Any] | None = None) -> list[Gate]:  # fmt: skip
+def _gates(
+    settings: ValidateSettings,
+    student: ModelFigures,
+    retention: dict,
+    agreement: float | None,
+    field: dict[str, Any] | None = None,
+) -> list[Gate]:
     field = field or {}
     checks = [
         ("min_map50_retention", retention["map50"], settings.min_map50_retention, ">="),
@@ -289,11 +321,19 @@ def _gates(settings: ValidateSettings, student: ModelFigures, retention: dict, a
         ("min_map50_95", student.map50_95, settings.min_map50_95, ">="),
         ("min_teacher_agreement", agreement, settings.min_teacher_agreement, ">="),
         ("max_latency_ms", student.latency_ms, settings.max_latency_ms, "<="),
-        ("max_false_alarms_per_1000", (field.get("student") or {}).get("false_alarms_per_1000"),
-         settings.max_false_alarms_per_1000, "<="),
-        ("min_small_recall_retention", (field.get("recall_retention") or {}).get("small"),
-         settings.min_small_recall_retention, ">="),
-    ]  # fmt: skip
+        (
+            "max_false_alarms_per_1000",
+            (field.get("student") or {}).get("false_alarms_per_1000"),
+            settings.max_false_alarms_per_1000,
+            "<=",
+        ),
+        (
+            "min_small_recall_retention",
+            (field.get("recall_retention") or {}).get("small"),
+            settings.min_small_recall_retention,
+            ">=",
+        ),
+    ]
     gates = []
     for name, value, threshold, op in checks:
         if threshold is None:
@@ -322,51 +362,83 @@ def _markdown(result: ValidationResult, data: str, settings: ValidateSettings, i
         "|---|---:|---:|---:|",
     ]
     for key in ACCURACY:
-        lines.append(f"| {LABELS[key]} | {_fmt(getattr(t, key))} | {_fmt(getattr(s, key))} | "
-                     f"{_fmt(result.retention[key])} |")  # fmt: skip
+        lines.append(
+            f"| {LABELS[key]} | {_fmt(getattr(t, key))} | {_fmt(getattr(s, key))} | {_fmt(result.retention[key])} |"
+        )
     agreement = _fmt(result.teacher_agreement) if result.teacher_agreement is not None else "undefined*"
     lines.append(f"| teacher agreement (student mAP50 vs teacher predictions) | – | {agreement} | – |")
-    for key, label, digits in (("parameters", "parameters", 0), ("gflops", "GFLOPs", 2), ("size_mb", "file MB", 2),
-                               ("latency_ms", "latency ms (median, batch 1)", 2)):  # fmt: skip
+    for key, label, digits in (
+        ("parameters", "parameters", 0),
+        ("gflops", "GFLOPs", 2),
+        ("size_mb", "file MB", 2),
+        ("latency_ms", "latency ms (median, batch 1)", 2),
+    ):
         tv, sv = getattr(t, key), getattr(s, key)
         lines.append(f"| {label} | {_fmt(tv, digits)} | {_fmt(sv, digits)} | {_fmt(_ratio(sv, tv), 3)} |")
-    lines += ["", "## Per class", "", "| class | instances | teacher mAP50 | student mAP50 | teacher mAP50-95 | "
-              "student mAP50-95 |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [
+        "",
+        "## Per class",
+        "",
+        "| class | instances | teacher mAP50 | student mAP50 | teacher mAP50-95 | student mAP50-95 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name in result.classes:
         tc, sc = t.per_class[name], s.per_class[name]
-        lines.append(f"| {name} | {sc['instances']} | {_fmt(tc['map50'])} | {_fmt(sc['map50'])} | "
-                     f"{_fmt(tc['map50_95'])} | {_fmt(sc['map50_95'])} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {sc['instances']} | {_fmt(tc['map50'])} | {_fmt(sc['map50'])} | "
+            f"{_fmt(tc['map50_95'])} | {_fmt(sc['map50_95'])} |"
+        )
     if result.teacher_agreement is None:
-        lines += ["", f"\\* the teacher predicts nothing at confidence ≥ {settings.agreement_conf} on this split, so "
-                  "there is nothing to agree with (validation.agreement_conf)."]  # fmt: skip
-    point = result.operating_point
-    if point and point.get("conf") is not None:
-        t_pr = point["teacher"] or {"p": None, "r": None}
-        lines += ["", "## Operating point (shipped in the ONNX file; `wildfire-kd detect` uses it)", "",
-                  f"Confidence **{point['conf']:g}** ({point['rule'].replace('_', ' ')} on this split).", "",
-                  "| at this confidence | teacher | student |", "|---|---:|---:|",
-                  f"| precision | {_fmt(t_pr['p'])} | {_fmt(point['student']['p'])} |",
-                  f"| recall | {_fmt(t_pr['r'])} | {_fmt(point['student']['r'])} |"]  # fmt: skip
-    elif point:
-        lines += ["", f"## Operating point: none ({point['unreachable']}; rule {point['rule']})"]
+        lines += [
+            "",
+            f"\\* the teacher predicts nothing at confidence ≥ {settings.agreement_conf} on this split, so "
+            "there is nothing to agree with (validation.agreement_conf).",
+        ]
+    lines += _operating_point_markdown(result.operating_point)
     lines += _field_markdown(result.field)
     lines += ["", "## Gates", ""]
     lines += [f"- {'✓' if g.passed else '✗'} {g.describe()}" for g in result.gates] or ["- none configured"]
     return "\n".join(lines) + "\n"
 
 
+def _operating_point_markdown(point: dict[str, Any] | None) -> list[str]:
+    if not point:
+        return []
+    if point.get("conf") is None:
+        return ["", f"## Operating point: none ({point['unreachable']}; rule {point['rule']})"]
+    t_pr = point["teacher"] or {"p": None, "r": None}
+    return [
+        "",
+        "## Operating point (shipped in the ONNX file; `wildfire-kd detect` uses it)",
+        "",
+        f"Confidence **{point['conf']:g}** ({point['rule'].replace('_', ' ')} on this split).",
+        "",
+        "| at this confidence | teacher | student |",
+        "|---|---:|---:|",
+        f"| precision | {_fmt(t_pr['p'])} | {_fmt(point['student']['p'])} |",
+        f"| recall | {_fmt(t_pr['r'])} | {_fmt(point['student']['r'])} |",
+    ]
+
+
 def _field_markdown(field: dict[str, Any] | None) -> list[str]:
     if not field:
         return []
     t, s = field["teacher"], field["student"]
-    lines = ["", f"## Camera figures at confidence {field['conf']:g}", "",
-             "| | teacher | student | student / teacher |", "|---|---:|---:|---:|",
-             f"| false alarms per 1000 smoke-free frames ({s['negative_frames']} frames) | "
-             f"{_fmt(t['false_alarms_per_1000'], 1)} | {_fmt(s['false_alarms_per_1000'], 1)} | – |"]  # fmt: skip
+    lines = [
+        "",
+        f"## Camera figures at confidence {field['conf']:g}",
+        "",
+        "| | teacher | student | student / teacher |",
+        "|---|---:|---:|---:|",
+        f"| false alarms per 1000 smoke-free frames ({s['negative_frames']} frames) | "
+        f"{_fmt(t['false_alarms_per_1000'], 1)} | {_fmt(s['false_alarms_per_1000'], 1)} | – |",
+    ]
     for bucket in ("small", "medium", "large"):
         tb, sb = t["recall_by_size"][bucket], s["recall_by_size"][bucket]
-        lines.append(f"| recall, {bucket} objects ({sb['objects']}) | {_fmt(tb['recall'])} | {_fmt(sb['recall'])} | "
-                     f"{_fmt(field['recall_retention'][bucket])} |")  # fmt: skip
+        lines.append(
+            f"| recall, {bucket} objects ({sb['objects']}) | {_fmt(tb['recall'])} | {_fmt(sb['recall'])} | "
+            f"{_fmt(field['recall_retention'][bucket])} |"
+        )
     lines.append("")
     lines.append(f"Small: under {field['small_area']:.2%} of the image area; large: {field['large_area']:.2%} or more.")
     if s["unreadable"]:
@@ -405,8 +477,9 @@ def _chart(result: ValidationResult, path: Path) -> None:
         buckets = ["small", "medium", "large"]
         x = np.arange(len(buckets))
         for role, offset, color in (("teacher", -width / 2, "#c0392b"), ("student", width / 2, "#2980b9")):
-            sizes.bar(x + offset, [field[role]["recall_by_size"][b]["recall"] or 0 for b in buckets], width,
-                      color=color)  # fmt: skip
+            sizes.bar(
+                x + offset, [field[role]["recall_by_size"][b]["recall"] or 0 for b in buckets], width, color=color
+            )
         sizes.set_xticks(x, buckets)
         sizes.set_ylim(0, 1.05)
         fa = [_fmt(field[r]["false_alarms_per_1000"], 1) for r in ("teacher", "student")]
@@ -416,6 +489,31 @@ def _chart(result: ValidationResult, path: Path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def validate_from_config(config: Config, out: str | Path, student: str | None = None, info=None) -> ValidationResult:
+    """`validate` with everything taken from ``config``: the student (``train.student`` unless given, a .pt), the
+    teacher and the data must be set; ``info``: a preflight of the data already run (the build's), else one runs."""
+    t = config.train
+    student = student or t.student
+    missing = [flag for flag, value in (("--teacher", t.teacher), ("--data", t.data)) if not value]
+    missing += [] if student.endswith(".pt") else ["--student (a .pt file)"]
+    if missing:
+        raise InputError(f"validate needs {', '.join(missing)}")
+    return validate(
+        student,
+        t.teacher,
+        t.data,
+        config.validation,
+        out,
+        imgsz=config.validation_imgsz,
+        device=config.validation_device,
+        student_sha256=t.student_sha256 if student == t.student else None,
+        teacher_sha256=t.teacher_sha256,
+        max_bad_fraction=t.max_bad_fraction,
+        allow_unsafe_weights=t.allow_unsafe_weights,
+        info=info,
+    )
 
 
 def validate(
@@ -430,18 +528,23 @@ def validate(
     teacher_sha256: str | None = None,
     max_bad_fraction: float = 0.0,
     allow_unsafe_weights: bool = False,
+    info: DatasetInfo | None = None,
 ) -> ValidationResult:
-    """Evaluate teacher and student on the same split; write validation.json/.md/.png into ``out``."""
+    """Evaluate teacher and student on the same split; write validation.json/.md/.png into ``out``.
+
+    ``info``: the preflight of ``data`` when the caller already ran it (it must cover ``settings.split``)."""
     prepare_ultralytics()
-    info = preflight(data, splits=(settings.split,), max_bad_fraction=max_bad_fraction)
+    if info is None or settings.split not in info.splits:
+        info = preflight(data, splits=(settings.split,), max_bad_fraction=max_bad_fraction)
     full = check_weights(student, student_sha256, "student", allow_unsafe_weights)
     full |= check_weights(teacher, teacher_sha256, "teacher", allow_unsafe_weights)
     with ultralytics_loading(full):  # ultralytics' validator loads both files again
         return _validate(student, teacher, data, settings, Path(out), imgsz, device, info)
 
 
-def _validate(student: str, teacher: str, data: str, settings: ValidateSettings, out: Path, imgsz: int, device: str,
-              info) -> ValidationResult:  # fmt: skip
+def _validate(
+    student: str, teacher: str, data: str, settings: ValidateSettings, out: Path, imgsz: int, device: str, info
+) -> ValidationResult:
     from ultralytics.utils.torch_utils import select_device
 
     student_model, teacher_model = load_checked(student, "student"), load_checked(teacher, "teacher")
@@ -487,7 +590,7 @@ def _validate(student: str, teacher: str, data: str, settings: ValidateSettings,
             "sha256": sha256_file(original_data),
             "split": settings.split,
             "images": info.splits[settings.split].images,
-        },  # fmt: skip
+        },
         "settings": {**settings.model_dump(), "imgsz": imgsz, "device": str(torch_device)},
         "versions": package_versions(),
     }

@@ -109,8 +109,12 @@ def check_weights(path: str | Path, expected_sha256: str | None, role: str, allo
             f"format, and loading it would run code from it. If you trust it, pin it (train.{role}_sha256={digest}) "
             f"or set {OPT_IN}=true"
         )
-    log.warning("%s weights %s need full unpickling; loading them because %s", role, path,
-                "their sha256 pin matches" if expected_sha256 else f"{OPT_IN} is set")  # fmt: skip
+    log.warning(
+        "%s weights %s need full unpickling; loading them because %s",
+        role,
+        path,
+        "their sha256 pin matches" if expected_sha256 else f"{OPT_IN} is set",
+    )
     return True
 
 

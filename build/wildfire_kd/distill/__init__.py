@@ -16,14 +16,14 @@ from typing import Any
 from ..config import Config, load_config, save_config
 from ..data import DatasetInfo, check_class_names, preflight, write_preflight_report
 from ..errors import InputError
+from ..layout import BATCH_LOG, LAST, PREFLIGHT, RUN_CONFIG, TRAIN_REPORT, VALIDATION_DIR, weights_file
 from ..reports import write_json
 from ..runtime import prepare_ultralytics
 from ..weights import check_weights, load_checked, model_class_names, ultralytics_loading
 
 log = logging.getLogger("wildfire_kd")
 
-CONFIG_NAME = "wildfire_kd_config.yaml"
-REPORT_NAME = "train.json"
+CONFIG_NAME, REPORT_NAME, PREFLIGHT_NAME = RUN_CONFIG, TRAIN_REPORT, PREFLIGHT
 
 # ultralytics arguments that this config owns: set them through `train.*` / `distill.*`, not `train.ultralytics`
 _OWNED = {
@@ -105,16 +105,20 @@ def _ultralytics_overrides(config: Config) -> dict[str, Any]:
     return overrides
 
 
-def check_inputs(config: Config, resume_checkpoint: Path | None = None) -> tuple[DatasetInfo, bool]:
+def check_inputs(
+    config: Config, resume_checkpoint: Path | None = None, info: DatasetInfo | None = None
+) -> tuple[DatasetInfo, bool]:
     """Everything that can be checked before training starts: exit 2 now rather than an hour in.
 
-    Returns the preflight and whether a weights file the trainer loads needs full unpickling (allowed: pinned or
+    ``info``: the preflight of ``train.data`` when the caller already ran it (the build). Returns the preflight and
+    whether a weights file the trainer loads needs full unpickling (allowed: pinned or
     opted in; see wildfire_kd.weights): the trainer then runs inside ``ultralytics_loading(True)``.
     """
     t, d = config.train, config.distill
     if not t.data:
         raise InputError("no dataset: pass --data path/to/data.yaml (or set train.data)")
-    info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
+    if info is None:
+        info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
     if t.loggers:
         from ..tracking import check_available
 
@@ -168,7 +172,7 @@ _RESUME_MAY_CHANGE = {"train.device", "train.workers"}
 
 def _resume_config(resume: str, config: Config, force: bool) -> tuple[Config, Path]:
     path = Path(resume)
-    last = path / "weights" / "last.pt" if path.is_dir() else path
+    last = weights_file(path, LAST) if path.is_dir() else path
     if not last.is_file():
         raise InputError(f"--resume {resume}: no checkpoint at {last} (pass a run folder or its weights/last.pt)")
     run_dir = last.parent.parent
@@ -196,11 +200,16 @@ def _resume_config(resume: str, config: Config, force: bool) -> tuple[Config, Pa
 
 
 def train(
-    config: Config, resume: str | None = None, callbacks: dict[str, list] | None = None, force: bool = False
+    config: Config,
+    resume: str | None = None,
+    callbacks: dict[str, list] | None = None,
+    force: bool = False,
+    info: DatasetInfo | None = None,
 ) -> TrainResult:
     """Distil ``config.train.teacher`` into ``config.train.student``; returns where everything was written.
 
     ``resume``: a run folder (or its weights/last.pt) to continue; a finished run is returned as it is.
+    ``info``: the preflight of ``train.data`` when the caller already ran it.
     SIGTERM finishes the current step and raises TrainingTerminated (exit 143); completed epochs are kept.
     """
     prepare_ultralytics()
@@ -211,20 +220,50 @@ def train(
         if report.is_file():
             log.info("%s already finished; nothing to resume", last_ckpt.parent.parent)
             return TrainResult(**json.loads(report.read_text(encoding="utf-8")))
-    info, full_unpickling = check_inputs(config, last_ckpt)
+    info, full_unpickling = check_inputs(config, last_ckpt, info)
+    trainer = _trainer(config, info, last_ckpt, callbacks)
+    run_dir = Path(trainer.save_dir)
+    if last_ckpt is None:
+        save_config(config, run_dir / CONFIG_NAME)
+        write_preflight_report(info, run_dir / PREFLIGHT_NAME, config.train.max_bad_fraction)
+    start = time.time()
+    with _terminate_on_sigterm(trainer), ultralytics_loading(full_unpickling):
+        _run(trainer, run_dir, resumed=last_ckpt is not None)
+    result = TrainResult(
+        run_dir=str(run_dir),
+        best=str(trainer.best) if trainer.best.exists() else None,
+        last=str(trainer.last) if trainer.last.exists() else None,
+        results_csv=str(trainer.csv),
+        batch_log=str(run_dir / BATCH_LOG),
+        epochs_completed=trainer.epoch + 1,
+        skipped_steps=trainer.skipped_steps,
+        seconds=round(time.time() - start, 2),
+        final_metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
+        config_sha256=config.digest(),
+        peak_gpu_memory_mb=_peak_gpu_memory_mb(trainer),
+    )
+    if config.validation.after_train and config.train.teacher and result.best:
+        result.validation = _validate_against_teacher(config, result.best, run_dir / VALIDATION_DIR)
+        track_summary(config, run_dir, {"validation": _summary_of(run_dir / VALIDATION_DIR)})
+    write_json(run_dir / REPORT_NAME, result.to_dict())
+    return result
 
+
+def _trainer(config: Config, info: DatasetInfo, last_ckpt: Path | None, callbacks: dict[str, list] | None):
+    """The DistillationTrainer for this config (continuing ``last_ckpt`` when resuming), with extra callbacks."""
     from .trainer import DistillationTrainer, KDRun
 
+    t = config.train
     kd = KDRun(
-        teacher=str(Path(config.train.teacher).resolve()) if config.train.teacher else None,
-        teacher_sha256=config.train.teacher_sha256,
-        allow_unsafe_weights=config.train.allow_unsafe_weights,
+        teacher=str(Path(t.teacher).resolve()) if t.teacher else None,
+        teacher_sha256=t.teacher_sha256,
+        allow_unsafe_weights=t.allow_unsafe_weights,
         distill=config.distill.model_dump(),
-        grad_clip=config.train.grad_clip,
-        max_consecutive_skipped=config.train.max_consecutive_skipped,
+        grad_clip=t.grad_clip,
+        max_consecutive_skipped=t.max_consecutive_skipped,
         tolerated_images=sorted({Path(p).name for p in info.bad_images}),
-        loggers=list(config.train.loggers),
-        tracking_out=str(Path(config.train.out).resolve()),
+        loggers=list(t.loggers),
+        tracking_out=str(Path(t.out).resolve()),
         tracking_params=_tracked_params(config),
     )
     overrides = _ultralytics_overrides(config)
@@ -239,42 +278,21 @@ def train(
     for event, fns in (callbacks or {}).items():
         for fn in fns:
             trainer.add_callback(event, fn)
-    run_dir = Path(trainer.save_dir)
-    if last_ckpt is None:
-        save_config(config, run_dir / CONFIG_NAME)
-        write_preflight_report(info, run_dir / "preflight.json", config.train.max_bad_fraction)
+    return trainer
 
-    start = time.time()
-    with _terminate_on_sigterm(trainer), ultralytics_loading(full_unpickling):
-        try:
-            trainer.train()
-        except AssertionError as e:  # ultralytics asserts when every epoch is done but the run was not finalised
-            if last_ckpt is None or "nothing to resume" not in str(e):
-                raise
-            # killed after the last epoch's checkpoint but before the run was finalised: finalise it now
-            log.info("%s: every epoch was already trained; finalising the run", run_dir)
-            trainer.epoch = trainer.epochs - 1
-            trainer.final_eval()
-        finally:
-            trainer.restore_run_env()
-    result = TrainResult(
-        run_dir=str(run_dir),
-        best=str(trainer.best) if trainer.best.exists() else None,
-        last=str(trainer.last) if trainer.last.exists() else None,
-        results_csv=str(trainer.csv),
-        batch_log=str(run_dir / "batch_log.jsonl"),
-        epochs_completed=trainer.epoch + 1,
-        skipped_steps=trainer.skipped_steps,
-        seconds=round(time.time() - start, 2),
-        final_metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
-        config_sha256=config.digest(),
-        peak_gpu_memory_mb=_peak_gpu_memory_mb(trainer),
-    )
-    if config.validation.after_train and config.train.teacher and result.best:
-        result.validation = _validate_against_teacher(config, result.best, run_dir / "validation")
-        track_summary(config, run_dir, {"validation": _summary_of(run_dir / "validation")})
-    write_json(run_dir / REPORT_NAME, result.to_dict())
-    return result
+
+def _run(trainer, run_dir: Path, resumed: bool) -> None:
+    try:
+        trainer.train()
+    except AssertionError as e:  # ultralytics asserts when every epoch is done but the run was not finalised
+        if not resumed or "nothing to resume" not in str(e):
+            raise
+        # killed after the last epoch's checkpoint but before the run was finalised: finalise it now
+        log.info("%s: every epoch was already trained; finalising the run", run_dir)
+        trainer.epoch = trainer.epochs - 1
+        trainer.final_eval()
+    finally:
+        trainer.restore_run_env()
 
 
 def _tracked_params(config: Config) -> dict[str, Any]:
@@ -339,14 +357,9 @@ def _terminate_on_sigterm(trainer):
 
 
 def _validate_against_teacher(config: Config, best: str, out: Path) -> dict[str, Any]:
-    from ..validate import JSON_NAME, validate
+    from ..validate import JSON_NAME, validate_from_config
 
-    t, v = config.train, config.validation
-    report = validate(
-        best, t.teacher, t.data, v, out, imgsz=v.imgsz or t.imgsz, device=t.device if v.device is None else v.device,
-        teacher_sha256=t.teacher_sha256, max_bad_fraction=t.max_bad_fraction,
-        allow_unsafe_weights=t.allow_unsafe_weights,
-    )  # fmt: skip
+    report = validate_from_config(config, out, student=best)
     return {
         "passed": report.passed,
         "report": str(out / JSON_NAME),

@@ -1,0 +1,45 @@
+"""The names of the files and folders wildfire-kd writes, in one place (modules and tests import them from here).
+
+RUN/  (a training run, ultralytics' save_dir)          OUT/  (a build)
+  weights/best.pt, last.pt, epochN.pt                    train/          a training run, as on the left
+  wildfire_kd_config.yaml, preflight.json                validation/     validation.json, .md, .png
+  batch_log.jsonl, results.csv, train.json               export/         student*.onnx, export.json, parity*.json
+  validation/ (the after-train comparison)               build_report.json, build_config.yaml, MODEL_CARD.md,
+  tracking.json, tensorboard/                            SHA256SUMS, mlflow.db, mlartifacts/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# a training run
+WEIGHTS_DIR = "weights"
+BEST = "best.pt"
+LAST = "last.pt"
+RUN_CONFIG = "wildfire_kd_config.yaml"
+PREFLIGHT = "preflight.json"
+BATCH_LOG = "batch_log.jsonl"
+TRAIN_REPORT = "train.json"
+
+# validation, export, parity
+VALIDATION_DIR = "validation"
+VALIDATION_JSON, VALIDATION_MD, VALIDATION_PNG = "validation.json", "validation.md", "validation.png"
+EXPORT_DIR = "export"
+EXPORT_REPORT = "export.json"
+ONNX_FILES = {"fp32": "student.onnx", "fp16": "student_fp16.onnx", "int8": "student_int8.onnx"}
+PARITY_REPORT = "parity.json"  # fp32; the variants write parity_<variant>.json
+
+# a build
+TRAIN_DIR = "train"
+BUILD_REPORT = "build_report.json"
+BUILD_CONFIG = "build_config.yaml"
+MODEL_CARD = "MODEL_CARD.md"
+SHA256SUMS = "SHA256SUMS"
+
+
+def weights_file(run: str | Path, name: str = BEST) -> Path:
+    return Path(run) / WEIGHTS_DIR / name
+
+
+def parity_report(variant: str) -> str:
+    return PARITY_REPORT if variant == "fp32" else f"parity_{variant}.json"
