@@ -17,6 +17,8 @@ import json
 import statistics
 from pathlib import Path
 
+from wildfire_kd.reports import write_markdown
+
 GRID = [(1, 1), (2, 2), (2, 3), (3, 5), (4, 6), (5, 8)]
 
 
@@ -43,6 +45,16 @@ def _score(alarms, truth: dict, frames: list[Path]) -> dict:
     start = plume["start"]
     delay = names.index(true_frames[0]) - start if true_frames else None
     return {"false_alarms": false, "alarmed": bool(true_frames), "delay": delay}
+
+
+def _row(key: str, r: dict, sequences: int) -> str:
+    def frames(v: int | None) -> str:
+        return "–" if v is None else str(v)
+
+    return (
+        f"| {key} | {r['false_alarms_per_100_frames']:.2f} | {r['plumes_alarmed']}/{sequences} | "
+        f"{frames(r['median_delay_frames'])} | {frames(r['max_delay_frames'])} |"
+    )
 
 
 def main() -> None:
@@ -84,10 +96,21 @@ def main() -> None:
             "max_delay_frames": max(delays) if delays else None,
         }
     transient_frames = sum(len(t["distractors"]) for _, t, _ in runs)
-    fooled = sum(1 for frames, t, dets in runs for f, d in zip(frames, dets, strict=True)
-                 if f.name in t["distractors"] and f.name not in t["plume"]["boxes"] and d)  # fmt: skip
-    report = {"onnx": args.onnx, "conf": conf, "sequences": args.sequences, "frames": args.frames, "rows": rows,
-              "transient_frames": transient_frames, "transient_frames_with_a_detection": fooled}  # fmt: skip
+    fooled = sum(
+        1
+        for frames, t, dets in runs
+        for f, d in zip(frames, dets, strict=True)
+        if f.name in t["distractors"] and f.name not in t["plume"]["boxes"] and d
+    )
+    report = {
+        "onnx": args.onnx,
+        "conf": conf,
+        "sequences": args.sequences,
+        "frames": args.frames,
+        "rows": rows,
+        "transient_frames": transient_frames,
+        "transient_frames_with_a_detection": fooled,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
     lines = [
@@ -98,13 +121,8 @@ def main() -> None:
         "| k of n | false alarms / 100 frames | plumes alarmed | median delay (frames) | worst delay |",
         "|---|---:|---:|---:|---:|",
     ]
-    for key, r in rows.items():
-        lines.append(f"| {key} | {r['false_alarms_per_100_frames']:.2f} | {r['plumes_alarmed']}/{args.sequences} | "
-                     f"{r['median_delay_frames'] if r['median_delay_frames'] is not None else '–'} | "
-                     f"{r['max_delay_frames'] if r['max_delay_frames'] is not None else '–'} |")  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    (args.out / "RESULTS.md").write_text(text)
-    print(text)
+    lines += [_row(key, r, args.sequences) for key, r in rows.items()]
+    print(write_markdown(args.out / "RESULTS.md", lines))
 
 
 if __name__ == "__main__":

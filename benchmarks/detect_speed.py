@@ -19,6 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from wildfire_kd.reports import write_markdown
+
 
 def _ours(model, files: list[Path], conf: float, iou: float) -> dict[str, float]:
     import cv2
@@ -85,8 +87,7 @@ def main() -> None:
     files = (files * (1 + (args.frames + args.warmup) // len(files)))[: args.frames + args.warmup]
     rows = []
     for imgsz in args.imgsz:
-        result = export(args.weights, args.out / f"onnx{imgsz}", ExportSettings(int8=True), imgsz=imgsz,
-                        data=args.data)  # fmt: skip
+        result = export(args.weights, args.out / f"onnx{imgsz}", ExportSettings(int8=True), imgsz=imgsz, data=args.data)
         for variant in ("fp32", "int8"):
             path = Path(result.file(variant).path)
             model = CameraModel(path)
@@ -95,9 +96,17 @@ def main() -> None:
             _ultralytics(path, files[: args.warmup], imgsz, args.conf, args.iou)
             theirs = _ultralytics(path, files[args.warmup :], imgsz, args.conf, args.iou)
             total = sum(ours.values())
-            rows.append({"imgsz": imgsz, "variant": variant, "ours_ms": ours, "ours_total_ms": total,
-                         "non_inference_share": (total - ours["inference"]) / total, "ultralytics_ms": theirs,
-                         "speedup": theirs / total})  # fmt: skip
+            rows.append(
+                {
+                    "imgsz": imgsz,
+                    "variant": variant,
+                    "ours_ms": ours,
+                    "ours_total_ms": total,
+                    "non_inference_share": (total - ours["inference"]) / total,
+                    "ultralytics_ms": theirs,
+                    "speedup": theirs / total,
+                }
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
     lines = [
@@ -111,12 +120,12 @@ def main() -> None:
     ]
     for r in rows:
         o = r["ours_ms"]
-        lines.append(f"| {r['imgsz']} | {r['variant']} | {o['decode']:.2f} | {o['letterbox']:.2f} | "
-                     f"{o['inference']:.2f} | {o['nms']:.2f} | {r['ours_total_ms']:.2f} | "
-                     f"{r['non_inference_share']:.0%} | {r['ultralytics_ms']:.2f} | {r['speedup']:.2f}x |")  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    (args.out / "RESULTS.md").write_text(text)
-    print(text)
+        lines.append(
+            f"| {r['imgsz']} | {r['variant']} | {o['decode']:.2f} | {o['letterbox']:.2f} | "
+            f"{o['inference']:.2f} | {o['nms']:.2f} | {r['ours_total_ms']:.2f} | "
+            f"{r['non_inference_share']:.0%} | {r['ultralytics_ms']:.2f} | {r['speedup']:.2f}x |"
+        )
+    print(write_markdown(args.out / "RESULTS.md", lines))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from wildfire_kd.reports import write_markdown
+
 VARIANTS = {
     "a_none": ["--set", "distill.response=false"],
     "b_feature": ["--set", "distill.response=false", "--set", "distill.feature_distillation=true"],
@@ -47,15 +49,45 @@ def _run(cmd: list[str]) -> tuple[int, float]:
 
 def _train_args(args, data: str, name: str, seed: int) -> list[str]:
     return [
-        sys.executable, "-m", "wildfire_kd.cli", "train", "--data", data, "--epochs", str(args.epochs),
-        "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--device", args.device, "--out", str(args.out),
-        "--name", name, "--set", "train.exist_ok=true", "--set", "train.plots=false",
-        "--set", f"train.seed={seed}",
-        "--set", f"train.optimizer={args.optimizer}", "--set", f"train.lr0={args.lr0}",
-        "--set", "train.warmup_epochs=1", "--set", f"train.close_mosaic={max(1, args.epochs // 5)}",
-        "--set", "train.patience=0", "--set", f"train.ultralytics={{nbs: {args.nbs or args.batch}}}",
-        "--set", "validation.min_map50_retention=null",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "wildfire_kd.cli",
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        str(args.epochs),
+        "--imgsz",
+        str(args.imgsz),
+        "--batch",
+        str(args.batch),
+        "--device",
+        args.device,
+        "--out",
+        str(args.out),
+        "--name",
+        name,
+        "--set",
+        "train.exist_ok=true",
+        "--set",
+        "train.plots=false",
+        "--set",
+        f"train.seed={seed}",
+        "--set",
+        f"train.optimizer={args.optimizer}",
+        "--set",
+        f"train.lr0={args.lr0}",
+        "--set",
+        "train.warmup_epochs=1",
+        "--set",
+        f"train.close_mosaic={max(1, args.epochs // 5)}",
+        "--set",
+        "train.patience=0",
+        "--set",
+        f"train.ultralytics={{nbs: {args.nbs or args.batch}}}",
+        "--set",
+        "validation.min_map50_retention=null",
+    ]
 
 
 def _variant_figures(run: Path, peak_mb: float) -> dict:
@@ -277,7 +309,7 @@ def main() -> None:
     if data is None:
         from wildfire_kd.synth import synthesize
 
-        data = str(synthesize(args.out / "data"))
+        data = str(synthesize(args.out / "data", train_images=48, val_images=16, imgsz=320))  # its data since issue 8
     teacher = args.teacher
     if teacher is None:
         cmd = _train_args(args, data, "teacher", args.seeds[0])
@@ -304,8 +336,14 @@ def main() -> None:
         r["epoch_cost_vs_a"] = r["seconds_per_epoch"] / base["seconds_per_epoch"] if base else None
         r["step_cost_vs_a"] = r["median_step_s"] / base["median_step_s"] if base else None
     profile = None if args.no_profile else profile_step(data, teacher, args.imgsz, args.batch, args.device)
-    report = {"settings": {k: str(v) for k, v in vars(args).items()}, "data": data, "teacher": teacher,
-              "variants": results, "per_seed": per_seed, "kd_step_profile": profile}  # fmt: skip
+    report = {
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "data": data,
+        "teacher": teacher,
+        "variants": results,
+        "per_seed": per_seed,
+        "kd_step_profile": profile,
+    }
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
 
     seeds = " ".join(map(str, args.seeds))
@@ -324,9 +362,7 @@ def main() -> None:
         where = f"{profile['device']}, batch {profile['batch']}, imgsz {profile['imgsz']}"
         lines += ["", f"One response-KD step ({where}), median seconds per part:"]
         lines += _profile_table(profile["methods"])
-    text = "\n".join(lines) + "\n"
-    (args.out / "RESULTS.md").write_text(text)
-    print(text)
+    print(write_markdown(args.out / "RESULTS.md", lines))
 
 
 if __name__ == "__main__":

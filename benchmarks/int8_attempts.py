@@ -15,6 +15,9 @@ import statistics
 import time
 from pathlib import Path
 
+from wildfire_kd.reports import write_markdown
+from wildfire_kd.runtime import prepare_ultralytics
+
 ATTEMPTS = {
     "conv only (the default before)": {"int8_op_types": ["Conv", "MatMul", "Gemm"]},
     "conv + SiLU (Sigmoid, Mul)": {"int8_op_types": ["Conv", "MatMul", "Gemm", "Sigmoid", "Mul"]},
@@ -29,28 +32,27 @@ ATTEMPTS = {
 
 
 def _median_ms(session, x, warmup: int, runs: int) -> float:
-    name = session.get_inputs()[0].name
-    for _ in range(warmup):
-        session.run(None, {name: x})
-    times = []
-    for _ in range(runs):
+    feed = {session.get_inputs()[0].name: x}
+
+    def once() -> float:
         t0 = time.perf_counter()
-        session.run(None, {name: x})
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        session.run(None, feed)
+        return (time.perf_counter() - t0) * 1000
+
+    for _ in range(warmup):
+        once()
+    return statistics.median(once() for _ in range(runs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path("runs/int8"))
+    parser.add_argument("--weights", required=True, help="a trained student .pt")
+    parser.add_argument("--data", required=True, help="data.yaml: calibration images, and the val split for mAP50")
+    parser.add_argument("--imgsz", type=int, default=640, help="static input size of every file")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per file (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    parser.add_argument("--out", type=Path, default=Path("runs/int8"), help="RESULTS.md, results.json and the files")
     args = parser.parse_args()
-
-    from wildfire_kd.runtime import prepare_ultralytics
 
     prepare_ultralytics()
     import numpy as np
@@ -82,13 +84,13 @@ def main() -> None:
     ]
     for r in rows:
         speed = base["median_ms"] / r["median_ms"]
-        lines.append(f"| {r['attempt']} | {r['size_mb']} | {r['median_ms']:.2f} | {speed:.2f}x | {r['map50']:.4f} | "
-                     f"{r['map50'] - base['map50']:+.4f} |")  # fmt: skip
-    text = "\n".join(lines) + "\n"
+        lines.append(
+            f"| {r['attempt']} | {r['size_mb']} | {r['median_ms']:.2f} | {speed:.2f}x | {r['map50']:.4f} | "
+            f"{r['map50'] - base['map50']:+.4f} |"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2, default=str))
-    (args.out / "RESULTS.md").write_text(text)
-    print(text)
+    print(write_markdown(args.out / "RESULTS.md", lines))
 
 
 if __name__ == "__main__":

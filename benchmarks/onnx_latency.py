@@ -64,8 +64,9 @@ def main() -> None:
             torch.save({"model": model.half(), "train_args": {"imgsz": imgsz}}, weights)
             model.float()
             data = synthesize(tmp / f"data{imgsz}", train_images=1, val_images=16, imgsz=imgsz)
-            result = export(weights, tmp / f"onnx{imgsz}", ExportSettings(int8=True, int8_calibration_images=16),
-                            data=str(data))  # fmt: skip
+            result = export(
+                weights, tmp / f"onnx{imgsz}", ExportSettings(int8=True, int8_calibration_images=16), data=str(data)
+            )
             x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
             fused = DetectionModel("yolov8n.yaml", nc=2, verbose=False)
             fused.load_state_dict(model.state_dict())
@@ -78,24 +79,43 @@ def main() -> None:
                     m(t)
 
             med, p90 = _median_ms(torch_run, args.warmup, args.runs)
-            rows.append({"imgsz": imgsz, "runtime": "PyTorch (fused, eager)", "precision": "fp32", "median_ms": med,
-                         "p90_ms": p90})  # fmt: skip
+            rows.append(
+                {
+                    "imgsz": imgsz,
+                    "runtime": "PyTorch (fused, eager)",
+                    "precision": "fp32",
+                    "median_ms": med,
+                    "p90_ms": p90,
+                }
+            )
             for variant in ("fp32", "int8"):
                 session = ort.InferenceSession(result.file(variant).path, options, providers=["CPUExecutionProvider"])
                 name = session.get_inputs()[0].name
                 med, p90 = _median_ms(lambda s=session, n=name, a=x: s.run(None, {n: a}), args.warmup, args.runs)
-                rows.append({"imgsz": imgsz, "runtime": "onnxruntime CPU", "precision": variant, "median_ms": med,
-                             "p90_ms": p90, "size_mb": result.file(variant).size_mb})  # fmt: skip
+                rows.append(
+                    {
+                        "imgsz": imgsz,
+                        "runtime": "onnxruntime CPU",
+                        "precision": variant,
+                        "median_ms": med,
+                        "p90_ms": p90,
+                        "size_mb": result.file(variant).size_mb,
+                    }
+                )
 
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), onnxruntime {ort.__version__}; batch 1, median of {args.runs} runs "
-          f"after {args.warmup} warm-up\n")  # fmt: skip
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), onnxruntime {ort.__version__}; batch 1, median of {args.runs} runs "
+        f"after {args.warmup} warm-up\n"
+    )
     print("| imgsz | runtime | precision | median ms | p90 ms | vs PyTorch fp32 |")
     print("|---:|---|---|---:|---:|---:|")
     for row in rows:
         base = next(r["median_ms"] for r in rows if r["imgsz"] == row["imgsz"] and r["runtime"].startswith("PyTorch"))
-        print(f"| {row['imgsz']} | {row['runtime']} | {row['precision']} | {row['median_ms']:.2f} | "
-              f"{row['p90_ms']:.2f} | {base / row['median_ms']:.2f}x |")  # fmt: skip
+        print(
+            f"| {row['imgsz']} | {row['runtime']} | {row['precision']} | {row['median_ms']:.2f} | "
+            f"{row['p90_ms']:.2f} | {base / row['median_ms']:.2f}x |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

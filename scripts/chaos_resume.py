@@ -63,10 +63,18 @@ def main() -> None:
         tmp = Path(tmp)
         data = synthesize(tmp / "data", train_images=16, val_images=8, imgsz=96, seed=1)
         teacher = make_teacher(tmp / "teacher.pt", ["smoke", "fire"])
+
+        def train_cmd(out: Path) -> list[str]:
+            given = ["--data", str(data), "--teacher", str(teacher), "--out", str(out), "--epochs", str(args.epochs)]
+            return _cli("train", "--config", str(CONFIG), *given)
+
         t0 = time.time()
-        subprocess.run(_cli("train", "--config", str(CONFIG), "--data", str(data), "--teacher", str(teacher),
-                            "--out", str(tmp / "timing"), "--epochs", str(args.epochs)),
-                       env=ENV, check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            train_cmd(tmp / "timing"),
+            env=ENV,
+            check=True,
+            capture_output=True,
+        )
         duration = time.time() - t0
         print(f"one uninterrupted {args.epochs}-epoch run: {duration:.1f}s\n")
         print("| trial | kill | at s | ckpt temp file present | checkpoints loaded | resumes | finished | epochs |")
@@ -75,8 +83,7 @@ def main() -> None:
         for trial in range(args.trials):
             out = tmp / f"trial{trial}"
             run, weights = out / "student", out / "student" / "weights"
-            cmd = _cli("train", "--config", str(CONFIG), "--data", str(data), "--teacher", str(teacher),
-                       "--out", str(out), "--epochs", str(args.epochs))  # fmt: skip
+            cmd = train_cmd(out)
             proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             start, mid_write = time.time(), trial % 3 == 0
             kill_at = rng.uniform(1.0, duration)
@@ -105,8 +112,10 @@ def main() -> None:
             done = (run / "train.json").exists() and epochs == list(range(1, args.epochs + 1))
             finished += done
             kind = "mid-write" if mid_write else "random"
-            print(f"| {trial + 1} | {kind} | {killed_after:.2f} | {'yes' if in_write else 'no'} | "
-                  f"{ok}/{len(checkpoints)} | {resumes} | {'yes' if done else 'NO'} | {epochs} |")  # fmt: skip
+            print(
+                f"| {trial + 1} | {kind} | {killed_after:.2f} | {'yes' if in_write else 'no'} | "
+                f"{ok}/{len(checkpoints)} | {resumes} | {'yes' if done else 'NO'} | {epochs} |"
+            )
         print(f"\ncheckpoints loaded: {loaded}/{present}; runs finished: {finished}/{args.trials}")
         sys.exit(0 if loaded == present and finished == args.trials else 1)
 

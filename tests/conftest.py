@@ -29,17 +29,47 @@ def make_teacher(path: Path, names: list[str], cfg: str = "yolov8s.yaml") -> Pat
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real console script in a fresh interpreter (ultralytics keeps global state)."""
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: int = 600, record_loss: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real console script in a fresh interpreter (ultralytics keeps global state). ``record_loss``: a file
+    that receives each training loss the model returned, per image (tests/loss_recorder.py)."""
     env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+    program = ["-m", "wildfire_kd.cli"]
+    if record_loss is not None:
+        program = [str(REPO / "tests" / "loss_recorder.py"), str(record_loss)]
     return subprocess.run(
-        [sys.executable, "-m", "wildfire_kd.cli", *args],
+        [sys.executable, *program, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def opts(**options: object) -> list[str]:
+    """Command-line options from keywords, in order: opts(data=d, imgsz=64) -> ['--data', 'd', '--imgsz', '64']."""
+    return [item for name, value in options.items() for item in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def sets(*overrides: str) -> list[str]:
+    """--set overrides: sets('a.b=1', 'c.d=2') -> ['--set', 'a.b=1', '--set', 'c.d=2']."""
+    return [item for override in overrides for item in ("--set", override)]
+
+
+def smoke_args(command: str, data: Path, teacher: Path | None, out: Path, *extra: str) -> list[str]:
+    """`COMMAND --config configs/smoke.yaml --data DATA [--teacher TEACHER] --out OUT EXTRA...` for run_cli."""
+    teacher_args = ["--teacher", str(teacher)] if teacher is not None else []
+    return [command, "--config", str(SMOKE_CONFIG), "--data", str(data), *teacher_args, "--out", str(out), *extra]
+
+
+def smoke_config(data: Path, teacher: Path | None, out: Path, *overrides: str):
+    """configs/smoke.yaml with the data, teacher and output folder set, then ``overrides`` (--set syntax)."""
+    from wildfire_kd.config import load_config
+
+    given = [f"train.data={data}", f"train.out={out}"] + ([f"train.teacher={teacher}"] if teacher else [])
+    return load_config(SMOKE_CONFIG, [*given, *overrides])
 
 
 def invoke_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -60,14 +90,16 @@ def invoke_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
 def fire_smoke_data(tmp_path_factory) -> Path:
     from wildfire_kd.synth import synthesize
 
-    return synthesize(tmp_path_factory.mktemp("data2") / "ds", ("smoke", "fire"), 16, 8, imgsz=96, seed=1)
+    return synthesize(tmp_path_factory.mktemp("data2") / "ds", train_images=16, val_images=8, imgsz=96, seed=1)
 
 
 @pytest.fixture(scope="session")
 def smoke_only_data(tmp_path_factory) -> Path:
     from wildfire_kd.synth import synthesize
 
-    return synthesize(tmp_path_factory.mktemp("data1") / "ds", ("smoke",), 16, 8, imgsz=96, seed=2)
+    return synthesize(
+        tmp_path_factory.mktemp("data1") / "ds", classes=["smoke"], train_images=16, val_images=8, imgsz=96, seed=2
+    )
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +119,15 @@ def learnt_data(tmp_path_factory) -> Path:
 
     # without distractor frames and small plumes: the data the parity and agreement bounds were set on (with them,
     # this tiny val split shows an fp16 NMS tie and a one-detection mAP50 swing of 0.017 against the 0.01 bound)
-    return synthesize(tmp_path_factory.mktemp("data_learnt") / "ds", ("smoke", "fire"), 48, 12, imgsz=128, seed=7,
-                      distractor_frames=0, small_plumes=0)  # fmt: skip
+    return synthesize(
+        tmp_path_factory.mktemp("data_learnt") / "ds",
+        train_images=48,
+        val_images=12,
+        imgsz=128,
+        seed=7,
+        distractor_frames=0,
+        small_plumes=0,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -96,12 +135,38 @@ def learnt_model(learnt_data, tmp_path_factory) -> Path:
     """A yolov8n trained without a teacher to mAP50 > 0.3 on `learnt_data` (a stand-in for a finetuned model)."""
     out = tmp_path_factory.mktemp("learnt")
     r = run_cli(
-        "train", "--data", str(learnt_data), "--student", "yolov8n.yaml", "--epochs", "20", "--imgsz", "128",
-        "--batch", "8", "--device", "cpu", "--out", str(out), "--name", "m",
-        "--set", "distill.response=false", "--set", "train.plots=false", "--set", "train.optimizer=AdamW",
-        "--set", "train.lr0=0.004", "--set", "train.warmup_epochs=1", "--set", "train.close_mosaic=5",
-        "--set", "train.ultralytics={nbs: 8}",
-    )  # fmt: skip
+        "train",
+        "--data",
+        str(learnt_data),
+        "--student",
+        "yolov8n.yaml",
+        "--epochs",
+        "20",
+        "--imgsz",
+        "128",
+        "--batch",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--name",
+        "m",
+        "--set",
+        "distill.response=false",
+        "--set",
+        "train.plots=false",
+        "--set",
+        "train.optimizer=AdamW",
+        "--set",
+        "train.lr0=0.004",
+        "--set",
+        "train.warmup_epochs=1",
+        "--set",
+        "train.close_mosaic=5",
+        "--set",
+        "train.ultralytics={nbs: 8}",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return out / "m" / "weights" / "best.pt"
 
@@ -110,8 +175,19 @@ def learnt_model(learnt_data, tmp_path_factory) -> Path:
 def exported(learnt_model, learnt_data, tmp_path_factory) -> Path:
     """`learnt_model` exported as fp32, fp16 and int8 ONNX files (with their metadata)."""
     out = tmp_path_factory.mktemp("export")
-    r = run_cli("export", "--weights", str(learnt_model), "--out", str(out), "--half", "--int8",
-                "--data", str(learnt_data), "--set", "export.int8_calibration_images=12")  # fmt: skip
+    r = run_cli(
+        "export",
+        "--weights",
+        str(learnt_model),
+        "--out",
+        str(out),
+        "--half",
+        "--int8",
+        "--data",
+        str(learnt_data),
+        "--set",
+        "export.int8_calibration_images=12",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"report {out / 'export.json'}" in r.stdout
     return out

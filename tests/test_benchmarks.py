@@ -47,9 +47,24 @@ def test_seeds_aggregate_to_mean_and_sample_std_and_the_table_shows_both():
 @pytest.mark.slow
 def test_the_benchmark_command_writes_its_table(tmp_path, learnt_data, learnt_model):
     out = tmp_path / "bench"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "distill_compare.py"), "--data", str(learnt_data),
-           "--teacher", str(learnt_model), "--epochs", "1", "--imgsz", "64", "--batch", "8",
-           "--only", "a_none,d_dense,c_pseudo", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "distill_compare.py"),
+        "--data",
+        str(learnt_data),
+        "--teacher",
+        str(learnt_model),
+        "--epochs",
+        "1",
+        "--imgsz",
+        "64",
+        "--batch",
+        "8",
+        "--only",
+        "a_none,d_dense,c_pseudo",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -62,8 +77,14 @@ def test_the_benchmark_command_writes_its_table(tmp_path, learnt_data, learnt_mo
     profile = report["kd_step_profile"]["methods"]
     # dense needs no NMS and no matching; pseudo has both (a trained teacher: its KD parts are really timed)
     assert set(profile["dense"]["median_s"]) == {"student_forward", "teacher_forward", "losses", "backward"}
-    assert set(profile["pseudo"]["median_s"]) == {"student_forward", "teacher_forward", "nms_pseudo_targets",
-                                                  "matching", "losses", "backward"}  # fmt: skip
+    assert set(profile["pseudo"]["median_s"]) == {
+        "student_forward",
+        "teacher_forward",
+        "nms_pseudo_targets",
+        "matching",
+        "losses",
+        "backward",
+    }
     assert all(v > 0 for m in profile.values() for v in m["median_s"].values())
     text = (out / "RESULTS.md").read_text()
     assert "| a_none |" in text and "| d_dense |" in text and "| part | dense | pseudo |" in text

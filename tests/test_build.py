@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE_CONFIG, run_cli
+from conftest import SMOKE_CONFIG, run_cli, smoke_args
 
 pytestmark = pytest.mark.slow
 
 
 def _build(data: Path, teacher: Path, out: Path, *extra: str):
-    return run_cli("build", "--config", str(SMOKE_CONFIG), "--data", str(data), "--teacher", str(teacher),
-                   "--out", str(out), *extra)  # fmt: skip
+    return run_cli(
+        *smoke_args("build", data, teacher, out),
+        *extra,
+    )
 
 
 def _sums(out: Path) -> dict[str, str]:
@@ -34,9 +36,20 @@ def smoke_build(fire_smoke_data, teacher_pt, tmp_path_factory):
 
 def test_build_writes_every_artifact_and_verifiable_sums(smoke_build):
     out, r = smoke_build
-    for rel in ("train/weights/best.pt", "train/results.csv", "train/batch_log.jsonl", "validation/validation.json",
-                "validation/validation.md", "validation/validation.png", "export/student.onnx", "export/export.json",
-                "export/parity.json", "build_report.json", "MODEL_CARD.md", "SHA256SUMS"):  # fmt: skip
+    for rel in (
+        "train/weights/best.pt",
+        "train/results.csv",
+        "train/batch_log.jsonl",
+        "validation/validation.json",
+        "validation/validation.md",
+        "validation/validation.png",
+        "export/student.onnx",
+        "export/export.json",
+        "export/parity.json",
+        "build_report.json",
+        "MODEL_CARD.md",
+        "SHA256SUMS",
+    ):
         assert (out / rel).is_file(), rel
     sums = _sums(out)
     assert "export/student.onnx" in sums and "build_report.json" in sums and "MODEL_CARD.md" in sums
@@ -69,8 +82,14 @@ def test_build_report_holds_stages_versions_and_hashes(smoke_build, teacher_pt):
     assert len(report["config_sha256"]) == 64 and report["versions"]["ultralytics"].startswith("8.4")
     assert report["outputs"]["export/student.onnx"] == _sums(out)["export/student.onnx"]
     card = (out / "MODEL_CARD.md").read_text()
-    for heading in ("## What it is", "## Data", "## Student vs teacher", "## ONNX files and parity with PyTorch",
-                    "## Intended use", "## Limitations"):  # fmt: skip
+    for heading in (
+        "## What it is",
+        "## Data",
+        "## Student vs teacher",
+        "## ONNX files and parity with PyTorch",
+        "## Intended use",
+        "## Limitations",
+    ):
         assert heading in card
     assert "**Build PASSED**" in card and "`student.onnx`" in card
     from wildfire_kd.config import DistillSettings
@@ -104,7 +123,7 @@ def test_failed_validation_gate_fails_the_build_naming_stage_and_gate(fire_smoke
 
 
 def test_failed_parity_fails_the_build_naming_the_stage(fire_smoke_data, teacher_pt, tmp_path):
-    r = _build(fire_smoke_data, teacher_pt, tmp_path, "--set", "parity.score_atol=1e-15")
+    r = _build(fire_smoke_data, teacher_pt, tmp_path, "--set", "parity.fp32.score_atol=1e-15")
     assert r.returncode == 1
     assert "parity: fp32: scores max |Δ|" in r.stderr and "build: ✗ parity ran" in r.stdout
 
@@ -157,8 +176,7 @@ def test_stage_error_stops_the_build_and_names_it(fire_smoke_data, teacher_pt, t
     assert report["stopped_at"] == "export" and [s["status"] for s in report["stages"]] == ["ran", "ran", "failed"]
 
 
-def test_a_training_stage_without_a_student_stops_the_build_cleanly(fire_smoke_data, teacher_pt, tmp_path,
-                                                                     monkeypatch):  # fmt: skip
+def test_a_training_stage_without_a_student_stops_the_build_cleanly(fire_smoke_data, teacher_pt, tmp_path, monkeypatch):
     import wildfire_kd.distill as distill
     from wildfire_kd.config import load_config
     from wildfire_kd.errors import StageFailure
@@ -166,8 +184,9 @@ def test_a_training_stage_without_a_student_stops_the_build_cleanly(fire_smoke_d
 
     def no_student(config, resume=None, **kwargs):  # training that ended without writing best.pt
         run = Path(config.train.out) / config.train.name
-        return distill.TrainResult(str(run), None, None, str(run / "results.csv"), str(run / "batch_log.jsonl"),
-                                   0, 0, 0.0)  # fmt: skip
+        return distill.TrainResult(
+            str(run), None, None, str(run / "results.csv"), str(run / "batch_log.jsonl"), 0, 0, 0.0
+        )
 
     monkeypatch.setattr(distill, "train", no_student)
     config = load_config(SMOKE_CONFIG, [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}"])

@@ -81,8 +81,14 @@ def test_the_runtime_imports_and_runs_without_torch_ultralytics_yaml_or_pydantic
     assert (tmp_path / "out" / "detections.jsonl").is_file()
 
 
-def _match(ours: list[Detection], boxes: np.ndarray, confs: np.ndarray, classes: np.ndarray, iou_bound: float,
-           conf_bound: float) -> list[str]:  # fmt: skip
+def _match(
+    ours: list[Detection],
+    boxes: np.ndarray,
+    confs: np.ndarray,
+    classes: np.ndarray,
+    iou_bound: float,
+    conf_bound: float,
+) -> list[str]:
     """Every reference detection has one of ours with the same class, IoU >= bound and |Δconf| <= bound, and
     the counts are equal; returns the problems."""
     from wildfire_kd.camera import box_iou
@@ -109,9 +115,8 @@ def test_detect_gives_the_pipelines_detections(variant, exported, learnt_model, 
     from wildfire_kd.camera import CameraModel
     from wildfire_kd.config import ParitySettings
 
-    p = ParitySettings()
-    bounds = {"student.onnx": (p.det_iou, p.det_conf_atol), "student_fp16.onnx": (p.fp16_det_iou, p.fp16_det_conf_atol),
-              "student_int8.onnx": (p.det_iou, p.det_conf_atol)}[variant]  # fmt: skip
+    tol = ParitySettings().for_variant("fp16" if variant == "student_fp16.onnx" else "fp32")
+    bounds = (tol.det_iou, tol.det_conf_atol)
     camera = CameraModel(exported / variant)
     reference = YOLO(str(exported / variant) if variant == "student_int8.onnx" else str(learnt_model), task="detect")
     problems, compared = [], 0
@@ -120,8 +125,10 @@ def test_detect_gives_the_pipelines_detections(variant, exported, learnt_model, 
         ours = camera.detect(image, conf=0.25, iou=0.7)
         r = reference.predict(image, imgsz=camera.imgsz, conf=0.25, iou=0.7, verbose=False)[0].boxes
         compared += len(r)
-        problems += [f"{image_path.name}: {m}" for m in _match(ours, r.xyxy.numpy(), r.conf.numpy(),
-                                                                 r.cls.numpy().astype(int), *bounds)]  # fmt: skip
+        problems += [
+            f"{image_path.name}: {m}"
+            for m in _match(ours, r.xyxy.numpy(), r.conf.numpy(), r.cls.numpy().astype(int), *bounds)
+        ]
     assert compared >= 10, "a trained student: detections to compare"
     assert problems == []
 
@@ -229,8 +236,9 @@ def test_detect_uses_the_operating_point_shipped_in_the_file(exported, learnt_da
     images = str(learnt_data.parent / "images" / "val")
     r = run_cli("detect", "--onnx", str(tmp_path / "with_point.onnx"), images, "--out", str(tmp_path / "a"))
     assert r.returncode == 0 and "at conf 0.61" in r.stdout
-    r = run_cli("detect", "--onnx", str(tmp_path / "with_point.onnx"), images, "--out", str(tmp_path / "b"),
-                "--conf", "0.3")  # fmt: skip
+    r = run_cli(
+        "detect", "--onnx", str(tmp_path / "with_point.onnx"), images, "--out", str(tmp_path / "b"), "--conf", "0.3"
+    )
     assert r.returncode == 0 and "at conf 0.3" in r.stdout
 
 

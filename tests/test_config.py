@@ -16,8 +16,26 @@ def test_documented_config_states_exactly_the_defaults():
     assert load_config(path).model_dump() == Config().model_dump()
     lines = [ln for ln in path.read_text().splitlines() if ln.startswith("  ")]
     documented = {ln.split(":")[0].strip() for ln in lines}
-    assert documented == {k.split(".")[-1] for k in valid_keys()}
+    nested_sections = {k.split(".")[1] for k in valid_keys() if k.count(".") == 2}  # parity.fp16.box_atol: fp16
+    assert documented == {k.split(".")[-1] for k in valid_keys()} | nested_sections
     assert all("  # (" in ln for ln in lines), "every key line carries '# (type) meaning'"
+
+
+def test_parity_tolerances_are_one_model_per_variant_and_the_old_keys_still_work(caplog):
+    config = load_config(None, ["parity.fp16.det_iou=0.5"])
+    assert config.parity.for_variant("fp16").det_iou == 0.5
+    assert config.parity.for_variant("fp16").box_atol == 8.0, "setting one key keeps the variant's other defaults"
+    assert (
+        config.parity.for_variant("int8").box_atol is None and config.parity.for_variant("int8").max_map50_drop == 0.05
+    )
+    old = load_config(None, ["parity.fp16_box_atol=3", "parity.score_atol=1e-6", "parity.int8_max_map50_drop=0.1"])
+    assert (old.parity.fp16.box_atol, old.parity.fp32.score_atol, old.parity.int8.max_map50_drop) == (3.0, 1e-6, 0.1)
+    assert old.parity.fp16.score_atol == 0.005
+    assert "parity.fp16_box_atol is now parity.fp16.box_atol" in caplog.text
+    with pytest.raises(InputError, match=r"unknown key 'parity.fp16.boxatol'; did you mean 'parity.fp16.box_atol'\?"):
+        load_config(None, ["parity.fp16.boxatol=1"])
+    with pytest.raises(InputError, match="unknown ONNX variant 'bf16'"):
+        config.parity.for_variant("bf16")
 
 
 def test_seed_training_settings():

@@ -70,8 +70,11 @@ def test_empty_split_is_reported(dataset_copy):
 def test_class_id_out_of_range_names_the_file(dataset_copy):
     bad = dataset_copy.parent / "labels" / "train" / "train_00002.txt"
     bad.write_text("5 0.5 0.5 0.1 0.1\n")
-    with pytest.raises(InputError, match=r"1 of 24 images have problems.*class id out of range: .*train_00002\.txt:1 "
-                                         r"\(class 5\) \(fix the labels or add the class to 'names:'\)"):  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"1 of 24 images have problems.*class id out of range: .*train_00002\.txt:1 "
+        r"\(class 5\) \(fix the labels or add the class to 'names:'\)",
+    ):
         preflight(dataset_copy)
 
 
@@ -121,9 +124,12 @@ def test_preflight_counts_every_problem_and_honours_the_tolerated_fraction(datas
         preflight(dataset_copy, max_bad_fraction=0.10)
     info = preflight(dataset_copy, max_bad_fraction=0.2, report=tmp_path / "preflight.json")
     assert {k: len(v) for k, v in info.problems.items()} == {
-        "class_id_out_of_range": 1, "coordinates_out_of_range": 1, "unreadable_image": 2, "duplicate_image": 1,
+        "class_id_out_of_range": 1,
+        "coordinates_out_of_range": 1,
+        "unreadable_image": 2,
+        "duplicate_image": 1,
         "truncated_jpeg": 1,
-    }  # fmt: skip
+    }
     assert info.bad_fraction == pytest.approx(5 / 25)
     assert any("train_00007.jpg (OSError: image file is truncated" in p for p in info.problems["unreadable_image"])
     assert [Path(p).name for p in info.bad_images if "train_0000" in p] == [f"train_0000{i}.jpg" for i in (1, 3, 4, 7)]
@@ -148,17 +154,23 @@ def test_mirror_takes_the_writes_and_the_dataset_keeps_its_bytes(dataset_copy, t
 
 
 def test_synthetic_distractor_frames_are_smoke_free_and_small_plumes_are_small(tmp_path):
-    only_distractors = synthesize(tmp_path / "d", train_images=6, val_images=2, imgsz=96, seed=1,
-                                  distractor_frames=1.0, small_plumes=0).parent  # fmt: skip
+    only_distractors = synthesize(
+        tmp_path / "d", train_images=6, val_images=2, imgsz=96, seed=1, distractor_frames=1.0, small_plumes=0
+    ).parent
     assert all(not p.read_text().strip() for p in only_distractors.rglob("*.txt")), "smoke-free: no labels"
-    plumes = synthesize(tmp_path / "p", train_images=6, val_images=2, imgsz=96, seed=1, distractor_frames=0,
-                        small_plumes=1.0).parent  # fmt: skip
+    plumes = synthesize(
+        tmp_path / "p", train_images=6, val_images=2, imgsz=96, seed=1, distractor_frames=0, small_plumes=1.0
+    ).parent
     for label in plumes.rglob("*.txt"):
         rows = [r.split() for r in label.read_text().splitlines() if r.startswith("0 ")]  # smoke
         areas = [float(r[3]) * float(r[4]) for r in rows]
         assert areas and min(areas) < 0.01, f"{label.name}: a small, distant plume"
-    plain = synthesize(tmp_path / "n", train_images=6, val_images=2, imgsz=96, seed=1, distractor_frames=0,
-                       small_plumes=0).parent  # fmt: skip
-    same = [p.name for p in (plain / "images" / "train").iterdir()
-            if p.read_bytes() == (plumes / "images" / "train" / p.name).read_bytes()]  # fmt: skip
+    plain = synthesize(
+        tmp_path / "n", train_images=6, val_images=2, imgsz=96, seed=1, distractor_frames=0, small_plumes=0
+    ).parent
+    same = [
+        p.name
+        for p in (plain / "images" / "train").iterdir()
+        if p.read_bytes() == (plumes / "images" / "train" / p.name).read_bytes()
+    ]
     assert same == [], "every frame got its plume"

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import make_teacher, run_cli
+from conftest import make_teacher, opts, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -86,8 +86,9 @@ def test_parity_fails_on_a_slightly_perturbed_copy(exported, learnt_model, learn
     array = onnx.numpy_helper.to_array(weight) * np.float32(1.01)  # +1% on one early conv weight tensor
     weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
     onnx.save(model, str(tmp_path / "student.onnx"))
-    r = run_cli("parity", "--weights", str(learnt_model), "--onnx", str(tmp_path / "student.onnx"),
-                "--data", str(learnt_data))  # fmt: skip
+    r = run_cli(
+        "parity", "--weights", str(learnt_model), "--onnx", str(tmp_path / "student.onnx"), "--data", str(learnt_data)
+    )
     assert r.returncode == 1, r.stdout[-2000:]
     assert "✗ boxes" in r.stdout
     assert "boxes max |Δ|" in r.stderr and "> atol 0.02" in r.stderr
@@ -96,8 +97,10 @@ def test_parity_fails_on_a_slightly_perturbed_copy(exported, learnt_model, learn
 
 def test_parity_against_other_weights_fails_on_metadata_and_values(exported, learnt_data, tmp_path):
     other = make_teacher(tmp_path / "other.pt", ["smoke", "fire"], cfg="yolov8n.yaml")
-    r = run_cli("parity", "--weights", str(other), "--onnx", str(exported / "student.onnx"),
-                "--data", str(learnt_data), "--out", str(tmp_path))  # fmt: skip
+    r = run_cli(
+        "parity",
+        *opts(weights=str(other), onnx=str(exported / "student.onnx"), data=str(learnt_data), out=str(tmp_path)),
+    )
     assert r.returncode == 1 and "is not the sha256 of" in r.stderr
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE_CONFIG, invoke_cli, run_cli
+from conftest import invoke_cli, run_cli, sets, smoke_args, smoke_config
 
 pytestmark = pytest.mark.slow
 LOGGERS = "train.loggers=[tensorboard, mlflow]"
@@ -24,8 +24,10 @@ def _mlflow_runs(out: Path):
 @pytest.fixture(scope="module")
 def tracked_build(fire_smoke_data, teacher_pt, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tracked") / "build"
-    r = run_cli("build", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(teacher_pt),
-                "--out", str(out), "--set", LOGGERS)  # fmt: skip
+    r = run_cli(
+        *smoke_args("build", fire_smoke_data, teacher_pt, out),
+        *sets(LOGGERS),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -60,11 +62,9 @@ def test_mlflow_holds_one_run_with_params_epoch_metrics_validation_and_artifacts
 
 
 def test_a_resumed_run_continues_the_same_mlflow_and_tensorboard_run(fire_smoke_data, teacher_pt, tmp_path):
-    from wildfire_kd.config import load_config
     from wildfire_kd.distill import train
 
-    config = load_config(SMOKE_CONFIG, [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}",
-                                        f"train.out={tmp_path}", LOGGERS])  # fmt: skip
+    config = smoke_config(fire_smoke_data, teacher_pt, tmp_path, LOGGERS)
 
     class Stop(Exception):
         pass
@@ -85,14 +85,16 @@ def test_a_resumed_run_continues_the_same_mlflow_and_tensorboard_run(fire_smoke_
     assert "validation.student.map50" in runs[0].data.metrics
 
 
-def test_a_logger_whose_package_is_missing_exits_2_naming_the_extra(fire_smoke_data, teacher_pt, tmp_path,
-                                                                    monkeypatch):  # fmt: skip
+def test_a_logger_whose_package_is_missing_exits_2_naming_the_extra(fire_smoke_data, teacher_pt, tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
-    r = invoke_cli("train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher",
-                   str(teacher_pt), "--out", str(tmp_path), "--set", LOGGERS)  # fmt: skip
+    r = invoke_cli(
+        *smoke_args("train", fire_smoke_data, teacher_pt, tmp_path),
+        "--set",
+        LOGGERS,
+    )
     assert r.returncode == 2
     assert "train.loggers asks for mlflow, but mlflow is not installed: pip install 'wildfire-kd[tracking]'" in r.stderr
     assert not (tmp_path / "student").exists(), "refused before training"

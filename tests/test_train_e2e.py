@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SMOKE_CONFIG, run_cli
+from conftest import SMOKE_CONFIG, opts, run_cli, sets, smoke_args, smoke_config
 
 pytestmark = pytest.mark.slow
 
@@ -19,14 +19,16 @@ def _batch_log(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "batch_log.jsonl").read_text().splitlines()]
 
 
-def _objective(row: dict, alpha: float = 1.0, **settings) -> float:
-    """The per-image objective of docs/design.md from a batch-log row's items, with the config's λ."""
-    from wildfire_kd.config import DistillSettings
-    from wildfire_kd.distill.loss import TERM_WEIGHTS
+def _returned_losses(record: Path) -> list[float]:
+    """What the model's loss returned for each training batch, per image (run_cli's record_loss)."""
+    return [json.loads(line) for line in record.read_text().splitlines()]
 
-    d = DistillSettings(**settings)
-    kd = sum(getattr(d, weight) * row[term] for term, weight in TERM_WEIGHTS.items() if row.get(term) is not None)
-    return d.lambda_detection * (row["box"] + row["cls"] + row["dfl"]) + alpha * d.lambda_distillation * kd
+
+def _assert_totals_are_the_returned_losses(rows: list[dict], record: Path) -> None:
+    """The batch log's total is the loss that was backpropagated: the one the criterion returned for that batch."""
+    returned = _returned_losses(record)
+    assert len(returned) == len(rows)
+    assert [r["total"] for r in rows] == pytest.approx(returned, rel=1e-6)
 
 
 def _results(run: Path) -> list[dict]:
@@ -38,9 +40,10 @@ def _results(run: Path) -> list[dict]:
 def two_class_run(fire_smoke_data, teacher_pt, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     r = run_cli(
-        "train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(teacher_pt),
-        "--out", str(out), "--name", "kd",
-    )  # fmt: skip
+        *smoke_args("train", fire_smoke_data, teacher_pt, out),
+        *opts(name="kd"),
+        record_loss=out / "returned_losses.jsonl",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"run folder {out / 'kd'}" in r.stdout
     return out / "kd"
@@ -50,16 +53,30 @@ def test_batch_log_has_nonzero_kd_terms_every_step(two_class_run):
     rows = _batch_log(two_class_run)
     assert len(rows) == 2 * 4  # 2 epochs x 16 images / batch 4
     assert [r["iteration"] for r in rows] == list(range(8))
-    expected = {"epoch", "iteration", "total", "box", "cls", "dfl", "kd_cls", "kd_ld", "kd_box", "kd_alpha",
-                "grad_norm", "lr", "teacher_dets_per_image", "skipped", "seconds"}  # fmt: skip
+    expected = {
+        "epoch",
+        "iteration",
+        "total",
+        "box",
+        "cls",
+        "dfl",
+        "kd_cls",
+        "kd_ld",
+        "kd_box",
+        "kd_alpha",
+        "grad_norm",
+        "lr",
+        "teacher_dets_per_image",
+        "skipped",
+        "seconds",
+    }
     assert expected <= set(rows[0])
     assert all(r["kd_cls"] > 0 and r["kd_ld"] > 0 for r in rows)  # the default: dense
     # the default cosine α over smoke.yaml's 2 epochs: 1 in the first, 0.01 in the last
     assert {r["epoch"]: r["kd_alpha"] for r in rows} == {1: 1.0, 2: pytest.approx(0.01)}
     assert all(r["teacher_dets_per_image"] is None and not r["skipped"] for r in rows)  # dense runs no NMS
     assert all(r["optimizer_step"] and r["grad_norm"] > 0 for r in rows)  # nbs == batch: every batch steps
-    # total is the loss that was backpropagated: the objective of docs/design.md with the default λ
-    assert all(r["total"] == pytest.approx(_objective(r, r["kd_alpha"]), rel=1e-5) for r in rows)
+    _assert_totals_are_the_returned_losses(rows, two_class_run.parent / "returned_losses.jsonl")
 
 
 def test_results_csv_has_kd_columns(two_class_run):
@@ -106,39 +123,41 @@ def test_run_writes_report_config_and_teacher_comparison(two_class_run):
 
 def test_failed_after_train_gate_exits_1(fire_smoke_data, teacher_pt, tmp_path):
     r = run_cli(
-        "train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(teacher_pt),
-        "--out", str(tmp_path), "--epochs", "1", "--set", "validation.min_map50_retention=0.9",
-    )  # fmt: skip
+        *smoke_args("train", fire_smoke_data, teacher_pt, tmp_path),
+        *opts(epochs="1"),
+        *sets("validation.min_map50_retention=0.9"),
+    )
     assert r.returncode == 1, r.stderr[-3000:]
     assert "validation.min_map50_retention = undefined, required >= 0.9" in r.stderr  # teacher mAP50 is 0
     assert (tmp_path / "student" / "weights" / "best.pt").is_file(), "the weights are kept for inspection"
 
 
-def test_one_class_smoke_dataset_has_nonzero_kd_cls_and_a_constant_alpha(smoke_only_data, smoke_teacher_pt,
-                                                                          tmp_path):  # fmt: skip
+def test_one_class_smoke_dataset_has_nonzero_kd_cls_and_a_constant_alpha(smoke_only_data, smoke_teacher_pt, tmp_path):
     r = run_cli(
-        "train", "--config", str(SMOKE_CONFIG), "--data", str(smoke_only_data), "--teacher", str(smoke_teacher_pt),
-        "--out", str(tmp_path), "--name", "smoke", "--set", "distill.schedule=constant",
-    )  # fmt: skip
+        *smoke_args("train", smoke_only_data, smoke_teacher_pt, tmp_path),
+        *opts(name="smoke"),
+        *sets("distill.schedule=constant"),
+        record_loss=tmp_path / "returned.jsonl",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _batch_log(tmp_path / "smoke")
     assert rows and all(row["kd_cls"] > 0 for row in rows)
     assert {row["epoch"]: row["kd_alpha"] for row in rows} == {1: 1.0, 2: 1.0}
-    assert all(row["total"] == pytest.approx(_objective(row), rel=1e-5) for row in rows)
+    _assert_totals_are_the_returned_losses(rows, tmp_path / "returned.jsonl")
 
 
 def test_pseudo_method_matches_the_teachers_detections(fire_smoke_data, teacher_pt, tmp_path):
     r = run_cli(
-        "train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(teacher_pt),
-        "--out", str(tmp_path), "--epochs", "1", "--set", "distill.method=pseudo",
-    )  # fmt: skip
+        *smoke_args("train", fire_smoke_data, teacher_pt, tmp_path),
+        *opts(epochs="1"),
+        *sets("distill.method=pseudo"),
+        record_loss=tmp_path / "returned.jsonl",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _batch_log(tmp_path / "student")
     assert rows and all(row["kd_box"] > 0 and row["kd_cls"] > 0 and row["kd_ld"] is None for row in rows)
     assert all(row["teacher_dets_per_image"] > 0 for row in rows)
-    assert all(
-        row["total"] == pytest.approx(_objective(row, row["kd_alpha"], method="pseudo"), rel=1e-5) for row in rows
-    )
+    _assert_totals_are_the_returned_losses(rows, tmp_path / "returned.jsonl")
     assert "train/kd_ld" not in _results(tmp_path / "student")[0]
 
 
@@ -147,12 +166,9 @@ class _Interrupt(Exception):
 
 
 def test_resume_after_interruption_finishes_the_run(fire_smoke_data, teacher_pt, tmp_path):
-    from wildfire_kd.config import load_config
     from wildfire_kd.distill import train
 
-    config = load_config(
-        SMOKE_CONFIG, [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}", f"train.out={tmp_path}"]
-    )
+    config = smoke_config(fire_smoke_data, teacher_pt, tmp_path)
 
     def interrupt_second_epoch(trainer):
         if trainer.epoch == 1 and trainer._batch_index == 2:  # mid-epoch 2, after epoch 1's checkpoint
@@ -177,7 +193,6 @@ def test_resume_after_interruption_finishes_the_run(fire_smoke_data, teacher_pt,
 
 
 def test_nan_step_changes_no_weight_and_is_logged_skipped(fire_smoke_data, teacher_pt, tmp_path, monkeypatch):
-    from wildfire_kd.config import load_config
     from wildfire_kd.distill import train
     from wildfire_kd.distill.loss import ResponseKDLoss  # the base class: the default (dense) criterion inherits it
 
@@ -209,10 +224,7 @@ def test_nan_step_changes_no_weight_and_is_logged_skipped(fire_smoke_data, teach
         snapshots[f"after{it}"] = student_state(trainer)
         snapshots["teacher_end"] = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
 
-    config = load_config(
-        SMOKE_CONFIG,
-        [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}", f"train.out={tmp_path}", "train.epochs=1"],
-    )
+    config = smoke_config(fire_smoke_data, teacher_pt, tmp_path, "train.epochs=1")
     result = train(config, callbacks={"on_train_batch_start": [before], "on_train_batch_end": [after]})
 
     def same(a, b):
@@ -235,23 +247,24 @@ def test_nan_step_changes_no_weight_and_is_logged_skipped(fire_smoke_data, teach
 
 def test_ultralytics_feature_distillation_stacks_with_ours(fire_smoke_data, teacher_pt, tmp_path):
     r = run_cli(
-        "train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(teacher_pt),
-        "--out", str(tmp_path), "--epochs", "1", "--set", "distill.feature_distillation=true",
-    )  # fmt: skip
+        *smoke_args("train", fire_smoke_data, teacher_pt, tmp_path),
+        *opts(epochs="1"),
+        *sets("distill.feature_distillation=true"),
+        record_loss=tmp_path / "returned.jsonl",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _batch_log(tmp_path / "student")
     assert all(row["feature_kd"] > 0 and row["kd_ld"] > 0 and row["kd_cls"] > 0 for row in rows)
-    assert all(
-        row["total"] == pytest.approx(_objective(row, row["kd_alpha"]) + row["feature_kd"], rel=1e-5) for row in rows
-    )
+    _assert_totals_are_the_returned_losses(rows, tmp_path / "returned.jsonl")  # ultralytics' wrapper adds dis_loss
     assert "train/dis_loss" in _results(tmp_path / "student")[0]
 
 
 def test_plain_training_without_teacher(fire_smoke_data, tmp_path):
     r = run_cli(
-        "train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--out", str(tmp_path),
-        "--epochs", "1", "--set", "distill.response=false",
-    )  # fmt: skip
+        "train",
+        *opts(config=str(SMOKE_CONFIG), data=str(fire_smoke_data), out=str(tmp_path), epochs="1"),
+        *sets("distill.response=false"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _batch_log(tmp_path / "student")
     assert rows and all(row["kd_cls"] is None and row["teacher_dets_per_image"] is None for row in rows)
@@ -278,10 +291,18 @@ def test_ddp_worker_rebuilds_the_trainer_from_the_environment(fire_smoke_data, t
 
 def test_demo_plumbing_on_a_tiny_budget(tmp_path):
     r = run_cli(
-        "demo", "--out", str(tmp_path / "demo"), "--set", "demo.teacher_epochs=1", "--set", "demo.epochs=1",
-        "--set", "demo.imgsz=64", "--set", "synth.train_images=8", "--set", "synth.val_images=4",
-        "--set", "synth.imgsz=64", "--set", "validation.latency_runs=2",
-    )  # fmt: skip
+        "demo",
+        *opts(out=str(tmp_path / "demo")),
+        *sets(
+            "demo.teacher_epochs=1",
+            "demo.epochs=1",
+            "demo.imgsz=64",
+            "synth.train_images=8",
+            "synth.val_images=4",
+            "synth.imgsz=64",
+            "validation.latency_runs=2",
+        ),
+    )
     report = json.loads((tmp_path / "demo" / "demo.json").read_text())
     teacher_best = report["teacher"]["best"]
     assert Path(teacher_best).is_file()
@@ -302,7 +323,6 @@ def _snapshot(trainer, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def test_freeze_keeps_the_backbone_fixed(fire_smoke_data, teacher_pt, tmp_path):
-    from wildfire_kd.config import load_config
     from wildfire_kd.distill import train
 
     seen: dict[str, dict] = {}
@@ -313,8 +333,7 @@ def test_freeze_keeps_the_backbone_fixed(fire_smoke_data, teacher_pt, tmp_path):
     def last(trainer):
         seen["end"] = _snapshot(trainer)
 
-    config = load_config(SMOKE_CONFIG, [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}",
-                                        f"train.out={tmp_path}", "train.epochs=1", "train.freeze=10"])  # fmt: skip
+    config = smoke_config(fire_smoke_data, teacher_pt, tmp_path, "train.epochs=1", "train.freeze=10")
     train(config, callbacks={"on_train_batch_start": [first], "on_train_epoch_end": [last]})
     start, end = seen["start"], seen["end"]
     backbone = [k for k in start if k.split(".")[1].isdigit() and int(k.split(".")[1]) < 10 and "weight" in k]
@@ -327,7 +346,6 @@ def test_student_from_coco_weights_keeps_backbone_and_reinitialises_the_head(fir
     from ultralytics.nn.tasks import DetectionModel
 
     from conftest import make_teacher
-    from wildfire_kd.config import load_config
     from wildfire_kd.distill import train
     from wildfire_kd.weights import sha256_file
 
@@ -338,10 +356,14 @@ def test_student_from_coco_weights_keeps_backbone_and_reinitialises_the_head(fir
     def first(trainer):
         seen.setdefault("start", _snapshot(trainer))
 
-    config = load_config(SMOKE_CONFIG, [
-        f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}", f"train.out={tmp_path}", "train.epochs=1",
-        f"train.student={coco}", f"train.student_sha256={sha256_file(coco)}",
-    ])  # fmt: skip
+    config = smoke_config(
+        fire_smoke_data,
+        teacher_pt,
+        tmp_path,
+        "train.epochs=1",
+        f"train.student={coco}",
+        f"train.student_sha256={sha256_file(coco)}",
+    )
     result = train(config, callbacks={"on_train_batch_start": [first]})
     start = seen["start"]
     assert torch.equal(start["model.0.conv.weight"], reference["model.0.conv.weight"]), "backbone transferred"
@@ -356,6 +378,10 @@ def test_student_pin_mismatch_exits_2_before_loading(fire_smoke_data, teacher_pt
 
     coco = make_teacher(tmp_path / "yolov8n.pt", ["a"], cfg="yolov8n.yaml")
     pin = f"train.student_sha256={'0' * 64}"
-    r = run_cli("train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(teacher_pt),
-                "--student", str(coco), "--set", pin, "--out", str(tmp_path))  # fmt: skip
+    r = run_cli(
+        "train",
+        *opts(config=str(SMOKE_CONFIG), data=str(fire_smoke_data), teacher=str(teacher_pt), student=str(coco)),
+        *sets(pin),
+        *opts(out=str(tmp_path)),
+    )
     assert r.returncode == 2 and "config pins 000000" in r.stderr and "Traceback" not in r.stderr

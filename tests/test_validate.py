@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_teacher, run_cli
+from conftest import make_teacher, opts, run_cli, sets
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,11 @@ FAST = [
 @pytest.fixture(scope="module")
 def self_validation(learnt_model, learnt_data, tmp_path_factory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("selfval")
-    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(learnt_model), "--data", str(learnt_data),
-                "--out", str(out), *FAST)  # fmt: skip
+    r = run_cli(
+        "validate",
+        *opts(student=str(learnt_model), teacher=str(learnt_model), data=str(learnt_data), out=str(out)),
+        *FAST,
+    )
     return out, r
 
 
@@ -75,9 +78,12 @@ def test_markdown_table_and_png_are_written(self_validation):
 
 
 def test_impossible_gate_exits_1_naming_the_gate(learnt_model, learnt_data, tmp_path):
-    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(learnt_model), "--data", str(learnt_data),
-                "--out", str(tmp_path), *FAST, "--set", "validation.min_map50_retention=1.5",
-                "--set", "validation.max_latency_ms=0.0001")  # fmt: skip
+    r = run_cli(
+        "validate",
+        *opts(student=str(learnt_model), teacher=str(learnt_model), data=str(learnt_data), out=str(tmp_path)),
+        *FAST,
+        *sets("validation.min_map50_retention=1.5", "validation.max_latency_ms=0.0001"),
+    )
     assert r.returncode == 1, r.stderr[-3000:]
     assert "validation.min_map50_retention = 1, required >= 1.5" in r.stderr
     assert "validation.max_latency_ms" in r.stderr
@@ -88,8 +94,11 @@ def test_impossible_gate_exits_1_naming_the_gate(learnt_model, learnt_data, tmp_
 
 def test_untrained_student_fails_retention_against_learnt_teacher(learnt_model, learnt_data, tmp_path):
     student = make_teacher(tmp_path / "untrained.pt", ["smoke", "fire"], cfg="yolov8n.yaml")
-    r = run_cli("validate", "--student", str(student), "--teacher", str(learnt_model), "--data", str(learnt_data),
-                "--out", str(tmp_path / "v"), *FAST)  # fmt: skip
+    r = run_cli(
+        "validate",
+        *opts(student=str(student), teacher=str(learnt_model), data=str(learnt_data), out=str(tmp_path / "v")),
+        *FAST,
+    )
     assert r.returncode == 1
     report = json.loads((tmp_path / "v" / "validation.json").read_text())
     assert report["retention"]["map50"] < 0.5 and report["teacher_agreement"] < 0.5
@@ -97,8 +106,11 @@ def test_untrained_student_fails_retention_against_learnt_teacher(learnt_model, 
 
 def test_class_name_disagreement_exits_2(learnt_model, learnt_data, tmp_path):
     teacher = make_teacher(tmp_path / "fs.pt", ["fire", "smoke"], cfg="yolov8n.yaml")
-    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(teacher), "--data", str(learnt_data),
-                "--out", str(tmp_path), *FAST)  # fmt: skip
+    r = run_cli(
+        "validate",
+        *opts(student=str(learnt_model), teacher=str(teacher), data=str(learnt_data), out=str(tmp_path)),
+        *FAST,
+    )
     assert r.returncode == 2 and "['fire', 'smoke']" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -106,16 +118,24 @@ def test_missing_val_split_exits_2(learnt_model, learnt_data, tmp_path):
     data = tmp_path / "ds"
     shutil.copytree(learnt_data.parent, data)
     (data / "data.yaml").write_text("train: images/train\nnames: {0: smoke, 1: fire}\n")
-    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(learnt_model),
-                "--data", str(data / "data.yaml"), "--out", str(tmp_path / "v"), *FAST)  # fmt: skip
+    r = run_cli(
+        "validate",
+        *opts(
+            student=str(learnt_model), teacher=str(learnt_model), data=str(data / "data.yaml"), out=str(tmp_path / "v")
+        ),
+        *FAST,
+    )
     assert r.returncode == 2 and "no 'val:' split" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_agreement_with_a_teacher_that_predicts_nothing_is_undefined_not_zero(learnt_model, learnt_data, tmp_path):
     teacher = make_teacher(tmp_path / "untrained.pt", ["smoke", "fire"], cfg="yolov8n.yaml")  # no box at conf 0.25
-    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(teacher), "--data", str(learnt_data),
-                "--out", str(tmp_path / "v"), *FAST, "--set", "validation.min_map50_retention=null",
-                "--set", "validation.min_teacher_agreement=0.5")  # fmt: skip
+    r = run_cli(
+        "validate",
+        *opts(student=str(learnt_model), teacher=str(teacher), data=str(learnt_data), out=str(tmp_path / "v")),
+        *FAST,
+        *sets("validation.min_map50_retention=null", "validation.min_teacher_agreement=0.5"),
+    )
     assert r.returncode == 1, r.stderr[-3000:]
     assert "validation.min_teacher_agreement = undefined, required >= 0.5" in r.stderr
     report = json.loads((tmp_path / "v" / "validation.json").read_text())
@@ -167,10 +187,17 @@ def test_camera_figures_their_gates_and_an_unreadable_negative(learnt_model, lea
     # a frame with a plume, filed as smoke-free: whatever the model finds there is a false alarm
     labelled = next(p for p in sorted((learnt_data.parent / "labels" / "val").glob("*.txt")) if p.read_text().strip())
     shutil.copyfile(learnt_data.parent / "images" / "val" / f"{labelled.stem}.jpg", negatives / "plume.jpg")
-    r = run_cli("validate", "--student", str(learnt_model), "--teacher", str(learnt_model), "--data", str(learnt_data),
-                "--out", str(tmp_path / "v"), *FAST, "--set", f"validation.negatives={negatives}",
-                "--set", "validation.max_false_alarms_per_1000=0", "--set", "validation.min_small_recall_retention=2",
-                "--set", "validation.min_map50_retention=null")  # fmt: skip
+    r = run_cli(
+        "validate",
+        *opts(student=str(learnt_model), teacher=str(learnt_model), data=str(learnt_data), out=str(tmp_path / "v")),
+        *FAST,
+        *sets(
+            f"validation.negatives={negatives}",
+            "validation.max_false_alarms_per_1000=0",
+            "validation.min_small_recall_retention=2",
+            "validation.min_map50_retention=null",
+        ),
+    )
     assert r.returncode == 1, r.stderr[-3000:]
     assert "validation.max_false_alarms_per_1000" in r.stderr and "validation.min_small_recall_retention" in r.stderr
     field = json.loads((tmp_path / "v" / "validation.json").read_text())["field"]

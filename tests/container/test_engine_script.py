@@ -45,17 +45,25 @@ def test_the_engine_script_repairs_a_base_that_uid_1000_cannot_enter():
         "dst.close()\n"
     )
     made = subprocess.run(
-        ["bash", "-c", f'set -eo pipefail; c=$(docker create {BASE} true); docker export "$c" | '
-         f'{sys.executable} -c "$RESTRICT" | docker import - {BROKEN}; docker rm "$c" >/dev/null'],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "RESTRICT": restrict},
-    )  # fmt: skip
+        [
+            "bash",
+            "-c",
+            f'set -eo pipefail; c=$(docker create {BASE} true); docker export "$c" | '
+            f'{sys.executable} -c "$RESTRICT" | docker import - {BROKEN}; docker rm "$c" >/dev/null',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "RESTRICT": restrict},
+    )
     assert made.returncode == 0, made.stderr[-2000:]
     broken_id = _docker("image", "inspect", "--format", "{{.Id}}", BROKEN).stdout.strip()
     try:
         assert not _uid_1000_runs_a_shell(BROKEN), "the broken copy reproduces the fresh-machine failure"
         env = {**os.environ, "WILDFIRE_KD_BASE_IMAGE": BROKEN}
-        r = subprocess.run([str(REPO / "scripts" / "docker-engine.sh")], env=env, capture_output=True, text=True,
-                           timeout=1200)  # fmt: skip
+        r = subprocess.run(
+            [str(REPO / "scripts" / "docker-engine.sh")], env=env, capture_output=True, text=True, timeout=1200
+        )
         assert r.returncode == 0, (r.stdout, r.stderr)
         assert f"{BROKEN} is not usable by uid 1000" in r.stdout and "ready" in r.stdout
         assert _uid_1000_runs_a_shell(BROKEN), "after the repair uid 1000 runs /bin/sh in the base"

@@ -35,7 +35,8 @@ def test_image_run_without_a_gpu_runtime_or_image_exits_2_and_leaves_no_containe
     r = run_cli("image", "run", "--image", BASE, "--out", str(tmp_path / "out"), "--", "true")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "NVIDIA Container Toolkit" in r.stderr and "--no-gpus" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("image", "run", "--image", "wildfire-kd:no-such-tag", "--no-gpus", "--out", str(tmp_path / "out"),
-                "--", "true")  # fmt: skip
+    r = run_cli(
+        "image", "run", "--image", "wildfire-kd:no-such-tag", "--no-gpus", "--out", str(tmp_path / "out"), "--", "true"
+    )
     assert r.returncode == 2 and "wildfire-kd image build" in r.stderr
     assert _containers() == before, "no container is left behind in state Created"

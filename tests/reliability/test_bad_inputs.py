@@ -80,67 +80,216 @@ TRAIN = ["train", "--config", "{config}", "--data", "{data}", "--teacher", "{tea
 LBL0 = "data/labels/train/train_00000.txt"
 IMG0 = "data/images/train/train_00000.jpg"
 CASES = [
-    Case("missing_data_yaml", _nothing, ["train", "--data", "{inp}/nope.yaml", "--teacher", "{teacher}"], 2,
-         ["dataset file not found: {inp}/nope.yaml"]),
-    Case("binary_data_yaml", _write("data/data.yaml", bytes(range(256)) * 4), TRAIN, 2,
-         ["{inp}/data/data.yaml: not UTF-8 text"]),
-    Case("binary_config", _write("config.yaml", b"\xff\xfe\x00garbage\x80" * 20), TRAIN, 2,
-         ["{inp}/config.yaml: not UTF-8 text", "--config"]),
-    Case("invalid_yaml_config", _write("config.yaml", "train: [unclosed\n"), TRAIN, 2,
-         ["{inp}/config.yaml: not valid YAML"]),
-    Case("config_not_a_mapping", _write("config.yaml", "- train\n- distill\n"), TRAIN, 2,
-         ["{inp}/config.yaml: expected a mapping of sections"]),
-    Case("typo_key_in_config", _write("config.yaml", "train:\n  lr00: 0.01\n"), TRAIN, 2,
-         ["{inp}/config.yaml: unknown key 'train.lr00'; did you mean 'train.lr0'?"]),
-    Case("typo_key_in_set", _nothing, [*TRAIN, "--set", "train.lr00=0.01"], 2,
-         ["--set train.lr00=0.01: unknown key 'train.lr00'; did you mean 'train.lr0'?"]),
-    Case("bad_value_in_set", _nothing, [*TRAIN, "--set", "train.lr0=abc"], 2,
-         ["--set train.lr0=abc: 'train.lr0': Input should be a valid number"]),
-    Case("imgsz_not_a_stride_multiple", _nothing, [*TRAIN, "--imgsz", "100"], 2,
-         ["train.imgsz", "multiple of 32", "e.g. 96"]),
-    Case("missing_teacher", lambda inp: (inp / "teacher.pt").unlink(), TRAIN, 2,
-         ["teacher weights not found: {inp}/teacher.pt"]),
-    Case("truncated_teacher", _truncate("teacher.pt", 0.5), TRAIN, 2,
-         ["teacher weights {inp}/teacher.pt are not an ultralytics checkpoint"]),
-    Case("text_file_as_teacher", _write("teacher.pt", "not a checkpoint\n"), TRAIN, 2,
-         ["teacher weights {inp}/teacher.pt are not an ultralytics checkpoint"]),
-    Case("planted_pickle_teacher", _planted_pickle, TRAIN, 2,
-         ["teacher weights {inp}/teacher.pt refused", "train.teacher_sha256=", "train.allow_unsafe_weights"]),
-    Case("teacher_pin_mismatch", _nothing, [*TRAIN, "--set", f"train.teacher_sha256={'0' * 64}"], 2,
-         ["teacher weights {inp}/teacher.pt have sha256", "but the config pins 000000"]),
-    Case("teacher_classes_swapped", _teacher(["fire", "smoke"]), TRAIN, 2,
-         ["['fire', 'smoke']", "['smoke', 'fire']", "{inp}/teacher.pt"]),
-    Case("p6_teacher_for_dense", _teacher(["smoke", "fire"], "yolov8n-p6.yaml"), TRAIN, 2,
-         ["{inp}/teacher.pt", "[8.0, 16.0, 32.0, 64.0]", "distill.method=pseudo"]),
-    Case("class_id_out_of_range", _write(LBL0, "7 0.5 0.5 0.2 0.2\n"), TRAIN, 2,
-         ["1 class id out of range: {inp}/data/labels/train/train_00000.txt:1 (class 7)"]),
-    Case("malformed_label_line", _write(LBL0, "0 0.5 zero 0.2\n"), TRAIN, 2,
-         ["1 malformed label: {inp}/data/labels/train/train_00000.txt:1"]),
-    Case("coordinates_out_of_range", _write(LBL0, "0 0.5 1.7 0.2 0.2\n"), TRAIN, 2,
-         ["1 coordinates out of range: {inp}/data/labels/train/train_00000.txt:1"]),
-    Case("zero_byte_image", _write(IMG0, b""), TRAIN, 2,
-         ["1 unreadable image: {inp}/data/images/train/train_00000.jpg"]),
-    Case("jpeg_cut_in_half", _truncate(IMG0, 0.5), TRAIN, 2,
-         ["1 unreadable image: {inp}/data/images/train/train_00000.jpg", "image file is truncated"]),
-    Case("image_ultralytics_drops", _tiny_image, TRAIN, 2,
-         ["ultralytics could not use 1 of the train images", "tiny.jpg", "remove or replace"]),
-    Case("empty_val_split", lambda inp: shutil.rmtree(inp / "data" / "images" / "val") or
-         (inp / "data" / "images" / "val").mkdir(), TRAIN, 2,
-         ["the val split is empty", "under {inp}/data/images/val"]),
-    Case("no_names_in_data_yaml", _write("data/data.yaml", "train: images/train\nval: images/val\n"), TRAIN, 2,
-         ["{inp}/data/data.yaml: 'names' must list the class names"]),
-    Case("output_under_a_file", _nothing, [*TRAIN[:-1], "{inp}/config.yaml/runs"], 2,
-         ["output folder {inp}/config.yaml/runs cannot be created: {inp}/config.yaml is a file"]),
-    Case("validate_without_teacher", _nothing, ["validate", "--student", "{teacher}", "--data", "{data}"], 2,
-         ["validate needs --teacher"]),
-    Case("export_missing_weights", _nothing, ["export", "--weights", "{inp}/none.pt", "--out", "{out}"], 2,
-         ["student weights not found: {inp}/none.pt"]),
-    Case("parity_planted_pickle", _planted_pickle,
-         ["parity", "--weights", "{teacher}", "--onnx", "{inp}/x.onnx", "--out", "{out}"], 2,
-         ["student weights {inp}/teacher.pt refused"]),
-    Case("parity_pin_mismatch", _nothing, ["parity", "--weights", "{teacher}", "--onnx", "{inp}/x.onnx", "--out",
-         "{out}", "--set", f"train.student_sha256={'f' * 64}"], 2, ["student weights {inp}/teacher.pt have sha256"]),
-]  # fmt: skip
+    Case(
+        "missing_data_yaml",
+        _nothing,
+        ["train", "--data", "{inp}/nope.yaml", "--teacher", "{teacher}"],
+        2,
+        ["dataset file not found: {inp}/nope.yaml"],
+    ),
+    Case(
+        "binary_data_yaml",
+        _write("data/data.yaml", bytes(range(256)) * 4),
+        TRAIN,
+        2,
+        ["{inp}/data/data.yaml: not UTF-8 text"],
+    ),
+    Case(
+        "binary_config",
+        _write("config.yaml", b"\xff\xfe\x00garbage\x80" * 20),
+        TRAIN,
+        2,
+        ["{inp}/config.yaml: not UTF-8 text", "--config"],
+    ),
+    Case(
+        "invalid_yaml_config",
+        _write("config.yaml", "train: [unclosed\n"),
+        TRAIN,
+        2,
+        ["{inp}/config.yaml: not valid YAML"],
+    ),
+    Case(
+        "config_not_a_mapping",
+        _write("config.yaml", "- train\n- distill\n"),
+        TRAIN,
+        2,
+        ["{inp}/config.yaml: expected a mapping of sections"],
+    ),
+    Case(
+        "typo_key_in_config",
+        _write("config.yaml", "train:\n  lr00: 0.01\n"),
+        TRAIN,
+        2,
+        ["{inp}/config.yaml: unknown key 'train.lr00'; did you mean 'train.lr0'?"],
+    ),
+    Case(
+        "typo_key_in_set",
+        _nothing,
+        [*TRAIN, "--set", "train.lr00=0.01"],
+        2,
+        ["--set train.lr00=0.01: unknown key 'train.lr00'; did you mean 'train.lr0'?"],
+    ),
+    Case(
+        "bad_value_in_set",
+        _nothing,
+        [*TRAIN, "--set", "train.lr0=abc"],
+        2,
+        ["--set train.lr0=abc: 'train.lr0': Input should be a valid number"],
+    ),
+    Case(
+        "imgsz_not_a_stride_multiple",
+        _nothing,
+        [*TRAIN, "--imgsz", "100"],
+        2,
+        ["train.imgsz", "multiple of 32", "e.g. 96"],
+    ),
+    Case(
+        "missing_teacher",
+        lambda inp: (inp / "teacher.pt").unlink(),
+        TRAIN,
+        2,
+        ["teacher weights not found: {inp}/teacher.pt"],
+    ),
+    Case(
+        "truncated_teacher",
+        _truncate("teacher.pt", 0.5),
+        TRAIN,
+        2,
+        ["teacher weights {inp}/teacher.pt are not an ultralytics checkpoint"],
+    ),
+    Case(
+        "text_file_as_teacher",
+        _write("teacher.pt", "not a checkpoint\n"),
+        TRAIN,
+        2,
+        ["teacher weights {inp}/teacher.pt are not an ultralytics checkpoint"],
+    ),
+    Case(
+        "planted_pickle_teacher",
+        _planted_pickle,
+        TRAIN,
+        2,
+        ["teacher weights {inp}/teacher.pt refused", "train.teacher_sha256=", "train.allow_unsafe_weights"],
+    ),
+    Case(
+        "teacher_pin_mismatch",
+        _nothing,
+        [*TRAIN, "--set", f"train.teacher_sha256={'0' * 64}"],
+        2,
+        ["teacher weights {inp}/teacher.pt have sha256", "but the config pins 000000"],
+    ),
+    Case(
+        "teacher_classes_swapped",
+        _teacher(["fire", "smoke"]),
+        TRAIN,
+        2,
+        ["['fire', 'smoke']", "['smoke', 'fire']", "{inp}/teacher.pt"],
+    ),
+    Case(
+        "p6_teacher_for_dense",
+        _teacher(["smoke", "fire"], "yolov8n-p6.yaml"),
+        TRAIN,
+        2,
+        ["{inp}/teacher.pt", "[8.0, 16.0, 32.0, 64.0]", "distill.method=pseudo"],
+    ),
+    Case(
+        "class_id_out_of_range",
+        _write(LBL0, "7 0.5 0.5 0.2 0.2\n"),
+        TRAIN,
+        2,
+        ["1 class id out of range: {inp}/data/labels/train/train_00000.txt:1 (class 7)"],
+    ),
+    Case(
+        "malformed_label_line",
+        _write(LBL0, "0 0.5 zero 0.2\n"),
+        TRAIN,
+        2,
+        ["1 malformed label: {inp}/data/labels/train/train_00000.txt:1"],
+    ),
+    Case(
+        "coordinates_out_of_range",
+        _write(LBL0, "0 0.5 1.7 0.2 0.2\n"),
+        TRAIN,
+        2,
+        ["1 coordinates out of range: {inp}/data/labels/train/train_00000.txt:1"],
+    ),
+    Case(
+        "zero_byte_image", _write(IMG0, b""), TRAIN, 2, ["1 unreadable image: {inp}/data/images/train/train_00000.jpg"]
+    ),
+    Case(
+        "jpeg_cut_in_half",
+        _truncate(IMG0, 0.5),
+        TRAIN,
+        2,
+        ["1 unreadable image: {inp}/data/images/train/train_00000.jpg", "image file is truncated"],
+    ),
+    Case(
+        "image_ultralytics_drops",
+        _tiny_image,
+        TRAIN,
+        2,
+        ["ultralytics could not use 1 of the train images", "tiny.jpg", "remove or replace"],
+    ),
+    Case(
+        "empty_val_split",
+        lambda inp: shutil.rmtree(inp / "data" / "images" / "val") or (inp / "data" / "images" / "val").mkdir(),
+        TRAIN,
+        2,
+        ["the val split is empty", "under {inp}/data/images/val"],
+    ),
+    Case(
+        "no_names_in_data_yaml",
+        _write("data/data.yaml", "train: images/train\nval: images/val\n"),
+        TRAIN,
+        2,
+        ["{inp}/data/data.yaml: 'names' must list the class names"],
+    ),
+    Case(
+        "output_under_a_file",
+        _nothing,
+        [*TRAIN[:-1], "{inp}/config.yaml/runs"],
+        2,
+        ["output folder {inp}/config.yaml/runs cannot be created: {inp}/config.yaml is a file"],
+    ),
+    Case(
+        "validate_without_teacher",
+        _nothing,
+        ["validate", "--student", "{teacher}", "--data", "{data}"],
+        2,
+        ["validate needs --teacher"],
+    ),
+    Case(
+        "export_missing_weights",
+        _nothing,
+        ["export", "--weights", "{inp}/none.pt", "--out", "{out}"],
+        2,
+        ["student weights not found: {inp}/none.pt"],
+    ),
+    Case(
+        "parity_planted_pickle",
+        _planted_pickle,
+        ["parity", "--weights", "{teacher}", "--onnx", "{inp}/x.onnx", "--out", "{out}"],
+        2,
+        ["student weights {inp}/teacher.pt refused"],
+    ),
+    Case(
+        "parity_pin_mismatch",
+        _nothing,
+        [
+            "parity",
+            "--weights",
+            "{teacher}",
+            "--onnx",
+            "{inp}/x.onnx",
+            "--out",
+            "{out}",
+            "--set",
+            f"train.student_sha256={'f' * 64}",
+        ],
+        2,
+        ["student weights {inp}/teacher.pt have sha256"],
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +297,7 @@ def pristine(tmp_path_factory) -> Path:
     from wildfire_kd.synth import synthesize
 
     root = tmp_path_factory.mktemp("pristine")
-    synthesize(root / "data", ("smoke", "fire"), 16, 8, imgsz=96, seed=3)
+    synthesize(root / "data", train_images=16, val_images=8, imgsz=96, seed=3)
     make_teacher(root / "teacher.pt", ["smoke", "fire"])
     shutil.copyfile(SMOKE_CONFIG, root / "config.yaml")
     (root / "x.onnx").write_bytes(b"not reached: the weights are refused first")
@@ -170,8 +319,13 @@ def test_hostile_input(case: Case, pristine: Path, tmp_path: Path):
     shutil.copytree(pristine, inp)
     case.damage(inp)
     before = _hashes(inp)
-    fill = {"data": str(inp / "data" / "data.yaml"), "teacher": str(inp / "teacher.pt"),
-            "config": str(inp / "config.yaml"), "inp": str(inp), "out": str(out)}  # fmt: skip
+    fill = {
+        "data": str(inp / "data" / "data.yaml"),
+        "teacher": str(inp / "teacher.pt"),
+        "config": str(inp / "config.yaml"),
+        "inp": str(inp),
+        "out": str(out),
+    }
     r = invoke_cli(*[a.format(**fill) for a in case.args], cwd=tmp_path)
     message = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
     assert r.returncode == case.code, f"exit {r.returncode}:\n{r.stderr[-3000:]}"

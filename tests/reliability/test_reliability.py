@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SMOKE_CONFIG, run_cli
+from conftest import SMOKE_CONFIG, opts, run_cli, sets, smoke_args, smoke_config
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +36,21 @@ def _loads(path: Path) -> bool:
 
 
 def _train_cmd(data: Path, teacher: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "wildfire_kd.cli", "train", "--config", str(SMOKE_CONFIG), "--data", str(data),
-            "--teacher", str(teacher), "--out", str(out), *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "wildfire_kd.cli",
+        "train",
+        "--config",
+        str(SMOKE_CONFIG),
+        "--data",
+        str(data),
+        "--teacher",
+        str(teacher),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _start(cmd: list[str]) -> subprocess.Popen:
@@ -56,30 +69,37 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 # --- crash-safe writes --------------------------------------------------------------------------------------
 
 
-def test_a_crash_during_a_checkpoint_write_leaves_the_previous_checkpoint(fire_smoke_data, teacher_pt, tmp_path,
-                                                                          monkeypatch):  # fmt: skip
-    import wildfire_kd.distill.trainer as trainer_module
+@pytest.mark.parametrize(
+    ("torn", "nth", "whole_epoch"),
+    [("last.pt", 2, 0), ("epoch1.pt", 1, 1)],  # the kill lands in epoch 2's rename of that file
+)
+def test_a_crash_during_a_checkpoint_write_leaves_the_previous_checkpoint(
+    torn, nth, whole_epoch, fire_smoke_data, teacher_pt, tmp_path, monkeypatch
+):
     from wildfire_kd.config import load_config
-    from wildfire_kd.distill import train
+    from wildfire_kd.distill import seam, train
 
     real_replace, calls = os.replace, {"n": 0}
 
-    def crash_on_second_epoch(src, dst):
-        if str(dst).endswith("last.pt") and ".strip" not in str(src):
+    def crash_on_rename(src, dst):
+        if Path(dst).name == torn and ".strip" not in str(src):
             calls["n"] += 1
-            if calls["n"] == 2:  # the kill lands between writing epoch 2's file and renaming it
+            if calls["n"] == nth:  # between writing the file's bytes and renaming them over it
                 raise SystemExit("killed mid-write")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(trainer_module.os, "replace", crash_on_second_epoch)
-    config = load_config(SMOKE_CONFIG, [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}",
-                                        f"train.out={tmp_path}", "train.epochs=3"])  # fmt: skip
+    monkeypatch.setattr(seam.os, "replace", crash_on_rename)
+    overrides = [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}", f"train.out={tmp_path}"]
+    config = load_config(SMOKE_CONFIG, [*overrides, "train.epochs=3", "train.save_period=1"])
     with pytest.raises(SystemExit):
         train(config)
-    last = tmp_path / "student" / "weights" / "last.pt"
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
-    assert ckpt["epoch"] == 0, "last.pt still holds the complete epoch-1 checkpoint"
-    assert (tmp_path / "student" / "weights" / ".last.pt.tmp").exists(), "the torn write stayed in its temp file"
+    weights = tmp_path / "student" / "weights"
+    ckpt = torch.load(weights / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == whole_epoch, "last.pt holds the last complete checkpoint"
+    assert torch.load(weights / "epoch0.pt", map_location="cpu", weights_only=False)["epoch"] == 0
+    assert (weights / f".{torn}.tmp").exists(), "the torn write stayed in its temp file"
+    if torn == "epoch1.pt":
+        assert not (weights / "epoch1.pt").exists(), "save_period's file appears whole or not at all"
 
 
 def test_reports_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -136,8 +156,12 @@ def test_resume_after_sigkill_finishes_with_continuous_results(killed_run):
 def test_resume_refuses_settings_it_would_ignore_unless_forced(killed_run, teacher_pt, tmp_path):
     other_teacher = tmp_path / "other.pt"
     shutil.copyfile(teacher_pt, other_teacher)
-    r = run_cli("train", "--resume", str(killed_run), "--set", "train.lr0=0.1", "--set", "distill.temperature=4",
-                "--teacher", str(other_teacher), "--epochs", "9")  # fmt: skip
+    r = run_cli(
+        "train",
+        *opts(resume=str(killed_run)),
+        *sets("train.lr0=0.1", "distill.temperature=4"),
+        *opts(teacher=str(other_teacher), epochs="9"),
+    )
     assert r.returncode == 2
     for key in ("train.lr0", "distill.temperature", "train.teacher", "train.epochs"):
         assert key in r.stderr
@@ -183,21 +207,30 @@ def test_a_pinned_teacher_is_never_unpickled_when_its_hash_differs(fire_smoke_da
     evil = tmp_path / "teacher.pt"
     evil.write_bytes(pickle.dumps({"model": _Plant(marker)}))
     pin = hashlib.sha256(teacher_pt.read_bytes()).hexdigest()  # the teacher the user meant to use
-    r = run_cli("train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(evil),
-                "--set", f"train.teacher_sha256={pin}", "--out", str(tmp_path / "runs"))  # fmt: skip
+    r = run_cli(
+        "train",
+        *opts(config=str(SMOKE_CONFIG), data=str(fire_smoke_data), teacher=str(evil)),
+        *sets(f"train.teacher_sha256={pin}"),
+        *opts(out=str(tmp_path / "runs")),
+    )
     assert r.returncode == 2 and "config pins" in r.stderr
     assert not marker.exists(), "nothing was unpickled"
     for command in ("validate", "export"):  # every command that loads weights checks the pin first
-        args = (["--student", str(evil), "--teacher", str(teacher_pt), "--data", str(fire_smoke_data)]
-                if command == "validate" else ["--weights", str(evil)])  # fmt: skip
+        args = (
+            ["--student", str(evil), "--teacher", str(teacher_pt), "--data", str(fire_smoke_data)]
+            if command == "validate"
+            else ["--weights", str(evil)]
+        )
         r = run_cli(command, *args, "--set", f"train.student_sha256={pin}", "--out", str(tmp_path / command))
         assert r.returncode == 2 and "config pins" in r.stderr, (command, r.stderr[-1000:])
     assert not marker.exists()
 
 
 def test_without_a_pin_the_sha256_is_printed_for_pinning(fire_smoke_data, teacher_pt, tmp_path):
-    r = run_cli("train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--teacher", str(teacher_pt),
-                "--out", str(tmp_path), "--epochs", "1")  # fmt: skip
+    r = run_cli(
+        *smoke_args("train", fire_smoke_data, teacher_pt, tmp_path),
+        *opts(epochs="1"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (
         f"sha256 {hashlib.sha256(teacher_pt.read_bytes()).hexdigest()} (pin it with train.teacher_sha256)" in r.stderr
@@ -208,8 +241,11 @@ def test_without_a_pin_the_sha256_is_printed_for_pinning(fire_smoke_data, teache
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_build_on_a_read_only_dataset_leaves_every_byte(fire_smoke_data, teacher_pt, tmp_path):
@@ -221,8 +257,9 @@ def test_build_on_a_read_only_dataset_leaves_every_byte(fire_smoke_data, teacher
         p.chmod(0o555 if p.is_dir() else 0o444)
     data.chmod(0o555)
     before = _tree_digest(data)
-    r = run_cli("build", "--config", str(SMOKE_CONFIG), "--data", str(data / "data.yaml"), "--teacher",
-                str(teacher_pt), "--out", str(tmp_path / "build"))  # fmt: skip
+    r = run_cli(
+        *smoke_args("build", data / "data.yaml", teacher_pt, tmp_path / "build"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert _tree_digest(data) == before, "no file of the dataset changed, none was added (no .cache)"
     report = json.loads((tmp_path / "build" / "train" / "preflight.json").read_text())
@@ -255,8 +292,11 @@ def test_a_whole_build_opens_no_network_connection(fire_smoke_data, teacher_pt, 
     site.mkdir()
     log = tmp_path / "network_attempts.log"
     (site / "sitecustomize.py").write_text(_AUDIT.format(log=str(log)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "YOLO_CONFIG_DIR": str(tmp_path / "yolo")}  # a fresh config dir: no font or settings cached yet  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "YOLO_CONFIG_DIR": str(tmp_path / "yolo"),
+    }  # a fresh config dir: no font or settings cached yet
     control = (
         "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\nexcept OSError:\n    pass"
     )
@@ -264,11 +304,31 @@ def test_a_whole_build_opens_no_network_connection(fire_smoke_data, teacher_pt, 
     assert "socket.connect" in log.read_text(), "the audit hook sees connection attempts"
     log.unlink()
     r = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "wildfire_kd.cli", "build", "--config", str(SMOKE_CONFIG),
-         "--data", str(fire_smoke_data), "--teacher", str(teacher_pt), "--out", str(tmp_path / "build"),
-         "--set", "export.half=true", "--set", "train.loggers=[tensorboard, mlflow]"],  # trackers stay offline too
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            "unshare",
+            "-n",
+            sys.executable,
+            "-m",
+            "wildfire_kd.cli",
+            "build",
+            "--config",
+            str(SMOKE_CONFIG),
+            "--data",
+            str(fire_smoke_data),
+            "--teacher",
+            str(teacher_pt),
+            "--out",
+            str(tmp_path / "build"),
+            "--set",
+            "export.half=true",
+            "--set",
+            "train.loggers=[tensorboard, mlflow]",
+        ],  # trackers stay offline too
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     attempts = log.read_text() if log.exists() else ""
     assert attempts == "", f"network attempts during build:\n{attempts}"
@@ -278,6 +338,7 @@ def test_the_amp_check_on_cuda_never_downloads_offline(tmp_path, monkeypatch):
     # ultralytics' check_amp downloads yolo26n.pt on CUDA; offline without that file we keep AMP on, no network
     import torch
 
+    from wildfire_kd.distill import seam
     from wildfire_kd.distill import trainer as kd_trainer
 
     class OnCuda(torch.nn.Module):  # a model whose parameters report a CUDA device, on a machine without one
@@ -285,33 +346,30 @@ def test_the_amp_check_on_cuda_never_downloads_offline(tmp_path, monkeypatch):
             yield type("P", (), {"device": torch.device("cuda")})()
 
     calls = []
-    monkeypatch.setattr(kd_trainer, "_upstream_check_amp", lambda model: calls.append(model) or False)
-    monkeypatch.setattr(kd_trainer, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(seam, "_upstream_check_amp", lambda model: calls.append(model) or False)
+    monkeypatch.setattr(seam, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setenv("YOLO_OFFLINE", "1")
-    assert kd_trainer.offline_check_amp(OnCuda()) is True and calls == []
-    (tmp_path / kd_trainer.AMP_CHECK_WEIGHTS).write_bytes(b"local copy")  # a local copy: upstream's check runs
-    assert kd_trainer.offline_check_amp(OnCuda()) is False and len(calls) == 1
+    assert seam.offline_check_amp(OnCuda()) is True and calls == []
+    (tmp_path / seam.AMP_CHECK_WEIGHTS).write_bytes(b"local copy")  # a local copy: upstream's check runs
+    assert seam.offline_check_amp(OnCuda()) is False and len(calls) == 1
     cpu_model = torch.nn.Linear(1, 1)  # CPU: upstream's own early answer (no AMP, no download)
-    assert kd_trainer.offline_check_amp(cpu_model) is False and calls[-1] is cpu_model
+    assert seam.offline_check_amp(cpu_model) is False and calls[-1] is cpu_model
     # and it is the check the trainer's set-up really calls
     import ultralytics.engine.trainer as upstream
 
     seen = []
-    monkeypatch.setattr(
-        kd_trainer.DetectionTrainer, "_setup_train", lambda self: seen.append(upstream.check_amp) or None
-    )
+    monkeypatch.setattr(seam.DetectionTrainer, "_setup_train", lambda self: seen.append(upstream.check_amp) or None)
     monkeypatch.setattr(kd_trainer.DistillationTrainer, "_check_no_image_dropped", lambda self: None)
     trainer = object.__new__(kd_trainer.DistillationTrainer)
-    trainer.kd = kd_trainer.KDRun(teacher=None, teacher_sha256=None, distill={"response": False})
+    trainer.kd = seam.KDRun(teacher=None, teacher_sha256=None, distill={"response": False})
     trainer._setup_train()
-    assert seen == [kd_trainer.offline_check_amp] and upstream.check_amp is not kd_trainer.offline_check_amp
+    assert seen == [seam.offline_check_amp] and upstream.check_amp is not seam.offline_check_amp
 
 
 # --- non-finite ---------------------------------------------------------------------------------------------
 
 
 def test_no_checkpoint_ever_holds_a_non_finite_tensor(fire_smoke_data, teacher_pt, tmp_path, monkeypatch):
-    from wildfire_kd.config import load_config
     from wildfire_kd.distill import train
     from wildfire_kd.distill.loss import ResponseKDLoss
 
@@ -326,8 +384,7 @@ def test_no_checkpoint_ever_holds_a_non_finite_tensor(fire_smoke_data, teacher_p
         return loss, items
 
     monkeypatch.setattr(ResponseKDLoss, "__call__", nan_every_third)
-    config = load_config(SMOKE_CONFIG, [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}",
-                                        f"train.out={tmp_path}", "train.epochs=3"])  # fmt: skip
+    config = smoke_config(fire_smoke_data, teacher_pt, tmp_path, "train.epochs=3")
     result = train(config)
     assert result.skipped_steps == 4  # 12 steps, every third poisoned
     for name in ("last.pt", "best.pt"):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import SMOKE_CONFIG, invoke_cli, run_cli  # noqa: E402
+from conftest import SMOKE_CONFIG, invoke_cli, opts, run_cli, sets  # noqa: E402
 
 pytestmark = pytest.mark.slow
 WRONG_PIN = "ab" * 32
@@ -38,23 +38,45 @@ def _commands(data: Path, good: Path, planted: Path, out: Path, run: Path) -> di
     """command -> (argv, the role whose pin applies to the planted file)."""
     cfg = ["--config", str(SMOKE_CONFIG)]
     return {
-        "train_teacher": (["train", *cfg, "--data", str(data), "--teacher", str(planted), "--out", str(out)],
-                          "teacher"),
-        "train_student": (["train", *cfg, "--data", str(data), "--teacher", str(good), "--student", str(planted),
-                           "--out", str(out)], "student"),
-        "validate": (["validate", *cfg, "--student", str(planted), "--teacher", str(good), "--data", str(data),
-                      "--out", str(out)], "student"),
+        "train_teacher": (
+            ["train", *cfg, "--data", str(data), "--teacher", str(planted), "--out", str(out)],
+            "teacher",
+        ),
+        "train_student": (
+            ["train", *cfg, "--data", str(data), "--teacher", str(good), "--student", str(planted), "--out", str(out)],
+            "student",
+        ),
+        "validate": (
+            [
+                "validate",
+                *cfg,
+                "--student",
+                str(planted),
+                "--teacher",
+                str(good),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+            ],
+            "student",
+        ),
         "export": (["export", *cfg, "--weights", str(planted), "--out", str(out)], "student"),
-        "parity": (["parity", *cfg, "--weights", str(planted), "--onnx", str(out / "x.onnx"), "--out", str(out)],
-                   "student"),
+        "parity": (
+            ["parity", *cfg, "--weights", str(planted), "--onnx", str(out / "x.onnx"), "--out", str(out)],
+            "student",
+        ),
         "build": (["build", *cfg, "--data", str(data), "--teacher", str(planted), "--out", str(out)], "teacher"),
         "resume": (["train", "--resume", str(run)], "teacher"),
-    }  # fmt: skip
+    }
 
 
 # resume has no wrong-pin case: no pin applies to a run's own last.pt, so it is always loaded weights-only
-CASES = [(c, p) for c in ("train_teacher", "train_student", "validate", "export", "parity", "build")
-         for p in ("no_pin", "wrong_pin")] + [("resume", "no_pin")]  # fmt: skip
+CASES = [
+    (c, p)
+    for c in ("train_teacher", "train_student", "validate", "export", "parity", "build")
+    for p in ("no_pin", "wrong_pin")
+] + [("resume", "no_pin")]
 
 
 @pytest.mark.parametrize(("command", "pin"), CASES, ids=[f"{c}-{p}" for c, p in CASES])
@@ -109,19 +131,33 @@ def test_real_checkpoints_load_weights_only(fire_smoke_data, tmp_path):
 
     assert os.environ.get("ULTRALYTICS_SAFE_LOAD") == "1", "weights-only loading is the process default"
     # ours: a finished run's best.pt and last.pt
-    r = run_cli("train", "--config", str(SMOKE_CONFIG), "--data", str(fire_smoke_data), "--out", str(tmp_path),
-                "--epochs", "1", "--set", "distill.response=false")  # fmt: skip
+    r = run_cli(
+        "train",
+        *opts(config=str(SMOKE_CONFIG), data=str(fire_smoke_data), out=str(tmp_path), epochs="1"),
+        *sets("distill.response=false"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("best.pt", "last.pt"):
         assert check_weights(tmp_path / "student" / "weights" / name, None, "student") is False, name
     # plain ultralytics, trained by ultralytics itself with its optimizer state still in last.pt (save_period); its
     # own tracker callbacks off, as in our trainer (with mlflow installed they would log into ./mlflow.db)
-    from wildfire_kd.distill.trainer import switch_off_ultralytics_trackers
+    from wildfire_kd.distill.seam import switch_off_ultralytics_trackers
 
     switch_off_ultralytics_trackers()
-    YOLO("yolov8n.yaml").train(data=str(fire_smoke_data), epochs=1, imgsz=64, batch=4, device="cpu", workers=0,
-                               plots=False, val=False, project=str(tmp_path), name="plain", save_period=1,
-                               verbose=False)  # fmt: skip
+    YOLO("yolov8n.yaml").train(
+        data=str(fire_smoke_data),
+        epochs=1,
+        imgsz=64,
+        batch=4,
+        device="cpu",
+        workers=0,
+        plots=False,
+        val=False,
+        project=str(tmp_path),
+        name="plain",
+        save_period=1,
+        verbose=False,
+    )
     plain = tmp_path / "plain" / "weights"
     for path in sorted(plain.glob("*.pt")):
         assert check_weights(path, None, "student") is False, path
