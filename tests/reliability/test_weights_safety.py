@@ -162,3 +162,22 @@ def test_real_checkpoints_load_weights_only(fire_smoke_data, tmp_path):
     for path in sorted(plain.glob("*.pt")):
         assert check_weights(path, None, "student") is False, path
     assert (plain / "epoch0.pt").is_file() or (plain / "epoch1.pt").is_file(), sorted(plain.iterdir())
+
+
+def test_a_ddp_worker_loads_checkpoints_as_the_parent_allowed(monkeypatch):
+    # a worker is a new interpreter: the parent's ultralytics_loading(full) does not reach it, KDRun does
+    import ultralytics.nn.tasks as tasks
+
+    from wildfire_kd.distill import seam
+
+    def worker_safe_load(full: bool, rank: int) -> bool:
+        monkeypatch.setattr(tasks, "SAFE_LOAD", True)
+        monkeypatch.setattr(seam, "RANK", rank)
+        kd = seam.KDRun(teacher=None, teacher_sha256=None, distill={}, full_unpickling=full)
+        monkeypatch.setenv(seam.RUN_ENV, kd.to_env())
+        seam.KDRun.from_env().enter_worker()  # as DistillationTrainer.__init__ does in each worker
+        return tasks.SAFE_LOAD
+
+    assert worker_safe_load(full=True, rank=1) is False, "a pinned or opted-in file loads in the worker too"
+    assert worker_safe_load(full=False, rank=1) is True, "anything else stays weights-only"
+    assert worker_safe_load(full=True, rank=-1) is True, "outside DDP the parent's context decides, not this"

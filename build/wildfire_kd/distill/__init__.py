@@ -221,7 +221,7 @@ def train(
             log.info("%s already finished; nothing to resume", last_ckpt.parent.parent)
             return TrainResult(**json.loads(report.read_text(encoding="utf-8")))
     info, full_unpickling = check_inputs(config, last_ckpt, info)
-    trainer = _trainer(config, info, last_ckpt, callbacks)
+    trainer = _trainer(config, info, last_ckpt, callbacks, full_unpickling)
     run_dir = Path(trainer.save_dir)
     if last_ckpt is None:
         save_config(config, run_dir / CONFIG_NAME)
@@ -249,8 +249,9 @@ def train(
     return result
 
 
-def _trainer(config: Config, info: DatasetInfo, last_ckpt: Path | None, callbacks: dict[str, list] | None):
-    """The DistillationTrainer for this config (continuing ``last_ckpt`` when resuming), with extra callbacks."""
+def _trainer(config: Config, info: DatasetInfo, last_ckpt: Path | None, callbacks: dict[str, list] | None, full: bool):
+    """The DistillationTrainer for this config (continuing ``last_ckpt`` when resuming), with extra callbacks;
+    ``full``: a checkpoint ultralytics loads was allowed full unpickling (DDP workers must know)."""
     from .trainer import DistillationTrainer, KDRun
 
     t = config.train
@@ -262,6 +263,7 @@ def _trainer(config: Config, info: DatasetInfo, last_ckpt: Path | None, callback
         grad_clip=t.grad_clip,
         max_consecutive_skipped=t.max_consecutive_skipped,
         tolerated_images=sorted({Path(p).name for p in info.bad_images}),
+        full_unpickling=full,
         loggers=list(t.loggers),
         tracking_out=str(Path(t.out).resolve()),
         tracking_params=_tracked_params(config),

@@ -153,6 +153,7 @@ class KDRun:
     tracking_out: str | None = None  # the folder that holds the run (OUT/mlflow.db lives there)
     tracking_params: dict[str, Any] = field(default_factory=dict)  # the resolved config, flattened
     tolerated_images: list[str] = field(default_factory=list)  # names the preflight flagged (max_bad_fraction)
+    full_unpickling: bool = False  # a .pt ultralytics loads was allowed full unpickling (pinned or opted in)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -167,6 +168,15 @@ class KDRun:
     @property
     def settings(self) -> DistillSettings:
         return DistillSettings(**self.distill)
+
+    def enter_worker(self) -> None:
+        """In a DDP worker, load checkpoints the way the parent does. The parent runs the trainer inside
+        ``ultralytics_loading(full)``, a setting of its own process that a worker, a new interpreter, does not
+        inherit: without this a worker would refuse the pinned or opted-in file the parent accepted."""
+        if RANK != -1 and self.full_unpickling:
+            import ultralytics.nn.tasks as tasks
+
+            tasks.SAFE_LOAD = False
 
 
 # --- durable files ---------------------------------------------------------------------------------------------

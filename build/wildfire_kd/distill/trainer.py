@@ -34,6 +34,7 @@ class DistillationTrainer(SeamTrainer):
 
     def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None, kd: KDRun | None = None):
         self.kd = kd or KDRun.from_env()
+        self.kd.enter_worker()
         # DDP workers inherit the environment; put back what was there when training ends (teardown)
         self._previous_run_env = os.environ.get(RUN_ENV)
         os.environ[RUN_ENV] = self.kd.to_env()
