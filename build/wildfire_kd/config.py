@@ -114,7 +114,12 @@ class DistillSettings(_Section):
     )
     lambda_detection: float = Field(1.0, ge=0, description="weight of the ground-truth detection loss")
     lambda_distillation: float = Field(2.0, ge=0, description="weight of the whole KD term")
-    lambda_dist_kl: float = Field(2.0, ge=0, description="weight of the class term (dense: QFL; pseudo: Bernoulli KL)")
+    lambda_dist_kl: float | None = Field(
+        None,
+        ge=0,
+        description="weight of the class term (dense: QFL; pseudo: Bernoulli KL); null = the method's own (dense 1.0,"
+        " pseudo the seed's 2.0)",
+    )
     lambda_dist_ld: float = Field(3.0, ge=0, description="dense: weight of the localization (DFL bins) KL term")
     lambda_dist_ciou: float | None = Field(
         None, ge=0, description="weight of the 1 - CIoU box term; null = the method's own (dense 0 = off, pseudo 1.0)"
@@ -140,6 +145,14 @@ class DistillSettings(_Section):
         False, description="also run ultralytics' own feature distillation (distill_model) with the same teacher"
     )
     feature_weight: float = Field(6.0, ge=0, description="weight of ultralytics' feature KD loss (its `dis`)")
+
+    @property
+    def cls_weight(self) -> float:
+        """λ of the class term: `lambda_dist_kl`, or the method's own default (dense: 1.0, picked by the benchmark in
+        BENCHMARKS.md; pseudo: the seed's 2.0)."""
+        if self.lambda_dist_kl is not None:
+            return self.lambda_dist_kl
+        return 1.0 if self.method == "dense" else 2.0
 
     @property
     def box_weight(self) -> float:

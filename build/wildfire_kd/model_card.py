@@ -22,13 +22,13 @@ def distillation_summary(d: DistillSettings) -> str:
     elif d.method == "dense":
         text = (
             f"dense response distillation at every anchor: class scores (QFL, β {d.cls_beta}, weight "
-            f"{d.lambda_dist_kl}) and DFL-bin localization KD (T_ld {d.ld_temperature}, weight "
+            f"{d.cls_weight}) and DFL-bin localization KD (T_ld {d.ld_temperature}, weight "
             f"{d.lambda_dist_ld}), box term weight {d.box_weight}, {lam}, α {d.schedule}"
         )
     else:
         text = (
             f"pseudo-target response distillation: CIoU box term (weight {d.box_weight}) and per-class Bernoulli "
-            f"KL at T = {d.temperature} (weight {d.lambda_dist_kl}, target {d.cls_target}), {lam}, α {d.schedule}"
+            f"KL at T = {d.temperature} (weight {d.cls_weight}, target {d.cls_target}), {lam}, α {d.schedule}"
         )
     return text + (", plus ultralytics feature distillation" if d.feature_distillation else "")
 

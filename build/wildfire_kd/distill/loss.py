@@ -41,7 +41,7 @@ from . import seam
 log = logging.getLogger("wildfire_kd")
 
 # each KD term and the DistillSettings attribute that is its weight inside the KD sum
-TERM_WEIGHTS = {"kd_cls": "lambda_dist_kl", "kd_ld": "lambda_dist_ld", "kd_box": "box_weight"}
+TERM_WEIGHTS = {"kd_cls": "cls_weight", "kd_ld": "lambda_dist_ld", "kd_box": "box_weight"}
 ALPHA_END = 0.01  # the cosine schedule's α in the last epoch
 
 
