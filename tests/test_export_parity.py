@@ -132,3 +132,23 @@ def test_simplifier_failure_fails_the_export(learnt_model, tmp_path, monkeypatch
     with pytest.raises(StageFailure, match="onnxslim .* failed to simplify .*shape inference exploded"):
         export(weights, tmp_path / "out", ExportSettings())
     assert not (tmp_path / "out" / "student.onnx").exists()
+
+
+def test_a_detection_that_survives_nms_by_an_iou_tie_is_borderline_not_a_difference():
+    # seen in the demo: a box overlapping a stronger one at IoU 0.700 = nms_iou survived in PyTorch; in fp16 the
+    # stronger box moved by 0.05 px and suppressed it. Same case, and a real miss for contrast.
+    from wildfire_kd.config import ParitySettings
+    from wildfire_kd.parity import _match
+
+    settings = ParitySettings()
+    strong, tied = [14.84, 59.71, 48.93, 91.38, 0.568, 0], [22.14, 59.13, 50.18, 89.29, 0.294, 0]
+    apart = [60.0, 60.0, 90.0, 90.0, 0.294, 0]  # overlaps nothing: losing it is a difference
+    onnx = np.array([[14.84, 59.66, 48.94, 91.34, 0.568, 0]], dtype=np.float32)
+    tie = _match(np.array([strong, tied], dtype=np.float32), onnx, settings, 0.75, 0.02)
+    assert (tie["matched"], tie["borderline"], tie["unmatched"]) == (1, 1, 0)
+    miss = _match(np.array([strong, apart], dtype=np.float32), onnx, settings, 0.75, 0.02)
+    assert (miss["matched"], miss["borderline"], miss["unmatched"]) == (1, 0, 1)
+    strict = _match(
+        np.array([strong, tied], dtype=np.float32), onnx, settings.model_copy(update={"nms_iou_tie": 0.0}), 0.75, 0.02
+    )
+    assert strict["unmatched"] == 1, "the margin is what makes it a tie"

@@ -302,6 +302,13 @@ class ParitySettings(_Section):
     seed: int = Field(0, description="seed of the random tensors")
     nms_conf: float = Field(0.25, ge=0, le=1, description="NMS confidence for detection-level parity")
     nms_iou: float = Field(0.7, ge=0, le=1, description="NMS IoU for detection-level parity")
+    nms_iou_tie: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="a detection whose overlap with a stronger box is within this of nms_iou survives NMS by a tie:"
+        " unmatched, it counts as borderline, not as a difference",
+    )
     fp32: VariantTolerances = Field(
         default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["fp32"]),
         description="fp32: the same numbers, every anchor",

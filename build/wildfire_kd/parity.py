@@ -174,9 +174,24 @@ def _detections(output: np.ndarray, settings: ParitySettings) -> np.ndarray:
     return np.concatenate([boxes, scores[:, None], classes[:, None].astype(np.float32)], axis=1)
 
 
+def _nms_ties(dets: np.ndarray, settings: ParitySettings) -> np.ndarray:
+    """Per detection: does it survive NMS by a tie? Its overlap with a stronger box of its class is within
+    ``settings.nms_iou_tie`` of the NMS IoU threshold, so a box that moves by a rounding error on the other side
+    suppresses it there (or lets through a box this side suppressed)."""
+    if len(dets) < 2:
+        return np.zeros(len(dets), dtype=bool)
+    iou = box_iou(dets[:, :4], dets[:, :4])
+    stronger = (dets[None, :, 4] > dets[:, None, 4]) & (dets[None, :, 5] == dets[:, None, 5])
+    closest = np.where(stronger, iou, 0.0).max(1)
+    return closest >= settings.nms_iou - settings.nms_iou_tie
+
+
 def _match(ref, got, settings: ParitySettings, iou_bound: float, conf_bound: float):
-    """Greedy one-to-one matching of two images' detections by class, best IoU first."""
+    """Greedy one-to-one matching of two images' detections by class, best IoU first. An unmatched detection is
+    borderline, not a difference, when it sits at an NMS threshold: its confidence within ``conf_bound`` of the
+    NMS confidence, or its overlap with a stronger box at the NMS IoU (``_nms_ties``)."""
     stats = {"matched": 0, "unmatched": 0, "borderline": 0, "ious": [], "confs": []}
+    ref_ties, got_ties = _nms_ties(ref, settings), _nms_ties(got, settings)
     used = set()
     iou = box_iou(ref[:, :4], got[:, :4]) if len(ref) and len(got) else None
     for i in np.argsort(-ref[:, 4], kind="stable").tolist():
@@ -187,8 +202,8 @@ def _match(ref, got, settings: ParitySettings, iou_bound: float, conf_bound: flo
             if iou[i, j] >= best_iou and abs(float(got[j, 4] - ref[i, 4])) <= conf_bound:
                 best, best_iou = j, float(iou[i, j])
         if best is None:
-            key = "borderline" if float(ref[i, 4]) < settings.nms_conf + conf_bound else "unmatched"
-            stats[key] += 1
+            tie = ref_ties[i] or float(ref[i, 4]) < settings.nms_conf + conf_bound
+            stats["borderline" if tie else "unmatched"] += 1
             continue
         used.add(best)
         stats["matched"] += 1
@@ -196,8 +211,8 @@ def _match(ref, got, settings: ParitySettings, iou_bound: float, conf_bound: flo
         stats["confs"].append(abs(float(got[best, 4] - ref[i, 4])))
     for j in range(len(got)):
         if j not in used:
-            key = "borderline" if float(got[j, 4]) < settings.nms_conf + conf_bound else "unmatched"
-            stats[key] += 1
+            tie = got_ties[j] or float(got[j, 4]) < settings.nms_conf + conf_bound
+            stats["borderline" if tie else "unmatched"] += 1
     return stats
 
 
