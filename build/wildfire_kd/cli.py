@@ -166,12 +166,13 @@ def train(
 ) -> None:
     """Distil the teacher into a YOLOv8n student (the main job)."""
     from .distill import train as run_train
+    from .layout import TRAIN_REPORT
 
     given = "data teacher student out name epochs imgsz batch device allow_unsafe_weights"
     cfg = _load(config, set_, locals(), train=given)
     _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out")
     result = run_train(cfg, resume=resume, force=force)
-    typer.echo(f"train: run folder {result.run_dir}; report {Path(result.run_dir) / 'train.json'}")
+    typer.echo(f"train: run folder {result.run_dir}; report {Path(result.run_dir) / TRAIN_REPORT}")
     typer.echo(f"train: best weights {result.best}")
     if result.validation is not None:
         typer.echo(f"train: student vs teacher report {result.validation['report']}")

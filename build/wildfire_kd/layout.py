@@ -5,7 +5,7 @@ RUN/  (a training run, ultralytics' save_dir)          OUT/  (a build)
   wildfire_kd_config.yaml, preflight.json                validation/     validation.json, .md, .png
   batch_log.jsonl, results.csv, train.json               export/         student*.onnx, export.json, parity*.json
   validation/ (the after-train comparison)               build_report.json, build_config.yaml, MODEL_CARD.md,
-  tracking.json, tensorboard/                            SHA256SUMS, mlflow.db, mlartifacts/
+  tracking.json, tensorboard/, dataset/ (links)          SHA256SUMS, mlflow.db, mlartifacts/
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ RUN_CONFIG = "wildfire_kd_config.yaml"
 PREFLIGHT = "preflight.json"
 BATCH_LOG = "batch_log.jsonl"
 TRAIN_REPORT = "train.json"
+MIRROR_DIR = "dataset"  # the links to the dataset that ultralytics reads (its label caches land there)
 
 # validation, export, parity
 VALIDATION_DIR = "validation"

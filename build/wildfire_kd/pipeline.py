@@ -33,7 +33,6 @@ from .layout import (
     EXPORT_REPORT,
     LAST,
     MODEL_CARD,
-    ONNX_FILES,
     SHA256SUMS,
     TRAIN_DIR,
     TRAIN_REPORT,
@@ -213,14 +212,7 @@ def _parity_stage(config: Config, out: Path, best: Path, exported: list[dict[str
     def run_stage():
         files, results, failures = [], {}, []
         for f in exported:
-            r = parity(
-                best,
-                f["path"],
-                config.parity,
-                data=config.train.data,
-                out=edir,
-                fp32_onnx=str(edir / ONNX_FILES["fp32"]),
-            )
+            r = parity(best, f["path"], config.parity, data=config.train.data, out=edir)  # fp32 file: the sibling
             results[f["variant"]] = {
                 "passed": r.passed,
                 "problems": r.problems,

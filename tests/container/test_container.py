@@ -22,8 +22,18 @@ from conftest import opts, run_cli, sets  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 BASE = "local/base:bookworm"
 TAG = "wildfire-kd:container-test"
-AS_UID_1234_OFFLINE = ["--no-gpus", "--network", "none", "--user", "1234:1234"]  # `image run` options
 NEEDED_GB = 25  # dependency layer + source layer + a container's copy, under vfs
+
+
+def _run_offline_as_uid_1234(image: str, out: Path, command: list[str], timeout: int, **mounts: Path) -> None:
+    """`wildfire-kd image run` of ``command`` as uid 1234, without network or GPUs, with ``mounts`` (data, weights)
+    and ``out`` (created writable for that uid); it must succeed."""
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    mount_opts = opts(image=image, **{name: str(path) for name, path in mounts.items()}, out=str(out))
+    run_as = ["--no-gpus", "--network", "none", "--user", "1234:1234"]
+    r = run_cli("image", "run", *run_as, *mount_opts, "--", *command, timeout=timeout)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
 
 
 @pytest.fixture(scope="module")
@@ -60,27 +70,15 @@ def test_demo_in_the_container_delivers_checked_artifacts(image, tmp_path):
         p.chmod(0o555 if p.is_dir() else 0o444)
     before = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in data.rglob("*") if p.is_file()}
     out = tmp_path / "out"
-    out.mkdir(mode=0o777)
-    out.chmod(0o777)  # the container runs as uid 1234
-    r = run_cli(
-        "image",
-        "run",
-        *AS_UID_1234_OFFLINE,
-        *opts(image=image, data=str(data), out=str(out)),
-        "--",
-        "demo",
-        *opts(out="/out/demo"),
-        *sets(
-            "demo.data=/data/data.yaml",
-            "demo.teacher_epochs=2",
-            "demo.epochs=2",
-            "demo.imgsz=64",
-            "validation.min_map50_retention=null",
-            "validation.latency_runs=3",
-        ),
-        timeout=1800,
+    demo_sets = sets(
+        "demo.data=/data/data.yaml",
+        "demo.teacher_epochs=2",
+        "demo.epochs=2",
+        "demo.imgsz=64",
+        "validation.min_map50_retention=null",
+        "validation.latency_runs=3",
     )
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    _run_offline_as_uid_1234(image, out, ["demo", *opts(out="/out/demo"), *demo_sets], 1800, data=data)
     build = out / "demo" / "build"
     for rel in (
         "export/student.onnx",
@@ -155,21 +153,8 @@ def test_the_edge_image_runs_detect_offline_and_gives_the_hosts_detections(image
         p.chmod(0o755)  # the container's uid 1234 reads these (pytest's own folders are 700)
     for path in sorted((learnt_data.parent / "images" / "val").glob("*.jpg")):
         shutil.copyfile(path, frames / path.name)
-    out.mkdir(mode=0o777)
-    out.chmod(0o777)  # the container runs as uid 1234
-    r = run_cli(
-        "image",
-        "run",
-        *AS_UID_1234_OFFLINE,
-        *opts(image=EDGE_TAG, data=str(frames), weights=str(models), out=str(out)),
-        "--",
-        *opts(onnx="/weights/student.onnx"),
-        "/data",
-        *opts(out="/out"),
-        "--sequence",
-        timeout=600,
-    )
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    detect_args = [*opts(onnx="/weights/student.onnx"), "/data", *opts(out="/out"), "--sequence"]
+    _run_offline_as_uid_1234(EDGE_TAG, out, detect_args, 600, data=frames, weights=models)
     assert (out / "alerts.jsonl").is_file() and (out / "detections.jsonl").stat().st_uid == 1234
     host = detect(exported / "student.onnx", [str(frames)], tmp_path / "host")
     assert host.images == len(list(frames.iterdir()))

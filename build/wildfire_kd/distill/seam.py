@@ -17,6 +17,7 @@ import importlib
 import inspect
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from ultralytics.utils import LOGGER, RANK, WEIGHTS_DIR  # noqa: E402
 from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
 from ..config import DistillSettings  # noqa: E402
+from ..layout import MIRROR_DIR  # noqa: E402
 
 # The upstream methods the hooks below mirror or depend on, with the sha256 (first 16 hex digits) of their source in
 # the ultralytics release the project pins (pyproject.toml). After an upgrade, re-check the hook named in each failing
@@ -291,7 +293,7 @@ class SeamTrainer(DetectionTrainer):
     def get_dataset(self):
         """ultralytics reads a mirror of the dataset, never the dataset itself (label caches, JPEG repairs land in
         the mirror). Depends on ``BaseTrainer.get_dataset`` resolving ``self.args.data``."""
-        mirror_root = Path(self.save_dir) / "dataset"
+        mirror_root = Path(self.save_dir) / MIRROR_DIR
         if RANK in {-1, 0} and mirror_root.resolve() not in Path(self.args.data).resolve().parents:
             from ..data import mirror
 
@@ -318,10 +320,11 @@ class SeamTrainer(DetectionTrainer):
         finally:
             pending = [(self.last, real_last), (self.best, real_best)]
             self.last, self.best, self.save_period = real_last, real_best, save_period
-        if save_period > 0 and self.epoch % save_period == 0 and pending[0][0].exists():
+        last_tmp = pending[0][0]
+        if save_period > 0 and self.epoch % save_period == 0 and last_tmp.exists():
             epoch_file = self.wdir / f"epoch{self.epoch}.pt"
             epoch_tmp = self.wdir / f".{epoch_file.name}.tmp"
-            epoch_tmp.write_bytes(pending[0][0].read_bytes())
+            shutil.copyfile(last_tmp, epoch_tmp)
             pending.append((epoch_tmp, epoch_file))
         for tmp, final in pending:
             if tmp.exists():
@@ -364,7 +367,7 @@ class SeamTrainer(DetectionTrainer):
         """The loss that was backpropagated, per image. ``_do_train`` sets ``self.loss`` to the sum of the criterion's
         vector (already × batch size) and, under DDP, × world size before ``scaler.scale(self.loss).backward()``."""
         world = self.world_size if RANK != -1 else 1
-        return float(self.loss.detach()) / (max(batch_images, 1) * max(world, 1))
+        return float(self.loss.detach()) / (max(batch_images, 1) * world)
 
 
 if __name__ == "__main__":  # print the current hashes, to update UPSTREAM after re-checking the hooks
