@@ -71,13 +71,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/edge/venv/bin:$PATH
 USER 1000:1000
 WORKDIR /out
-ENTRYPOINT ["python3", "-m", "wildfire_kd.detect"]
+ENTRYPOINT ["python3", "-m", "wildfire_kd.edge"]
 CMD ["--help"]
-COPY --chown=1000:1000 scripts/edge-requirements.txt /opt/edge/
+COPY --chown=1000:1000 build/wildfire_kd/edge/requirements.txt /opt/edge/
 # pip leaves with the install: the camera never installs anything
 RUN python3 -m venv /opt/edge/venv \
-    && /opt/edge/venv/bin/pip install --no-deps -r /opt/edge/edge-requirements.txt \
+    && /opt/edge/venv/bin/pip install --no-deps -r /opt/edge/requirements.txt \
     && /opt/edge/venv/bin/pip uninstall -y pip setuptools
-# the runtime's five modules only: if it ever imports more (torch, yaml, pydantic), the edge container test fails
-COPY --chown=1000:1000 build/wildfire_kd/__init__.py build/wildfire_kd/errors.py build/wildfire_kd/letterbox.py \
-    build/wildfire_kd/camera.py build/wildfire_kd/detect.py /opt/edge/src/wildfire_kd/
+# the edge package whole, and the pure helpers it imports (tests/test_edge_imports.py checks this list against the
+# imports): if it ever imports more (torch, yaml, pydantic), the edge container test fails
+COPY --chown=1000:1000 build/wildfire_kd/__init__.py build/wildfire_kd/errors.py build/wildfire_kd/layout.py \
+    /opt/edge/src/wildfire_kd/
+COPY --chown=1000:1000 build/wildfire_kd/edge /opt/edge/src/wildfire_kd/edge

@@ -31,7 +31,7 @@ def _sequence_detections(model, frames: list[Path], conf: float) -> list[list]:
 def _score(alarms, truth: dict, frames: list[Path]) -> dict:
     import numpy as np
 
-    from wildfire_kd.camera import box_iou
+    from wildfire_kd.edge.boxes import box_iou
 
     plume = truth["plume"]
     true_frames, false = [], 0
@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--conf", type=float, default=None, help="default: the model's operating point")
     args = parser.parse_args()
 
-    from wildfire_kd.camera import CameraModel, Confirmer
+    from wildfire_kd.edge.alarms import Confirmer
+    from wildfire_kd.edge.model import CameraModel
     from wildfire_kd.synth import SEQUENCE_TRUTH, synthesize_sequence
 
     model = CameraModel(args.onnx)

@@ -25,8 +25,8 @@ from wildfire_kd.reports import write_markdown
 def _ours(model, files: list[Path], conf: float, iou: float) -> dict[str, float]:
     import cv2
 
-    from wildfire_kd.camera import decode
-    from wildfire_kd.letterbox import letterbox
+    from wildfire_kd.edge.boxes import decode
+    from wildfire_kd.edge.letterbox import letterbox
 
     parts: dict[str, list[float]] = {"decode": [], "letterbox": [], "inference": [], "nms": []}
     for f in files:
@@ -69,16 +69,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/speed"))
     args = parser.parse_args()
 
-    from wildfire_kd.runtime import prepare_ultralytics
+    from wildfire_kd.ultralytics_env import prepare_ultralytics
 
     prepare_ultralytics()
     import onnxruntime as ort
 
-    from wildfire_kd.camera import CameraModel
     from wildfire_kd.config import ExportSettings
     from wildfire_kd.data import split_images
+    from wildfire_kd.edge.letterbox import IMAGE_SUFFIXES
+    from wildfire_kd.edge.model import CameraModel
     from wildfire_kd.export import export
-    from wildfire_kd.letterbox import IMAGE_SUFFIXES
 
     if args.images:
         files = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

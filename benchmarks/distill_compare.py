@@ -112,7 +112,7 @@ def _variant_figures(run: Path, peak_mb: float) -> dict:
 
 def profile_step(data: str, teacher_path: str, imgsz: int, batch: int, device: str, repeats: int = 20) -> dict:
     """Median seconds of each part of one response-KD step of each method, on real images of the val split."""
-    from wildfire_kd.runtime import prepare_ultralytics
+    from wildfire_kd.ultralytics_env import prepare_ultralytics
 
     prepare_ultralytics()
     import cv2
@@ -125,7 +125,7 @@ def profile_step(data: str, teacher_path: str, imgsz: int, batch: int, device: s
     from wildfire_kd.config import DistillSettings
     from wildfire_kd.data import class_names, label_path, split_images
     from wildfire_kd.distill.loss import make_criterion
-    from wildfire_kd.letterbox import letterbox
+    from wildfire_kd.edge.letterbox import letterbox
     from wildfire_kd.weights import load_detection_model
 
     dev = select_device(device, verbose=False)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from wildfire_kd.reports import write_markdown
-from wildfire_kd.runtime import prepare_ultralytics
+from wildfire_kd.ultralytics_env import prepare_ultralytics
 
 ATTEMPTS = {
     "conv only (the default before)": {"int8_op_types": ["Conv", "MatMul", "Gemm"]},
@@ -60,7 +60,7 @@ def main() -> None:
 
     from wildfire_kd.config import ExportSettings
     from wildfire_kd.export import export
-    from wildfire_kd.parity import _onnx_map50
+    from wildfire_kd.parity import onnx_map50
 
     x = np.random.default_rng(0).random((1, 3, args.imgsz, args.imgsz), dtype=np.float32)
     fp32 = export(args.weights, args.out / "fp32", ExportSettings(), imgsz=args.imgsz).file("fp32").path
@@ -72,7 +72,7 @@ def main() -> None:
     for row in rows:
         session = ort.InferenceSession(row["file"], providers=["CPUExecutionProvider"])
         row["median_ms"] = _median_ms(session, x, args.warmup, args.runs)
-        row["map50"] = _onnx_map50(row["file"], args.data, args.imgsz)
+        row["map50"] = onnx_map50(row["file"], args.data, args.imgsz)
         row["size_mb"] = round(Path(row["file"]).stat().st_size / 2**20, 2)
     base = rows[0]
     lines = [

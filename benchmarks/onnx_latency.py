@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    from wildfire_kd.runtime import prepare_ultralytics
+    from wildfire_kd.ultralytics_env import prepare_ultralytics
 
     prepare_ultralytics()
     import numpy as np

@@ -50,6 +50,6 @@ if __name__ == "__main__":
         render(
             Config(),
             "# wildfire-kd train --config configs/student_model_cfg.yaml --data DATA.yaml --teacher TEACHER.pt\n"
-            "# The seed's training settings; every default of the typed config (wildfire_kd/config.py), one per line.",
+            "# The first spec's training settings; every default of the typed config (wildfire_kd/config.py).",
         )
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wildfire_kd.runtime import prepare_ultralytics
+from wildfire_kd.ultralytics_env import prepare_ultralytics
 
 prepare_ultralytics()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from wildfire_kd.runtime import prepare_ultralytics
+from wildfire_kd.ultralytics_env import prepare_ultralytics
 
 prepare_ultralytics()
 

@@ -62,7 +62,7 @@ def test_build_writes_every_artifact_and_verifiable_sums(smoke_build):
 def test_the_onnx_file_carries_the_builds_own_validation_and_operating_point(smoke_build):
     import onnx
 
-    from wildfire_kd.export import read_metadata
+    from wildfire_kd.edge.metadata import read_onnx as read_metadata
 
     out, _ = smoke_build
     meta = read_metadata(onnx.load(str(out / "export" / "student.onnx")))

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from wildfire_kd.camera import Confirmer, Detection, decode, nms
+from wildfire_kd.edge.alarms import Confirmer
+from wildfire_kd.edge.boxes import decode, nms
+from wildfire_kd.edge.model import Detection
 from wildfire_kd.errors import InputError
 
 # --- NMS and decoding against ultralytics' own (fast, no model) ------------------------------------------------
@@ -69,7 +71,7 @@ def test_the_runtime_imports_and_runs_without_torch_ultralytics_yaml_or_pydantic
         "        if name.split('.')[0] in {'torch', 'torchvision', 'ultralytics', 'yaml', 'pydantic', 'typer'}:\n"
         "            raise ImportError(f'blocked: {name}')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from wildfire_kd.detect import main\n"
+        "from wildfire_kd.edge.cli import main\n"
         f"code = main(['--onnx', {str(exported / 'student.onnx')!r}, {str(learnt_data.parent / 'images' / 'val')!r},"
         f" '--out', {str(tmp_path / 'out')!r}])\n"
         "print('MODULES', sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'ultralytics'}))\n"
@@ -91,7 +93,7 @@ def _match(
 ) -> list[str]:
     """Every reference detection has one of ours with the same class, IoU >= bound and |Δconf| <= bound, and
     the counts are equal; returns the problems."""
-    from wildfire_kd.camera import box_iou
+    from wildfire_kd.edge.boxes import box_iou
 
     problems = [] if len(ours) == len(boxes) else [f"{len(ours)} detections against {len(boxes)}"]
     if ours and len(boxes):
@@ -112,8 +114,8 @@ def test_detect_gives_the_pipelines_detections(variant, exported, learnt_model, 
     import cv2
     from ultralytics import YOLO
 
-    from wildfire_kd.camera import CameraModel
     from wildfire_kd.config import ParitySettings
+    from wildfire_kd.edge.model import CameraModel
 
     tol = ParitySettings().for_variant("fp16" if variant == "student_fp16.onnx" else "fp32")
     bounds = (tol.det_iou, tol.det_conf_atol)
@@ -225,7 +227,7 @@ def test_confirmation_needs_the_same_class_and_k_of_the_last_n_frames():
 def test_detect_uses_the_operating_point_shipped_in_the_file(exported, learnt_data, tmp_path):
     import onnx
 
-    from wildfire_kd.camera import CameraModel
+    from wildfire_kd.edge.model import CameraModel
 
     model = onnx.load(str(exported / "student.onnx"))
     prop = model.metadata_props.add()
@@ -263,3 +265,23 @@ def test_a_synthetic_sequence_raises_one_alarm_for_the_plume_and_none_for_transi
     assert [a.frame for a in alarms] == ["frame_00014.jpg"], "one alarm, 2 frames after the plume appears"
     again = synthesize_sequence(tmp_path / "again", frames=30, imgsz=96, seed=4)
     assert [p.read_bytes() for p in sorted(again.glob("*.jpg"))] == [p.read_bytes() for p in frames]
+
+
+def test_annotated_copies_of_frames_with_one_name_in_two_folders_keep_apart(tmp_path):
+    from wildfire_kd.edge.detect import annotated_names
+
+    files = [tmp_path / "cam1" / "0001.jpg", tmp_path / "cam2" / "0001.jpg", tmp_path / "cam2" / "0002.jpg"]
+    names = annotated_names(files)
+    assert [str(names[f]) for f in files] == ["cam1/0001.jpg", "cam2/0001.jpg", "cam2/0002.jpg"]
+    one_folder = [tmp_path / "cam1" / "0001.jpg", tmp_path / "cam1" / "0002.jpg"]
+    assert [str(n) for n in annotated_names(one_folder).values()] == ["0001.jpg", "0002.jpg"]
+
+
+def test_both_entry_points_take_threads():
+    from typer.testing import CliRunner
+
+    from wildfire_kd.cli import app
+    from wildfire_kd.edge.cli import _parser
+
+    assert _parser().parse_args(["--onnx", "m.onnx", "f", "--threads", "2"]).threads == 2
+    assert "--threads" in CliRunner().invoke(app, ["detect", "--help"]).stdout

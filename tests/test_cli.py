@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from conftest import make_teacher, run_cli
+from wildfire_kd.layout import ERROR_LOG
 
 
 def test_help_does_not_import_torch():
@@ -73,7 +74,7 @@ def test_an_internal_error_exits_3_with_one_line_and_the_traceback_in_a_file(tmp
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     result = CliRunner().invoke(cli.app, ["synth", str(tmp_path / "s")])
     assert result.exit_code == 3, result.output
-    log = tmp_path / "s" / cli.TRACEBACK_NAME
+    log = tmp_path / "s" / ERROR_LOG
     assert result.output.strip() == (
         "wildfire-kd synth: internal error (a bug, not your input): ZeroDivisionError: boom inside synthesize; "
         f"traceback in {log}"

@@ -52,9 +52,9 @@ def test_seed_training_settings():
     )
     assert (d.lambda_distillation, d.lambda_detection, d.temperature) == (2.0, 1.0, 2.0)
     assert d.cls_weight == 1.0, "dense's class-term weight, chosen by the benchmark (BENCHMARKS.md)"
-    assert d.model_copy(update={"method": "pseudo"}).cls_weight == 2.0  # the seed's λ_dist_kl, for its method
+    assert d.model_copy(update={"method": "pseudo"}).cls_weight == 2.0  # the first spec's λ_dist_kl, for its method
     assert d.model_copy(update={"lambda_dist_kl": 0.5}).cls_weight == 0.5
-    assert d.model_copy(update={"method": "pseudo"}).box_weight == 1.0  # the seed's λ_dist_ciou, for its method
+    assert d.model_copy(update={"method": "pseudo"}).box_weight == 1.0  # the first spec's λ_dist_ciou, for its method
 
 
 def test_overrides_then_flags_take_precedence(tmp_path):

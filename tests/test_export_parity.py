@@ -34,7 +34,7 @@ def test_export_writes_checked_files_with_their_facts(exported, learnt_model):
 
 
 def test_metadata_round_trips_as_json(exported, learnt_model):
-    from wildfire_kd.export import read_metadata
+    from wildfire_kd.edge.metadata import read_onnx as read_metadata
     from wildfire_kd.weights import sha256_file
 
     for name, variant in (("student.onnx", "fp32"), ("student_fp16.onnx", "fp16"), ("student_int8.onnx", "int8")):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
 from conftest import REPO
+from wildfire_kd.container import IMAGE_NAME, image_tag, run_request
 from wildfire_kd.errors import InputError
-from wildfire_kd.image import IMAGE_NAME, image_tag, run_request
 
 
 def test_run_request_asks_for_all_gpus_mounts_uid_and_offline_env(tmp_path):
@@ -61,7 +62,6 @@ def test_dockerignore_keeps_data_runs_and_weights_out():
         "pyproject.toml",
         "README.md",
         "scripts/install.sh",
-        "scripts/edge-requirements.txt",
         "configs/",
         "build/",
     }
@@ -79,7 +79,7 @@ def test_dockerfile_installs_like_the_readme():
 def test_a_container_that_cannot_start_is_removed_and_reported_as_bad_input():
     import docker
 
-    from wildfire_kd.image import run
+    from wildfire_kd.container import run
 
     removed = []
 
@@ -101,3 +101,38 @@ def test_a_container_that_cannot_start_is_removed_and_reported_as_bad_input():
     with pytest.raises(InputError, match=r"cannot give the container GPUs .*NVIDIA Container Toolkit.*--no-gpus"):
         run(run_request(["--help"]), engine=Engine())
     assert removed == [True], "the created container is removed, not left in state Created"
+
+
+def test_the_model_build_workflow_mounts_the_config_it_passes():
+    """The config is named relative to the repository; the container must see that very file (it saw only configs/,
+    so any other path failed inside the container)."""
+    import yaml
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "model-build.yml").read_text())
+    step = next(s for s in workflow["jobs"]["build-model"]["steps"] if s.get("name", "").startswith("Build the model"))
+    script = step["run"]
+    mount = re.search(r'-v "\$\{GITHUB_WORKSPACE\}:(/\w+):ro"', script)
+    assert mount, "the checkout is mounted read-only"
+    assert f'--config "{mount.group(1)}/${{CONFIG}}"' in script
+    assert 'realpath -e "${CONFIG}"' in script, "a path outside the repository is refused before the build starts"
+
+
+@pytest.mark.parametrize("user", ["kd", "1000:kd", "1000:1000:1", "-1", ""])
+def test_image_run_user_must_be_numeric(user):
+    from conftest import invoke_cli
+
+    if not user:  # empty: the caller's own ids
+        from wildfire_kd.container import parse_user
+
+        assert parse_user(user) == {}
+        return
+    r = invoke_cli("image", "run", "--user", user, "--", "train")
+    assert r.returncode == 2, r.stderr
+    assert f"--user {user!r}: expected numeric UID or UID:GID" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_image_run_user_gives_the_ids():
+    from wildfire_kd.container import parse_user
+
+    assert parse_user("1234") == {"uid": 1234, "gid": 1234}
+    assert parse_user("1234:100") == {"uid": 1234, "gid": 100}

@@ -20,8 +20,9 @@ from wildfire_kd.distill.loss import (
     dfl_kl,
     kd_alpha,
     make_criterion,
+    pseudo_targets,
     quality_focal_kd,
-    teacher_targets,
+    teacher_forward,
 )
 from wildfire_kd.errors import InputError
 
@@ -120,9 +121,9 @@ def pair():
 def test_teacher_targets_keep_the_teachers_class_logits(pair):
     _, teacher = pair
     images = _batch()["img"]
-    targets = teacher_targets(teacher, images, _pseudo(teacher_conf=0.001))
+    decoded, raw = teacher_forward(teacher, images)
+    targets = pseudo_targets(decoded, raw["scores"], _pseudo(teacher_conf=0.001))
     assert targets.count > 0
-    decoded, raw = teacher(images)
     b, j = torch.nonzero(targets.mask[..., 0])[0]
     # the kept logit vector is the raw logit column of some anchor whose sigmoid is the kept confidence
     column = (raw["scores"][b].T - targets.logits[b, j]).abs().sum(-1).argmin()
@@ -390,7 +391,7 @@ def test_dense_loss_vector_carries_alpha_and_the_lambdas(pair):
 def test_box_term_defaults_off_for_dense_and_on_for_pseudo(pair):
     student, teacher = pair
     batch = _batch()
-    assert DistillSettings().box_weight == 0.0 and _pseudo().box_weight == 1.0  # the seed's method keeps its box term
+    assert DistillSettings().box_weight == 0.0 and _pseudo().box_weight == 1.0  # pseudo keeps its box term
     assert DistillSettings(lambda_dist_ciou=0.5).box_weight == 0.5 == _pseudo(lambda_dist_ciou=0.5).box_weight
     _, items = DenseKDLoss(student, teacher, DistillSettings())(student(batch["img"]), batch)
     assert items["kd_box"].item() == 0.0 and items["kd_ld"] > 0

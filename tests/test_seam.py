@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from wildfire_kd.distill import seam
+from wildfire_kd import seam
 
 
 def test_every_pinned_upstream_method_is_the_one_the_hooks_were_written_against():

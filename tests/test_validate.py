@@ -158,7 +158,7 @@ def test_the_operating_point_is_the_max_f1_confidence_with_both_models_figures(s
 
 def test_a_target_precision_picks_the_lowest_confidence_that_reaches_it(learnt_model, learnt_data, tmp_path):
     from wildfire_kd.config import ValidateSettings
-    from wildfire_kd.validate import operating_point
+    from wildfire_kd.validate.metrics import operating_point
 
     class Box:  # ultralytics' per-confidence curves: one class, precision rising with the threshold
         px = np.linspace(0, 1, 1000)
@@ -200,13 +200,36 @@ def test_camera_figures_their_gates_and_an_unreadable_negative(learnt_model, lea
     )
     assert r.returncode == 1, r.stderr[-3000:]
     assert "validation.max_false_alarms_per_1000" in r.stderr and "validation.min_small_recall_retention" in r.stderr
-    field = json.loads((tmp_path / "v" / "validation.json").read_text())["field"]
-    student = field["student"]
+    camera = json.loads((tmp_path / "v" / "validation.json").read_text())["camera_figures"]
+    student = camera["student"]
     background = sum(1 for p in (learnt_data.parent / "labels" / "val").glob("*.txt") if not p.read_text().strip())
     assert student["negative_frames"] == background + 2, "the split's unlabelled frames and the readable negatives"
     assert student["false_alarm_frames"] >= 1 and student["false_alarms_per_1000"] > 0
     assert student["unreadable"] == [str(negatives / "broken.jpg")], "reported, not dropped silently"
     assert sum(b["objects"] for b in student["recall_by_size"].values()) > 0
-    assert field["recall_retention"]["medium"] in (1.0, None), "the same model on both sides"
+    assert camera["recall_retention"]["medium"] in (1.0, None), "the same model on both sides"
     text = (tmp_path / "v" / "validation.md").read_text()
     assert "## Camera figures at confidence" in text and "broken.jpg" in text
+
+
+def test_images_the_preflight_tolerated_are_skipped_by_the_camera_figures_too(learnt_model, learnt_data, tmp_path):
+    """A malformed label row and an unreadable image, both within train.max_bad_fraction: validation finishes (was
+    exit 3, an IndexError in the camera figures) and lists them as skipped."""
+    data = tmp_path / "ds"
+    shutil.copytree(learnt_data.parent, data)
+    val_images = sorted((data / "images" / "val").glob("*.jpg"))
+    (data / "labels" / "val" / f"{val_images[0].stem}.txt").write_text("0 0.5 0.5 0.1\n")  # a field short
+    val_images[1].write_bytes(val_images[1].read_bytes()[:300])  # cut: no longer decodes
+    r = run_cli(
+        "validate",
+        *opts(
+            student=str(learnt_model), teacher=str(learnt_model), data=str(data / "data.yaml"), out=str(tmp_path / "v")
+        ),
+        *FAST,
+        *sets("train.max_bad_fraction=0.2", "validation.min_map50_retention=null"),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "v" / "validation.json").read_text())
+    assert report["camera_figures"]["skipped"] == sorted(str(p) for p in val_images[:2])
+    objects = sum(b["objects"] for b in report["camera_figures"]["student"]["recall_by_size"].values())
+    assert objects > 0, "the other frames are still scored"

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import GateFailure, WildfireKDError
+from .errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, GateFailure, WildfireKDError
 
 app = typer.Typer(
     name="wildfire-kd",
@@ -50,9 +50,6 @@ StudentOpt = Annotated[str | None, typer.Option(help="yolov8n.yaml or a yolov8n 
 TrainDeviceOpt = Annotated[str | None, typer.Option(help="'cpu', '0', '0,1' (train.device)")]
 
 
-INTERNAL_ERROR_EXIT = 3
-TRACEBACK_NAME = "wildfire-kd-error.log"
-DEBUG_ENV = "WILDFIRE_KD_DEBUG"
 _output_dir: Path | None = None  # where a command writes; an internal error's traceback goes there
 
 
@@ -75,13 +72,15 @@ def _writes_to(folder: str | Path, flag: str) -> None:
 
 def _save_traceback(command: str) -> Path | None:
     """The current exception's traceback in OUT/wildfire-kd-error.log, else in the temp folder; None if neither."""
+    from .layout import ERROR_LOG
+
     text = f"wildfire-kd {command} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n{traceback.format_exc()}"
     for folder in (_output_dir, Path(tempfile.gettempdir())):
         if folder is None:
             continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / TRACEBACK_NAME
+            path = folder / ERROR_LOG
             path.write_text(text, encoding="utf-8")
             return path
         except OSError:
@@ -134,14 +133,13 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-def _load(config: Path | None, set_: list[str] | None, options: dict[str, Any], **sections: str):
-    """The one config of a command: --config, then --set, then its own options. ``sections`` names, per config
-    section, the options (space-separated) that set the key of the same name in it; ``options`` is the command's
-    ``locals()``. Options left at None keep the config's value."""
+def _load(config: Path | None, set_: list[str] | None, options: dict[str, Any]):
+    """The one config of a command: --config, then --set, then its own options. ``options`` maps each config key
+    (``section.key``) to the value of the option that sets it; options left at None keep the config's value."""
     from .config import load_config
 
     _setup_logging()
-    flags = {f"{section}__{name}": options[name] for section, names in sections.items() for name in names.split()}
+    flags = {key.replace(".", "__"): value for key, value in options.items()}
     return load_config(config, set_ or [], **flags)
 
 
@@ -168,8 +166,9 @@ def train(
     from .distill import train as run_train
     from .layout import TRAIN_REPORT
 
-    given = "data teacher student out name epochs imgsz batch device allow_unsafe_weights"
-    cfg = _load(config, set_, locals(), train=given)
+    given = {"data": data, "teacher": teacher, "student": student, "out": out, "name": name, "epochs": epochs}
+    given |= {"imgsz": imgsz, "batch": batch, "device": device, "allow_unsafe_weights": allow_unsafe_weights}
+    cfg = _load(config, set_, {f"train.{key}": value for key, value in given.items()})
     _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out")
     result = run_train(cfg, resume=resume, force=force)
     typer.echo(f"train: run folder {result.run_dir}; report {Path(result.run_dir) / TRAIN_REPORT}")
@@ -193,14 +192,21 @@ def validate(
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """Evaluate teacher and student on the same split; exit 1 when a gate fails."""
-    from .validate import JSON_NAME, validate_from_config
+    from .layout import VALIDATION_JSON
+    from .validate import validate_from_config
 
-    cfg = _load(config, set_, locals(), train="student teacher data allow_unsafe_weights", validation="imgsz device")
+    given = {"train.student": student, "train.teacher": teacher, "train.data": data}
+    given |= {
+        "train.allow_unsafe_weights": allow_unsafe_weights,
+        "validation.imgsz": imgsz,
+        "validation.device": device,
+    }
+    cfg = _load(config, set_, given)
     _writes_to(out, "--out")
     result = validate_from_config(cfg, out)
     for gate in result.gates:
         typer.echo(f"validate: {'✓' if gate.passed else '✗'} {gate.describe()}")
-    typer.echo(f"validate: report {out / JSON_NAME}")
+    typer.echo(f"validate: report {out / VALIDATION_JSON}")
     if not result.passed:
         raise GateFailure("; ".join(g.describe() for g in result.failed_gates))
 
@@ -225,8 +231,15 @@ def synth(
     """Write a deterministic synthetic smoke/fire dataset in YOLO format (or, --sequence, a camera's frames)."""
     from .synth import SEQUENCE_TRUTH, synthesize, synthesize_sequence
 
-    classes = [c.strip() for c in classes.split(",")] if classes else None
-    cfg = _load(config, set_, locals(), synth="classes train_images val_images imgsz seed").synth
+    class_list = [c.strip() for c in classes.split(",")] if classes else None
+    given = {
+        "classes": class_list,
+        "train_images": train_images,
+        "val_images": val_images,
+        "imgsz": imgsz,
+        "seed": seed,
+    }
+    cfg = _load(config, set_, {f"synth.{key}": value for key, value in given.items()}).synth
     _writes_to(out, "OUT")
     if sequence:
         folder = synthesize_sequence(out, frames=frames, imgsz=cfg.imgsz, seed=cfg.seed)
@@ -251,16 +264,19 @@ def export(
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """Export the student to ONNX with metadata (+ optional fp16 / int8 variants)."""
-    from .export import REPORT_NAME, default_out
+    from .export import default_out
     from .export import export as run_export
+    from .layout import EXPORT_REPORT
 
-    cfg = _load(config, set_, locals(), export="imgsz opset dynamic half int8", train="data allow_unsafe_weights")
+    given = {"export.imgsz": imgsz, "export.opset": opset, "export.dynamic": dynamic, "export.half": half}
+    given |= {"export.int8": int8, "train.data": data, "train.allow_unsafe_weights": allow_unsafe_weights}
+    cfg = _load(config, set_, given)
     out = out or default_out(weights)
     _writes_to(out, "--out")
     result = run_export(weights, out, cfg.export, data=cfg.train.data, **_student_pin(cfg))
     for f in result.files:
         typer.echo(f"export: {f.variant} {f.path} ({f.size_mb:.2f} MB, opset {f.opset}, sha256 {f.sha256[:12]}…)")
-    typer.echo(f"export: report {out / REPORT_NAME}")
+    typer.echo(f"export: report {out / EXPORT_REPORT}")
 
 
 @command
@@ -279,7 +295,8 @@ def parity(
     """PyTorch vs onnxruntime on the same tensors; exit 1 when anything is out of tolerance."""
     from .parity import parity as run_parity
 
-    cfg = _load(config, set_, locals(), parity="images", train="data allow_unsafe_weights")
+    given = {"parity.images": images, "train.data": data, "train.allow_unsafe_weights": allow_unsafe_weights}
+    cfg = _load(config, set_, given)
     onnx_path = Path(onnx)
     out = out or onnx_path.parent
     _writes_to(out, "--out")
@@ -315,14 +332,16 @@ def build(
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """train -> validate -> export -> parity into one folder; non-zero exit names the failed stage or gate."""
-    from .pipeline import REPORT_NAME
+    from .layout import BUILD_REPORT
     from .pipeline import build as run_build
 
-    cfg = _load(config, set_, locals(), train="data teacher student device allow_unsafe_weights")
+    given = {"data": data, "teacher": teacher, "student": student, "device": device}
+    given["allow_unsafe_weights"] = allow_unsafe_weights
+    cfg = _load(config, set_, {f"train.{key}": value for key, value in given.items()})
     _writes_to(out, "--out")
     result = run_build(cfg, out)
     _echo_build(result)
-    typer.echo(f"build: report {out / REPORT_NAME}")
+    typer.echo(f"build: report {out / BUILD_REPORT}")
     if not result.passed:
         raise GateFailure("; ".join(result.failures))
 
@@ -340,15 +359,16 @@ def demo(
     device: Annotated[str | None, typer.Option(help="'cpu', '0', ... (demo.device)")] = None,
 ) -> None:
     """Synthetic data, a quick yolov8s teacher, then the distilled yolov8n student: CPU, minutes."""
-    from .demo import REPORT_NAME, run_demo
+    from .demo import run_demo
+    from .layout import DEMO_REPORT
 
-    cfg = _load(config, set_, locals(), demo="out device")
+    cfg = _load(config, set_, {"demo.out": out, "demo.device": device})
     _writes_to(cfg.demo.out, "--out")
     result = run_demo(cfg)
     _echo_build(result.build)
     typer.echo(
         f"demo: finished in {result.seconds:.0f}s; build folder {result.build.out_dir}; report "
-        f"{Path(result.out) / REPORT_NAME}"
+        f"{Path(result.out) / DEMO_REPORT}"
     )
     if not result.build.passed:
         raise GateFailure("; ".join(result.build.failures))
@@ -371,12 +391,14 @@ def detect(
     save_images: Annotated[
         bool | None, typer.Option("--save-images", help="annotated copies (detect.save_images)")
     ] = None,
+    threads: Annotated[int | None, typer.Option(help="inference threads (detect.threads)")] = None,
 ) -> None:
     """Run student.onnx over images as a camera does (numpy, onnxruntime, OpenCV); --sequence raises alarms."""
-    from .camera import Confirmer
-    from .detect import detect as run_detect
+    from .edge.alarms import Confirmer
+    from .edge.detect import detect as run_detect
 
-    d = _load(config, set_, locals(), detect="conf iou save_images").detect
+    given = {"conf": conf, "iou": iou, "save_images": save_images, "threads": threads}
+    d = _load(config, set_, {f"detect.{key}": value for key, value in given.items()}).detect
     _writes_to(out, "--out")
     result = run_detect(
         onnx,
@@ -408,7 +430,7 @@ def image_build(
     ] = "pipeline",
 ) -> None:
     """Build the image through the Docker SDK, tagged with the version and git commit (and latest)."""
-    from .image import build as build_image
+    from .container import build as build_image
 
     tags = build_image(context, tag=tag, base_image=base_image, network_mode=network, target=target)
     typer.echo(f"image build: {', '.join(tags)}")
@@ -427,12 +449,11 @@ def image_run(
     user: Annotated[str | None, typer.Option(help="UID:GID to run as (default: yours)")] = None,
 ) -> None:
     """Run `wildfire-kd ARGS...` in the container: `image run --data D --weights W -- build --data /data/data.yaml`."""
-    from .image import run, run_request
+    from .container import parse_user, run, run_request
 
     if not ctx.args:
         raise typer.BadParameter("give the command to run after --, e.g. -- train --data /data/data.yaml")
-    uid, _, gid = (user or "").partition(":")
-    ids = {"uid": int(uid), "gid": int(gid or uid)} if uid else {}
+    ids = parse_user(user)
     request = run_request(ctx.args, image=image, data=data, weights=weights, out=out, gpus=gpus, network=network, **ids)
     code = run(request)
     raise typer.Exit(code)

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from . import camera
+from .edge.alarms import ALARM_IOU, ALARM_K, ALARM_N
+from .edge.boxes import DEFAULT_IOU
 from .errors import InputError
 from .textfiles import read_yaml
 
@@ -107,7 +108,7 @@ class DistillSettings(_Section):
     method: Literal["dense", "pseudo"] = Field(
         "dense",
         description="'dense' = class scores (QFL) and DFL bins (LD) distilled at every anchor (same strides only);"
-        " 'pseudo' = the teacher's NMS-kept detections as matched pseudo-targets (the seed's method)",
+        " 'pseudo' = the teacher's NMS-kept detections as matched pseudo-targets (the first spec's method)",
     )
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="weight α of the KD terms over training: a cosine from 1 to 0.01, or 1 throughout"
@@ -118,7 +119,7 @@ class DistillSettings(_Section):
         None,
         ge=0,
         description="weight of the class term (dense: QFL; pseudo: Bernoulli KL); null = the method's own (dense 1.0,"
-        " pseudo the seed's 2.0)",
+        " pseudo the first spec's 2.0)",
     )
     lambda_dist_ld: float = Field(3.0, ge=0, description="dense: weight of the localization (DFL bins) KL term")
     lambda_dist_ciou: float | None = Field(
@@ -149,14 +150,15 @@ class DistillSettings(_Section):
     @property
     def cls_weight(self) -> float:
         """λ of the class term: `lambda_dist_kl`, or the method's own default (dense: 1.0, picked by the benchmark in
-        BENCHMARKS.md; pseudo: the seed's 2.0)."""
+        BENCHMARKS.md; pseudo: the first spec's 2.0)."""
         if self.lambda_dist_kl is not None:
             return self.lambda_dist_kl
         return 1.0 if self.method == "dense" else 2.0
 
     @property
     def box_weight(self) -> float:
-        """λ of the box term: `lambda_dist_ciou`, or the method's own default (dense: off; pseudo: the seed's 1.0)."""
+        """λ of the box term: `lambda_dist_ciou`, or the method's own default (dense: off; pseudo: the first spec's
+        1.0)."""
         if self.lambda_dist_ciou is not None:
             return self.lambda_dist_ciou
         return 0.0 if self.method == "dense" else 1.0
@@ -362,11 +364,11 @@ class DetectSettings(_Section):
     conf: float | None = Field(
         None, ge=0, le=1, description="confidence threshold; null = the operating point validate shipped in the file"
     )
-    iou: float = Field(camera.DEFAULT_IOU, ge=0, le=1, description="NMS IoU threshold (class-aware)")
-    alarm_k: int = Field(camera.ALARM_K, ge=1, description="--sequence: alarm when a detection recurs in k ...")
-    alarm_n: int = Field(camera.ALARM_N, ge=1, description="... of the last n frames (this one included)")
+    iou: float = Field(DEFAULT_IOU, ge=0, le=1, description="NMS IoU threshold (class-aware)")
+    alarm_k: int = Field(ALARM_K, ge=1, description="--sequence: alarm when a detection recurs in k ...")
+    alarm_n: int = Field(ALARM_N, ge=1, description="... of the last n frames (this one included)")
     alarm_iou: float = Field(
-        camera.ALARM_IOU, gt=0, le=1, description="--sequence: overlap with which a detection counts as the same object"
+        ALARM_IOU, gt=0, le=1, description="--sequence: overlap with which a detection counts as the same object"
     )
     save_images: bool = Field(False, description="also write annotated copies into OUT/images/")
     threads: int | None = Field(None, ge=1, description="onnxruntime threads; null = onnxruntime's default")
@@ -562,4 +564,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def save_config(config: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    """The resolved config as YAML (atomically: resume and the build read it back)."""
+    from .reports import write_yaml
+
+    write_yaml(path, config.model_dump(mode="json"))

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
+from .edge.letterbox import IMAGE_SUFFIXES
 from .errors import InputError
-from .letterbox import IMAGE_SUFFIXES
 from .textfiles import read_text, read_yaml
 
 MAX_LISTED = 5  # file names quoted in one error message
@@ -39,13 +39,27 @@ class DatasetInfo:
     bad_fraction: float = 0.0
     problems: dict[str, list[str]] = field(default_factory=dict)
     bad_images: list[str] = field(default_factory=list)  # images with a problem, tolerated up to max_bad_fraction
+    files: dict[str, list[Path]] = field(default_factory=dict, repr=False)  # each checked split's images, in order
 
     @property
     def nc(self) -> int:
         return len(self.names)
 
+    def images(self, split: str) -> list[Path]:
+        """The image files of ``split``, as the preflight listed them (it must have checked that split)."""
+        if split not in self.files:
+            raise InputError(f"{self.yaml_path}: the preflight did not check the {split} split")
+        return list(self.files[split])
+
+    def usable(self, split: str) -> list[Path]:
+        """The images of ``split`` without those the preflight found a problem in (tolerated, not used)."""
+        bad = set(self.bad_images)
+        return [p for p in self.images(split) if str(p) not in bad]
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        report = asdict(self)
+        del report["files"]  # preflight.json counts and names problems; the listing is the dataset's own
+        return report
 
 
 def _names_list(raw: Any, source: Path) -> list[str]:
@@ -203,7 +217,8 @@ def preflight(
     info = DatasetInfo(yaml_path=str(source.resolve()), names=names)
     problems, seen = PreflightProblems(), {}
     for split in splits:
-        info.splits[split] = _check_split(split_images(source, split), len(names), problems, seen)
+        info.files[split] = split_images(source, split)
+        info.splits[split] = _check_split(info.files[split], len(names), problems, seen)
     total = sum(s.images for s in info.splits.values())
     info.bad_fraction = len(problems.bad_images) / total
     info.problems = {k: v for k, v in problems.by_kind.items() if v}
@@ -269,12 +284,13 @@ def check_class_names(teacher_names: Sequence[str], data_names: Sequence[str], t
         )
 
 
-def mirror(path: str | Path, root: str | Path) -> Path:
+def mirror(path: str | Path, root: str | Path, info: DatasetInfo | None = None) -> Path:
     """A mirror of the dataset built from links, for ultralytics to read; returns its data.yaml.
 
     ultralytics writes label caches beside the labels and rewrites truncated JPEGs in place. Pointed at the
     mirror, it writes only into ``root``: truncated JPEGs are copied there rather than linked, so the repair
-    never reaches the original file.
+    never reaches the original file. ``info``: the dataset's preflight, whose listing of the splits it checked
+    is used instead of listing them again.
     """
     source = Path(path)
     data, _ = read_data_yaml(source)
@@ -289,7 +305,8 @@ def mirror(path: str | Path, root: str | Path) -> Path:
         img_dir.mkdir(parents=True)
         lbl_dir.mkdir(parents=True)
         used: set[str] = set()
-        for i, image in enumerate(split_images(source, split)):
+        listed = info.images(split) if info is not None and split in info.files else split_images(source, split)
+        for i, image in enumerate(listed):
             name = image.name if image.name not in used else f"{i:06d}_{image.name}"
             used.add(name)
             target = img_dir / name

@@ -7,18 +7,16 @@ without any download; not a model to ship.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Config
 from .distill import TrainResult, train
-from .layout import TRAIN_REPORT, weights_file
+from .layout import DEMO_REPORT, TRAIN_REPORT, weights_file
 from .pipeline import BuildResult, build
+from .reports import write_json
 from .synth import synthesize
-
-REPORT_NAME = "demo.json"
 
 
 @dataclass
@@ -57,10 +55,10 @@ def run_demo(config: Config) -> DemoResult:
         data = synthesize(out / "data", s)
     teacher_run = out / "teacher"
     if (teacher_run / TRAIN_REPORT).is_file() and weights_file(teacher_run).is_file():
-        teacher = TrainResult(**json.loads((teacher_run / TRAIN_REPORT).read_text(encoding="utf-8")))  # reuse
+        teacher = TrainResult.load(teacher_run / TRAIN_REPORT)  # reuse
     else:
         teacher = train(_stage_config(config, data, "teacher", d.teacher_model, d.teacher_epochs, None))
     result = build(_stage_config(config, data, "student", "yolov8n.yaml", d.epochs, teacher.best), out / "build")
     result = DemoResult(str(out), str(data), teacher, result, round(time.time() - start, 1))
-    (out / REPORT_NAME).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    write_json(out / DEMO_REPORT, result.to_dict())
     return result

@@ -6,6 +6,9 @@ configuration · 3 the tool broke (a stage's own tool failed, or any unexpected 
 
 from __future__ import annotations
 
+DEBUG_ENV = "WILDFIRE_KD_DEBUG"  # "1": an internal error prints its traceback (`wildfire-kd --debug`)
+INTERNAL_ERROR_EXIT = 3
+
 
 class WildfireKDError(Exception):
     """Base class: a failure the user can act on. ``exit_code`` is what the CLI returns."""

@@ -9,28 +9,22 @@ every score to zero, which is what makes naive int8 YOLO exports collapse.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import __version__
 from .config import ExportSettings
+from .edge import metadata as onnx_metadata
+from .edge.letterbox import INPUT_CONTRACT, letterbox
 from .errors import InputError, StageFailure
-from .layout import EXPORT_DIR, EXPORT_REPORT, ONNX_FILES, VALIDATION_DIR, VALIDATION_JSON, WEIGHTS_DIR
-from .letterbox import INPUT_CONTRACT, letterbox
-from .reports import git_commit, package_versions, write_json
-from .runtime import prepare_ultralytics
-from .weights import check_weights, load_checked, model_class_names, sha256_file, ultralytics_loading
-
-META_PREFIX = "wildfire_kd."
-REPORT_NAME = EXPORT_REPORT
-FILE_NAMES = ONNX_FILES
+from .layout import EXPORT_DIR, EXPORT_REPORT, ONNX_FILES, RUN_CONFIG, VALIDATION_DIR, VALIDATION_JSON, WEIGHTS_DIR
+from .reports import atomic_file, git_commit, package_versions, write_json
+from .textfiles import read_yaml
+from .ultralytics_env import prepare_ultralytics
+from .weights import CheckedWeights, check_weights, load_checked, model_class_names, sha256_file, ultralytics_loading
 
 
 @dataclass
@@ -61,9 +55,14 @@ class ExportResult:
         return asdict(self)
 
 
-def run_context(weights: str | Path, validation_report: str | Path | None = None) -> dict[str, Any]:
+def run_context(
+    weights: str | Path, validation_report: str | Path | None = None, teacher_sha256: str | None = None
+) -> dict[str, Any]:
     """What the training run beside ``weights`` says about it: teacher, KD settings, validation figures and the
-    operating point (from ``validation_report``, else RUN/validation/validation.json)."""
+    operating point (from ``validation_report``, else RUN/validation/validation.json). ``teacher_sha256``: the
+    teacher's digest when the caller already has it (else the run's pin, else the file is hashed)."""
+    from .validate import ValidationResult
+
     run = Path(weights).resolve().parent.parent
     context: dict[str, Any] = {
         "teacher_sha256": None,
@@ -71,29 +70,28 @@ def run_context(weights: str | Path, validation_report: str | Path | None = None
         "validation": None,
         "operating_point": None,
     }
-    config = run / "wildfire_kd_config.yaml"
+    config = run / RUN_CONFIG
     if config.is_file():
-        saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        saved = read_yaml(config, "the run's own config (written by `wildfire-kd train`)") or {}
         train, distill = saved.get("train", {}), saved.get("distill")
         context["distillation"] = distill
         teacher = train.get("teacher")
-        if train.get("teacher_sha256"):
-            context["teacher_sha256"] = train["teacher_sha256"]
+        if teacher_sha256 or train.get("teacher_sha256"):
+            context["teacher_sha256"] = teacher_sha256 or train["teacher_sha256"]
         elif teacher and Path(teacher).is_file():
             context["teacher_sha256"] = sha256_file(teacher)
     report = Path(validation_report) if validation_report else run / VALIDATION_DIR / VALIDATION_JSON
     if report.is_file():
-        v = json.loads(report.read_text(encoding="utf-8"))
+        v = ValidationResult.load(report)
         context["validation"] = {
-            "passed": v["passed"],
-            "teacher": {k: v["teacher"][k] for k in ("precision", "recall", "map50", "map50_95")},
-            "student": {k: v["student"][k] for k in ("precision", "recall", "map50", "map50_95")},
-            "retention": v["retention"],
-            "teacher_agreement": v["teacher_agreement"],
-            "split": v["data"]["split"],
+            "passed": v.passed,
+            "teacher": {k: getattr(v.teacher, k) for k in ("precision", "recall", "map50", "map50_95")},
+            "student": {k: getattr(v.student, k) for k in ("precision", "recall", "map50", "map50_95")},
+            "retention": v.retention,
+            "teacher_agreement": v.teacher_agreement,
+            "split": v.data["split"],
         }
-        point = v.get("operating_point")
-        context["operating_point"] = point if point and point.get("conf") is not None else None
+        context["operating_point"] = v.shipped_operating_point
     return context
 
 
@@ -143,32 +141,16 @@ def _io(values) -> list[dict[str, Any]]:
     return out
 
 
-def _set_metadata(model, metadata: dict[str, Any]) -> None:
-    keep = [p for p in model.metadata_props if not p.key.startswith(META_PREFIX)]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    for key, value in metadata.items():
-        prop = model.metadata_props.add()
-        prop.key, prop.value = META_PREFIX + key, json.dumps(value)
-
-
-def read_metadata(model) -> dict[str, Any]:
-    """Our metadata of an ONNX model (an onnx.ModelProto or an onnxruntime session's map), JSON-decoded."""
-    props = model if isinstance(model, dict) else {p.key: p.value for p in model.metadata_props}
-    return {k[len(META_PREFIX) :]: json.loads(v) for k, v in props.items() if k.startswith(META_PREFIX)}
-
-
 def _save_checked(model, path: Path) -> None:
+    """Write ``model`` to ``path`` only if onnx.checker passes it (atomically: never half a file)."""
     import onnx
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    onnx.save(model, str(tmp))
-    try:
-        onnx.checker.check_model(str(tmp), full_check=True)
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        raise StageFailure(f"{path.name}: onnx.checker rejected the model: {e}") from e
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        onnx.save(model, str(tmp))
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except Exception as e:
+            raise StageFailure(f"{path.name}: onnx.checker rejected the model: {e}") from e
 
 
 def _describe(path: Path, variant: str, tail: int) -> OnnxFile:
@@ -230,7 +212,7 @@ def _fp16(src: Path, dst: Path, tail: list[str], metadata: dict[str, Any]) -> No
 
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=tail)
     _toposort(model.graph)  # the converter appends its input casts at the end of the node list
-    _set_metadata(model, {**metadata, "variant": "fp16", "float_tail": True})
+    onnx_metadata.write_onnx(model, {**metadata, "variant": "fp16", "float_tail": True})
     _save_checked(model, dst)
 
 
@@ -270,7 +252,7 @@ def _int8(
             calibrate_method=method,
         )
         model = onnx.load(str(raw))
-    _set_metadata(
+    onnx_metadata.write_onnx(
         model,
         {
             **metadata,
@@ -294,11 +276,11 @@ def default_out(weights: str | Path) -> Path:
 
 def fp32_sibling(onnx_path: str | Path) -> Path | None:
     """The export's fp32 file beside an fp16/int8 file (what their mAP50 drop is measured against), if there."""
-    sibling = Path(onnx_path).with_name(FILE_NAMES["fp32"])
+    sibling = Path(onnx_path).with_name(ONNX_FILES["fp32"])
     return sibling if sibling.is_file() and sibling.resolve() != Path(onnx_path).resolve() else None
 
 
-def _metadata(model, weights: Path, imgsz: int, context: dict[str, Any]) -> dict[str, Any]:
+def _metadata(model, student: CheckedWeights, imgsz: int, context: dict[str, Any]) -> dict[str, Any]:
     """What the ONNX file says about itself (wildfire_kd.* metadata): the contract a camera relies on."""
     names = model_class_names(model)
     return {
@@ -312,7 +294,7 @@ def _metadata(model, weights: Path, imgsz: int, context: dict[str, Any]) -> dict
             "boxes": "rows 0-3: cx, cy, w, h in pixels of the letterboxed input",
             "scores": "rows 4..: per-class sigmoid probabilities (no NMS in the graph)",
         },
-        "student_sha256": sha256_file(weights),
+        "student_sha256": student.sha256,
         "teacher_sha256": context["teacher_sha256"],
         "distillation": context["distillation"],
         "validation": context["validation"],
@@ -358,7 +340,7 @@ def _traced_graph(weights: Path, settings: ExportSettings, imgsz: int, full_unpi
 
 
 def export(
-    weights: str | Path,
+    weights: str | Path | CheckedWeights,
     out: str | Path,
     settings: ExportSettings | None = None,
     *,
@@ -367,43 +349,52 @@ def export(
     weights_sha256: str | None = None,
     allow_unsafe_weights: bool = False,
     validation_report: str | Path | None = None,
+    teacher_sha256: str | None = None,
+    calibration_images: list[Path] | None = None,
 ) -> ExportResult:
-    """Export ``weights`` to ONNX into ``out`` (student.onnx, and the configured variants); writes export.json."""
+    """Export ``weights`` to ONNX into ``out`` (student.onnx, and the configured variants); writes export.json.
+
+    ``weights``: a .pt file (checked here against ``weights_sha256``) or one already checked. ``teacher_sha256``,
+    ``calibration_images``: the teacher's digest and the val images when the caller has them (else looked up)."""
     prepare_ultralytics()
     settings = settings or ExportSettings()
-    weights = Path(weights)
-    full = check_weights(weights, weights_sha256, "student", allow_unsafe_weights)
-    with ultralytics_loading(full):
-        model = load_checked(weights, "student")
+    student = (
+        weights
+        if isinstance(weights, CheckedWeights)
+        else check_weights(weights, weights_sha256, "student", allow_unsafe_weights)
+    )
+    weights = Path(student.path)
+    model = load_checked(student)
     trained_imgsz = int((model.args or {}).get("imgsz", 640)) if isinstance(model.args, dict) else 640
     imgsz = imgsz or settings.imgsz or trained_imgsz
     if imgsz % 32:
         raise InputError(f"export imgsz {imgsz} is not a multiple of 32 (the model's largest stride)")
-    if settings.int8 and not data:
+    if settings.int8 and not (data or calibration_images):
         raise InputError("int8 export needs --data: its val images calibrate the activation ranges")
-    metadata = _metadata(model, weights, imgsz, run_context(weights, validation_report))
+    metadata = _metadata(model, student, imgsz, run_context(weights, validation_report, teacher_sha256))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult(out_dir=str(out), weights=str(weights), imgsz=imgsz, metadata=metadata)
 
-    graph = _traced_graph(weights, settings, imgsz, full)
-    _set_metadata(graph, metadata)
-    fp32 = out / FILE_NAMES["fp32"]
+    graph = _traced_graph(weights, settings, imgsz, student.full_unpickling)
+    onnx_metadata.write_onnx(graph, metadata)
+    fp32 = out / ONNX_FILES["fp32"]
     _save_checked(graph, fp32)
     result.files.append(_describe(fp32, "fp32", 0))
     tail = decode_tail(graph.graph)
     if not tail:
         raise StageFailure(f"{fp32}: no detection-head decode tail found; cannot keep it in float for the variants")
     if settings.half:
-        dst = out / FILE_NAMES["fp16"]
+        dst = out / ONNX_FILES["fp16"]
         _fp16(fp32, dst, tail, metadata)
         result.files.append(_describe(dst, "fp16", len(tail)))
     if settings.int8:
         from .data import split_images
 
-        dst = out / FILE_NAMES["int8"]
-        _int8(fp32, dst, tail, metadata, split_images(data, "val"), imgsz, settings)
+        dst = out / ONNX_FILES["int8"]
+        images = calibration_images if calibration_images is not None else split_images(data, "val")
+        _int8(fp32, dst, tail, metadata, images, imgsz, settings)
         result.files.append(_describe(dst, "int8", len(tail)))
     report = {**result.to_dict(), "settings": settings.model_dump(), "versions": package_versions()}
-    write_json(out / REPORT_NAME, report)
+    write_json(out / EXPORT_REPORT, report)
     return result

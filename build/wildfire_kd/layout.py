@@ -6,6 +6,11 @@ RUN/  (a training run, ultralytics' save_dir)          OUT/  (a build)
   batch_log.jsonl, results.csv, train.json               export/         student*.onnx, export.json, parity*.json
   validation/ (the after-train comparison)               build_report.json, build_config.yaml, MODEL_CARD.md,
   tracking.json, tensorboard/, dataset/ (links)          SHA256SUMS, mlflow.db, mlartifacts/
+
+OUT/  (`detect`)                                        any OUT/
+  detections.jsonl, alerts.jsonl, images/ (annotated)    wildfire-kd-error.log (an internal error's traceback)
+
+Pure constants: the camera runtime (edge/) imports this module too.
 """
 
 from __future__ import annotations
@@ -30,12 +35,28 @@ EXPORT_REPORT = "export.json"
 ONNX_FILES = {"fp32": "student.onnx", "fp16": "student_fp16.onnx", "int8": "student_int8.onnx"}
 PARITY_REPORT = "parity.json"  # fp32; the variants write parity_<variant>.json
 
+# tracking (train.loggers)
+TRACKING_STATE = "tracking.json"  # the MLflow run a resumed run continues
+TENSORBOARD_DIR = "tensorboard"
+MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlartifacts"
+
 # a build
 TRAIN_DIR = "train"
 BUILD_REPORT = "build_report.json"
 BUILD_CONFIG = "build_config.yaml"
 MODEL_CARD = "MODEL_CARD.md"
 SHA256SUMS = "SHA256SUMS"
+
+# `demo`
+DEMO_REPORT = "demo.json"
+
+# `detect` (the camera runtime)
+DETECTIONS = "detections.jsonl"
+ALERTS = "alerts.jsonl"
+ANNOTATED_DIR = "images"
+
+# any command
+ERROR_LOG = "wildfire-kd-error.log"  # an internal error's traceback
 
 
 def weights_file(run: str | Path, name: str = BEST) -> Path:

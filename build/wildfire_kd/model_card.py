@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .config import Config, DistillSettings
 from .layout import VALIDATION_DIR, VALIDATION_JSON
+from .validate.result import ValidationResult
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -68,33 +68,31 @@ def _data(config: Config, info) -> list[str]:
     return ["## Data", "", f"`{config.train.data}`: classes {info.names}; {splits}", ""]
 
 
-def _field_rows(field: dict[str, Any] | None) -> list[str]:
+def _camera_rows(camera: dict[str, Any] | None) -> list[str]:
     """The camera figures (false alarms, recall of small objects) as rows of the student-vs-teacher table."""
-    if not field:
+    if not camera:
         return []
-    t, s = field["teacher"], field["student"]
+    t, s = camera["teacher"], camera["student"]
     return [
-        f"| false alarms / 1000 smoke-free frames (conf {field['conf']:g}) | {_fmt(t['false_alarms_per_1000'])} | "
+        f"| false alarms / 1000 smoke-free frames (conf {camera['conf']:g}) | {_fmt(t['false_alarms_per_1000'])} | "
         f"{_fmt(s['false_alarms_per_1000'])} | – |",
-        f"| recall, small objects (conf {field['conf']:g}) | {_fmt(t['recall_by_size']['small']['recall'])} | "
-        f"{_fmt(s['recall_by_size']['small']['recall'])} | {_fmt(field['recall_retention']['small'])} |",
+        f"| recall, small objects (conf {camera['conf']:g}) | {_fmt(t['recall_by_size']['small']['recall'])} | "
+        f"{_fmt(s['recall_by_size']['small']['recall'])} | {_fmt(camera['recall_retention']['small'])} |",
     ]
 
 
-def _student_vs_teacher(val: dict[str, Any]) -> list[str]:
+def _student_vs_teacher(val: ValidationResult) -> list[str]:
     lines = ["## Student vs teacher", "", "| metric | teacher | student | student / teacher |", "|---|---:|---:|---:|"]
     for key, label in (("precision", "P"), ("recall", "R"), ("map50", "mAP50"), ("map50_95", "mAP50-95")):
-        teacher, student, retention = val["teacher"][key], val["student"][key], val["retention"][key]
+        teacher, student, retention = getattr(val.teacher, key), getattr(val.student, key), val.retention[key]
         lines.append(f"| {label} | {_fmt(teacher)} | {_fmt(student)} | {_fmt(retention)} |")
-    gates = "; ".join(
-        f"{'✓' if g['passed'] else '✗'} {g['name']} {g['comparison']} {g['threshold']}" for g in val["gates"]
-    )
-    t, s, device = val["teacher"], val["student"], val["settings"]["device"]
+    gates = "; ".join(f"{'✓' if g.passed else '✗'} {g.name} {g.comparison} {g.threshold}" for g in val.gates)
+    t, s, device = val.teacher, val.student, val.settings["device"]
     return lines + [
-        f"| teacher agreement | – | {_fmt(val['teacher_agreement'])} | – |",
-        *_field_rows(val.get("field")),
-        f"| parameters | {t['parameters']:,} | {s['parameters']:,} | – |",
-        f"| latency ms, batch 1, {device} | {_fmt(t['latency_ms'], 2)} | {_fmt(s['latency_ms'], 2)} | – |",
+        f"| teacher agreement | – | {_fmt(val.teacher_agreement)} | – |",
+        *_camera_rows(val.camera_figures),
+        f"| parameters | {t.parameters:,} | {s.parameters:,} | – |",
+        f"| latency ms, batch 1, {device} | {_fmt(t.latency_ms, 2)} | {_fmt(s.latency_ms, 2)} | – |",
         "",
         f"Gates: {gates or 'none configured'}",
         "",
@@ -124,7 +122,7 @@ _USE_AND_LIMITS = [
     "## Intended use",
     "",
     "Early warning of smoke and fire on fixed field cameras, as one signal that a person reviews. Run the ONNX "
-    "file with onnxruntime; `wildfire_kd/letterbox.py` is the reference preprocessing (numpy and OpenCV only).",
+    "file with onnxruntime; `wildfire_kd/edge/letterbox.py` is the reference preprocessing (numpy and OpenCV only).",
     "",
     "## Limitations",
     "",
@@ -138,8 +136,8 @@ _USE_AND_LIMITS = [
 
 def model_card(config: Config, result, info) -> str:
     """MODEL_CARD.md for a finished build (``result``: pipeline.BuildResult; ``info``: the data's preflight)."""
-    val = json.loads((Path(result.out_dir) / VALIDATION_DIR / VALIDATION_JSON).read_text(encoding="utf-8"))
-    point = val.get("operating_point") if (val.get("operating_point") or {}).get("conf") is not None else None
+    val = ValidationResult.load(Path(result.out_dir) / VALIDATION_DIR / VALIDATION_JSON)
+    point = val.shipped_operating_point
     verdict = "**Build PASSED**" if result.passed else "**Build FAILED**: " + "; ".join(result.failures)
     lines = [
         "# Model card: wildfire-kd student",

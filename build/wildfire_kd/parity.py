@@ -5,7 +5,7 @@ The same letterboxed tensors (real val images plus seeded random tensors) go to 
 every failure before judging: the model's metadata against the weights; output0 split into box coordinates
 and class scores, each with its own absolute tolerance (max / mean / p99 of absolute and relative
 differences are reported); then detection-level parity after the camera runtime's own decoding and NMS
-(camera.py) on both sides, so what parity approves is what the cameras compute. fp16 files use
+(edge/boxes.py) on both sides, so what parity approves is what the cameras compute. fp16 files use
 their own bounds; an int8 file is judged by its mAP50 drop against the fp32 model on the val split.
 """
 
@@ -17,18 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from .camera import box_iou, decode
 from .config import ParitySettings, VariantTolerances
 from .data import split_images
+from .edge import metadata as onnx_metadata
+from .edge.boxes import box_iou, decode
+from .edge.letterbox import letterbox
 from .errors import InputError
-from .export import fp32_sibling, read_metadata
-from .layout import PARITY_REPORT, parity_report
-from .letterbox import letterbox
+from .export import fp32_sibling
+from .layout import parity_report
 from .reports import package_versions, write_json
-from .runtime import prepare_ultralytics
-from .weights import load_detection_model, model_class_names, sha256_file
-
-REPORT_NAME = PARITY_REPORT
+from .ultralytics_env import prepare_ultralytics
+from .weights import CheckedWeights, check_weights, load_checked, model_class_names
 
 
 @dataclass
@@ -59,7 +58,9 @@ class DetectionParity:
     onnx_detections: int
     matched: int
     unmatched: int  # on either side, borderline ones excluded
-    borderline: int  # unmatched but within det_conf_atol of the NMS threshold: a tie, not a difference
+    # unmatched, but at an NMS threshold, where a rounding error decides: its confidence within det_conf_atol of the
+    # NMS confidence, or its overlap with a stronger box of its class within parity.nms_iou_tie of the NMS IoU
+    borderline: int
     min_iou: float | None
     max_conf_diff: float | None
     iou_bound: float | None
@@ -118,7 +119,8 @@ def load_onnx(onnx_path: str | Path):
 
 
 def open_session(onnx_path: str | Path, imgsz: int, model=None):
-    """An onnxruntime CPU session, after checking the file loads and its input fits ``imgsz`` (else exit 2)."""
+    """An onnxruntime CPU session, after checking the file loads and its input fits ``imgsz`` (else exit 2).
+    ``model``: the file's onnx.ModelProto when the caller already loaded it."""
     import onnxruntime as ort
 
     path = Path(onnx_path)
@@ -129,16 +131,19 @@ def open_session(onnx_path: str | Path, imgsz: int, model=None):
             f"{path}: input shape {dims} does not take {imgsz}x{imgsz} images "
             f"(export again with --imgsz {imgsz}, or pass --imgsz {dims[2] if len(dims) == 4 else '?'})"
         )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session, read_metadata(model)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _inputs(data: str | None, settings: ParitySettings, imgsz: int) -> tuple[list[np.ndarray], dict[str, int]]:
+def _inputs(
+    data: str | None, settings: ParitySettings, imgsz: int, images: list[Path] | None = None
+) -> tuple[list[np.ndarray], dict[str, int]]:
+    """The compared tensors: the first ``parity.images`` val images (``images``: the val split as the preflight
+    listed it, else listed here), then seeded random tensors."""
     import cv2
 
     tensors = []
     if data and settings.images:
-        for path in split_images(data, "val")[: settings.images]:
+        for path in (images if images is not None else split_images(data, "val"))[: settings.images]:
             frame = cv2.imread(str(path))
             if frame is None:
                 raise InputError(f"{path}: cannot be decoded as an image")
@@ -216,7 +221,9 @@ def _match(ref, got, settings: ParitySettings, iou_bound: float, conf_bound: flo
     return stats
 
 
-def _onnx_map50(onnx_path: str, data: str, imgsz: int, batch: int = 1) -> float:
+def onnx_map50(onnx_path: str | Path, data: str, imgsz: int, batch: int = 1, info=None) -> float:
+    """mAP50 of an ONNX file on the val split through ultralytics' validator (on a mirror of the dataset;
+    ``info``: its preflight, whose listing the mirror uses)."""
     import tempfile
 
     from ultralytics import YOLO
@@ -225,7 +232,7 @@ def _onnx_map50(onnx_path: str, data: str, imgsz: int, batch: int = 1) -> float:
 
     with tempfile.TemporaryDirectory(prefix="wildfire-kd-parity-") as tmp:
         metrics = YOLO(str(onnx_path), task="detect").val(
-            data=str(mirror(data, Path(tmp) / "dataset")),
+            data=str(mirror(data, Path(tmp) / "dataset", info)),
             imgsz=imgsz,
             batch=batch,
             device="cpu",
@@ -238,15 +245,15 @@ def _onnx_map50(onnx_path: str, data: str, imgsz: int, batch: int = 1) -> float:
     return float(metrics.box.map50)
 
 
-def _metadata_problems(meta: dict[str, Any], names: list[str], imgsz: int, weights: str | Path) -> list[str]:
+def _metadata_problems(meta: dict[str, Any], names: list[str], imgsz: int, student: CheckedWeights) -> list[str]:
     """The ONNX file's wildfire_kd metadata against the weights it claims to be."""
     problems = []
     if meta.get("names") != names:
         problems.append(f"metadata names {meta.get('names')} differ from the weights' {names}")
     if meta.get("imgsz") != [imgsz, imgsz]:
         problems.append(f"metadata imgsz {meta.get('imgsz')} differs from the compared size {imgsz}")
-    if meta.get("student_sha256") not in (None, sha256_file(weights)):
-        problems.append(f"metadata student_sha256 {meta.get('student_sha256')} is not the sha256 of {weights}")
+    if meta.get("student_sha256") not in (None, student.sha256):
+        problems.append(f"metadata student_sha256 {meta.get('student_sha256')} is not the sha256 of {student.path}")
     return problems
 
 
@@ -277,7 +284,7 @@ def compare_tensors(ref: np.ndarray, got: np.ndarray, tol: VariantTolerances) ->
 def compare_detections(
     ref: np.ndarray, got: np.ndarray, settings: ParitySettings, tol: VariantTolerances, judged: bool = True
 ) -> DetectionParity:
-    """Both outputs through the camera runtime's decoding and NMS (camera.py), so parity and the cameras never
+    """Both outputs through the camera runtime's decoding and NMS (edge/boxes.py), so parity and the cameras never
     drift apart; then one-to-one matching per image. Without bounds (int8) it reports with IoU 0.5, any conf."""
     iou_bound, conf_bound = tol.det_iou, tol.det_conf_atol
     ref_det = [_detections(out, settings) for out in ref]
@@ -302,12 +309,24 @@ def compare_detections(
 
 
 def map50_drop(
-    onnx_path: str | Path, fp32_onnx: str | Path | None, data: str | None, imgsz: int, variant: str, max_drop: float
+    onnx_path: str | Path,
+    fp32_onnx: str | Path | None,
+    data: str | None,
+    imgsz: int,
+    variant: str,
+    max_drop: float,
+    info=None,
+    known: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
-    """mAP50 of the variant and of the fp32 ONNX file on the val split, and a problem if it drops more than allowed."""
+    """mAP50 of the variant and of the fp32 ONNX file on the val split, and a problem if it drops more than allowed.
+    ``known``: mAP50 already measured, by file path (a build scores its fp32 file once for all its variants)."""
     if not (data and fp32_onnx):
         raise InputError(f"{variant} parity needs --data and the fp32 ONNX file (--fp32-onnx) for the mAP50 drop")
-    map50 = {"fp32": _onnx_map50(str(fp32_onnx), data, imgsz), variant: _onnx_map50(str(onnx_path), data, imgsz)}
+    known = {} if known is None else known
+    for path in (fp32_onnx, onnx_path):
+        if str(path) not in known:
+            known[str(path)] = onnx_map50(path, data, imgsz, info=info)
+    map50 = {"fp32": known[str(fp32_onnx)], variant: known[str(onnx_path)]}
     map50["drop"] = map50["fp32"] - map50[variant]
     if map50["drop"] <= max_drop:
         return map50, []
@@ -318,7 +337,7 @@ def map50_drop(
 
 
 def parity(
-    weights: str | Path,
+    weights: str | Path | CheckedWeights,
     onnx_path: str | Path,
     settings: ParitySettings,
     *,
@@ -328,24 +347,33 @@ def parity(
     fp32_onnx: str | Path | None = None,
     weights_sha256: str | None = None,
     allow_unsafe_weights: bool = False,
+    info=None,
+    known_map50: dict[str, float] | None = None,
 ) -> ParityResult:
     """Compare ``onnx_path`` with ``weights``; writes parity.json (or parity_<variant>.json) into ``out``.
 
-    ``fp32_onnx``: the fp32 file an fp16/int8 file's mAP50 is compared with; by default the export's own
-    (``student.onnx`` beside it)."""
+    ``weights``: a .pt file (checked here against ``weights_sha256``) or one already checked. ``fp32_onnx``: the
+    fp32 file an fp16/int8 file's mAP50 is compared with; by default the export's own (``student.onnx`` beside it).
+    ``info``, ``known_map50``: the data's preflight and mAP50s already measured, when the caller has them."""
     prepare_ultralytics()
-    model = load_detection_model(weights, weights_sha256, "student", allow_unsafe_weights)
+    student = (
+        weights
+        if isinstance(weights, CheckedWeights)
+        else check_weights(weights, weights_sha256, "student", allow_unsafe_weights)
+    )
+    model = load_checked(student)
     onnx_model = load_onnx(onnx_path)
-    meta = read_metadata(onnx_model)  # tells the size to compare at when --imgsz is not given
-    imgsz = imgsz or (meta.get("imgsz") or [None])[0]
-    if not imgsz:
+    meta = onnx_metadata.read_onnx(onnx_model, onnx_path)  # tells the size to compare at when --imgsz is not given
+    if not imgsz and "imgsz" not in meta:
         raise InputError(f"{onnx_path} has no wildfire_kd.imgsz metadata: pass --imgsz")
-    session, _ = open_session(onnx_path, imgsz, onnx_model)
+    imgsz = imgsz or onnx_metadata.imgsz_of(meta, onnx_path)
+    session = open_session(onnx_path, imgsz, onnx_model)
     variant = meta.get("variant", "fp32")
     tol = settings.for_variant(variant)
-    problems = _metadata_problems(meta, model_class_names(model), imgsz, weights)
+    problems = _metadata_problems(meta, model_class_names(model), imgsz, student)
 
-    tensors, counts = _inputs(data, settings, imgsz)
+    val_images = info.images("val") if info is not None and "val" in info.files else None
+    tensors, counts = _inputs(data, settings, imgsz, val_images)
     ref, got = _run_both(model, session, tensors)
     if ref.shape != got.shape:
         raise InputError(f"{onnx_path}: output shape {got.shape} differs from the PyTorch model's {ref.shape}")
@@ -356,12 +384,14 @@ def parity(
     map50: dict[str, float] = {}
     if tol.max_map50_drop is not None:
         fp32_onnx = fp32_onnx or fp32_sibling(onnx_path)
-        map50, drop_problems = map50_drop(onnx_path, fp32_onnx, data, imgsz, variant, tol.max_map50_drop)
+        map50, drop_problems = map50_drop(
+            onnx_path, fp32_onnx, data, imgsz, variant, tol.max_map50_drop, info, known_map50
+        )
         problems += drop_problems
 
     result = ParityResult(str(onnx_path), variant, imgsz, not problems, problems, diffs, detections, counts, map50)
     if out is not None:
         result.report = str(Path(out) / parity_report(variant))
-        extra = {"weights": str(weights), "settings": settings.model_dump(), "versions": package_versions()}
+        extra = {"weights": str(student.path), "settings": settings.model_dump(), "versions": package_versions()}
         write_json(result.report, {**result.to_dict(), **extra})
     return result

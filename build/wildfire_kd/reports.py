@@ -7,6 +7,8 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,36 +41,61 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write to a temporary file beside ``path``, fsync, then rename: readers never see a half-written file."""
+def replace_durably(tmp: str | Path, final: str | Path) -> None:
+    """fsync ``tmp``, rename it over ``final``, fsync the folder: after a crash either file is whole."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fd = os.open(Path(final).parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix, so writers that go by it still do): what the block writes
+    there replaces ``path`` durably when the block ends (:func:`replace_durably`); on an error it is removed and
+    ``path`` keeps its previous content. The one way wildfire-kd writes a file that others read."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        replace_durably(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and durably: readers never see a half-written file."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_markdown(path: str | Path, lines: list[str]) -> str:
     """Write ``lines`` as one Markdown file (atomically, creating its folder); returns the text, e.g. to print."""
     text = "\n".join(lines) + "\n"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     return text
 
 
 def write_json(path: str | Path, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def write_yaml(path: str | Path, payload: Any) -> Path:
+    import yaml
+
+    return atomic_write_text(path, yaml.safe_dump(payload, sort_keys=False))
 
 
 def ensure_writable_dir(path: str | Path, flag: str) -> Path:

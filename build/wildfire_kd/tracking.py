@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .layout import MLFLOW_ARTIFACTS, MLFLOW_DB, TENSORBOARD_DIR, TRACKING_STATE
+from .reports import write_json
 
-STATE_NAME = "tracking.json"
 EXPERIMENT = "wildfire-kd"
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 
@@ -58,16 +59,16 @@ class Trackers:
     def open(cls, run_dir: str | Path, loggers: list[str], out_dir: str | Path, params: dict[str, Any]) -> Trackers:
         """Start (or, when RUN/tracking.json names one, continue) the run in each tracker."""
         trackers = cls(Path(run_dir), loggers, Path(out_dir))
-        state_path = trackers.run_dir / STATE_NAME
+        state_path = trackers.run_dir / TRACKING_STATE
         state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
         if "tensorboard" in loggers:
             from torch.utils.tensorboard import SummaryWriter
 
-            trackers.writer = SummaryWriter(log_dir=str(trackers.run_dir / "tensorboard"))
+            trackers.writer = SummaryWriter(log_dir=str(trackers.run_dir / TENSORBOARD_DIR))
         if "mlflow" in loggers:
             trackers._open_mlflow(state.get("mlflow_run_id"), params)
             state.update(mlflow_run_id=trackers.mlflow_run_id, mlflow_tracking_uri=trackers.mlflow.get_tracking_uri())
-        state_path.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        write_json(state_path, state)
         return trackers
 
     def _open_mlflow(self, run_id: str | None, params: dict[str, Any]) -> None:
@@ -75,11 +76,11 @@ class Trackers:
         os.environ.setdefault("DO_NOT_TRACK", "1")
         import mlflow
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.out_dir / 'mlflow.db').resolve()}"
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.out_dir / MLFLOW_DB).resolve()}"
         mlflow.set_tracking_uri(uri)
         if run_id is None:
             experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-            artifacts = (self.out_dir / "mlartifacts").resolve().as_uri()  # not ./mlruns of the working directory
+            artifacts = (self.out_dir / MLFLOW_ARTIFACTS).resolve().as_uri()  # not ./mlruns of the working directory
             experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(EXPERIMENT, artifacts)
             run = mlflow.start_run(experiment_id=experiment_id, run_name=self.run_dir.name)
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})

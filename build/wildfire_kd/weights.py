@@ -16,6 +16,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,12 +85,31 @@ def _reason(error: Exception) -> str:
     return f"{type(cause).__name__}: {text}".rstrip(": ") if cause else _one_line(error)
 
 
-def check_weights(path: str | Path, expected_sha256: str | None, role: str, allow_unsafe: bool = False) -> bool:
-    """Pin check, then a weights-only load. Returns True when the file needs full unpickling and that is allowed
-    (pinned or opted in); refuses it otherwise, and refuses a file that is not a checkpoint at all (exit 2)."""
+@dataclass(frozen=True)
+class CheckedWeights:
+    """A weights file that passed its checks, once: hand it down instead of checking the file again."""
+
+    path: str
+    role: str  # teacher, student, resume checkpoint: how errors name it
+    sha256: str
+    full_unpickling: bool  # it needs full unpickling, which its pin or train.allow_unsafe_weights allowed
+
+
+def check_weights(
+    path: str | Path, expected_sha256: str | None, role: str, allow_unsafe: bool = False
+) -> CheckedWeights:
+    """Pin check, then a weights-only load. A file that needs full unpickling is allowed when pinned or opted in
+    (``full_unpickling`` then says so) and refused otherwise; a file that is not a checkpoint at all: exit 2."""
+    digest = verify_file(path, expected_sha256, role)
+    full = _needs_full_unpickling(path, expected_sha256, role, allow_unsafe, digest)
+    return CheckedWeights(str(path), role, digest, full)
+
+
+def _needs_full_unpickling(
+    path: str | Path, expected_sha256: str | None, role: str, allow_unsafe: bool, digest: str
+) -> bool:
     from ultralytics.nn.tasks import torch_safe_load
 
-    digest = verify_file(path, expected_sha256, role)
     try:
         torch_safe_load(str(path), safe_only=True)
         return False
@@ -118,13 +138,14 @@ def check_weights(path: str | Path, expected_sha256: str | None, role: str, allo
     return True
 
 
-def load_checked(path: str | Path, role: str) -> nn.Module:
-    """A file :func:`check_weights` passed, as an FP32 detection model in eval mode (call it inside
-    ``ultralytics_loading(full)`` when the check said the file needs full unpickling)."""
+def load_checked(checked: CheckedWeights) -> nn.Module:
+    """A file :func:`check_weights` passed, as an FP32 detection model in eval mode."""
     from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 
+    path, role = checked.path, checked.role
     try:
-        model, _ = load_checkpoint(str(path))
+        with ultralytics_loading(checked.full_unpickling):
+            model, _ = load_checkpoint(str(path))
     except Exception as e:  # passed the checks but is still not a usable model: say which and why, in one line
         raise InputError(f"{role} weights {path} could not be loaded as a checkpoint: {_one_line(e)}") from e
     if not isinstance(model, DetectionModel):
@@ -132,13 +153,26 @@ def load_checked(path: str | Path, role: str) -> nn.Module:
     return model
 
 
+def load_yolo(checked: CheckedWeights):
+    """ultralytics' YOLO around a file :func:`check_weights` passed (its validator and predictor), loaded once."""
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    try:
+        with ultralytics_loading(checked.full_unpickling):
+            yolo = YOLO(str(checked.path))
+    except Exception as e:
+        raise InputError(f"{checked.role} weights {checked.path} could not be loaded: {_one_line(e)}") from e
+    if not isinstance(yolo.model, DetectionModel):
+        raise InputError(f"{checked.role} weights {checked.path} hold a {type(yolo.model).__name__}, not a detector")
+    return yolo
+
+
 def load_detection_model(
     path: str | Path, expected_sha256: str | None = None, role: str = "teacher", allow_unsafe: bool = False
 ) -> nn.Module:
     """:func:`check_weights`, then :func:`load_checked`."""
-    full = check_weights(path, expected_sha256, role, allow_unsafe)
-    with ultralytics_loading(full):
-        return load_checked(path, role)
+    return load_checked(check_weights(path, expected_sha256, role, allow_unsafe))
 
 
 def model_class_names(model: nn.Module) -> list[str]:

@@ -108,7 +108,7 @@ EDGE_TAG = "wildfire-kd-edge:container-test"
 def test_the_edge_image_runs_detect_offline_and_gives_the_hosts_detections(image, exported, learnt_data, tmp_path):
     import json
 
-    from wildfire_kd.detect import detect
+    from wildfire_kd.edge.detect import detect
 
     # after the pipeline image: the legacy builder builds every stage before the target, from its cache here
     r = run_cli(

@@ -76,8 +76,9 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 def test_a_crash_during_a_checkpoint_write_leaves_the_previous_checkpoint(
     torn, nth, whole_epoch, fire_smoke_data, teacher_pt, tmp_path, monkeypatch
 ):
+    from wildfire_kd import seam
     from wildfire_kd.config import load_config
-    from wildfire_kd.distill import seam, train
+    from wildfire_kd.distill import train
 
     real_replace, calls = os.replace, {"n": 0}
 
@@ -138,7 +139,7 @@ def test_resume_after_sigkill_finishes_with_continuous_results(killed_run):
 
     assert _loads(killed_run / "weights" / "last.pt")
     # a mid-run checkpoint with its optimizer state loads weights-only: resuming needs no full unpickling
-    assert check_weights(killed_run / "weights" / "last.pt", None, "resume checkpoint") is False
+    assert check_weights(killed_run / "weights" / "last.pt", None, "resume checkpoint").full_unpickling is False
     # as if the kill landed after ultralytics wrote an epoch's results row but before it saved last.pt
     saved_epoch = torch.load(killed_run / "weights" / "last.pt", map_location="cpu", weights_only=False)["epoch"]
     rows = (killed_run / "results.csv").read_text().splitlines()
@@ -338,7 +339,7 @@ def test_the_amp_check_on_cuda_never_downloads_offline(tmp_path, monkeypatch):
     # ultralytics' check_amp downloads yolo26n.pt on CUDA; offline without that file we keep AMP on, no network
     import torch
 
-    from wildfire_kd.distill import seam
+    from wildfire_kd import seam
     from wildfire_kd.distill import trainer as kd_trainer
 
     class OnCuda(torch.nn.Module):  # a model whose parameters report a CUDA device, on a machine without one

@@ -117,8 +117,8 @@ def test_a_pinned_or_opted_in_file_that_needs_full_unpickling_is_loaded(teacher_
     torch.save(ckpt, trusted)
     with pytest.raises(InputError, match="refused"):
         check_weights(trusted, None, "teacher")
-    assert check_weights(trusted, sha256_file(trusted), "teacher") is True  # the pin matches: allowed
-    assert check_weights(trusted, None, "teacher", allow_unsafe=True) is True  # opted in: allowed
+    assert check_weights(trusted, sha256_file(trusted), "teacher").full_unpickling is True  # the pin matches: allowed
+    assert check_weights(trusted, None, "teacher", allow_unsafe=True).full_unpickling is True  # opted in: allowed
     model = load_detection_model(trusted, sha256_file(trusted), "teacher")
     assert model.names == {0: "smoke", 1: "fire"}
     assert "need full unpickling; loading them because their sha256 pin matches" in caplog.text
@@ -138,10 +138,10 @@ def test_real_checkpoints_load_weights_only(fire_smoke_data, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("best.pt", "last.pt"):
-        assert check_weights(tmp_path / "student" / "weights" / name, None, "student") is False, name
+        assert check_weights(tmp_path / "student" / "weights" / name, None, "student").full_unpickling is False, name
     # plain ultralytics, trained by ultralytics itself with its optimizer state still in last.pt (save_period); its
     # own tracker callbacks off, as in our trainer (with mlflow installed they would log into ./mlflow.db)
-    from wildfire_kd.distill.seam import switch_off_ultralytics_trackers
+    from wildfire_kd.seam import switch_off_ultralytics_trackers
 
     switch_off_ultralytics_trackers()
     YOLO("yolov8n.yaml").train(
@@ -160,7 +160,7 @@ def test_real_checkpoints_load_weights_only(fire_smoke_data, tmp_path):
     )
     plain = tmp_path / "plain" / "weights"
     for path in sorted(plain.glob("*.pt")):
-        assert check_weights(path, None, "student") is False, path
+        assert check_weights(path, None, "student").full_unpickling is False, path
     assert (plain / "epoch0.pt").is_file() or (plain / "epoch1.pt").is_file(), sorted(plain.iterdir())
 
 
@@ -168,7 +168,7 @@ def test_a_ddp_worker_loads_checkpoints_as_the_parent_allowed(monkeypatch):
     # a worker is a new interpreter: the parent's ultralytics_loading(full) does not reach it, KDRun does
     import ultralytics.nn.tasks as tasks
 
-    from wildfire_kd.distill import seam
+    from wildfire_kd import seam
 
     def worker_safe_load(full: bool, rank: int) -> bool:
         monkeypatch.setattr(tasks, "SAFE_LOAD", True)

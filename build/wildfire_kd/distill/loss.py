@@ -14,7 +14,7 @@ scale share strides 8/16/32, so at the same imgsz anchor i is the same cell in b
   KL(softmax(t_bins / T_ld) ‖ softmax(s_bins / T_ld)) · T_ld², weighted by w = max_c σ(t), divided by Σ w;
 - ``kd_box``: 1 − CIoU of the student's and the teacher's decoded boxes at the same anchor, same weights w.
 
-``pseudo`` (the seed's method, :class:`PseudoTargetKDLoss`) turns the teacher's NMS-kept detections into
+``pseudo`` (the first spec's method, :class:`PseudoTargetKDLoss`) turns the teacher's NMS-kept detections into
 pseudo-targets that keep the teacher's raw class logits, matches student anchors to them with ultralytics'
 task-aligned assigner, and has ``kd_box`` (weighted 1 − CIoU) and ``kd_cls`` (weighted per-class Bernoulli KL at
 temperature T, × T²; the teacher side is the kept detection's logit vector, or with ``distill.cls_target=anchor``
@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import seam
 from ..config import DistillSettings
 from ..errors import InputError
-from . import seam
 
 log = logging.getLogger("wildfire_kd")
 
@@ -275,12 +275,6 @@ def pseudo_targets(decoded: torch.Tensor, logits: torch.Tensor, settings: Distil
             mask[b, :n] = True
     anchor_logits = logits.permute(0, 2, 1).float() if settings.cls_target == "anchor" else None
     return TeacherTargets(boxes, labels, conf, kept_logits, mask, sum(len(k) for k in kept), anchor_logits)
-
-
-def teacher_targets(teacher: nn.Module, images: torch.Tensor, settings: DistillSettings) -> TeacherTargets:
-    """Run the frozen teacher and turn its output into padded pseudo-targets with their class logits."""
-    decoded, raw = teacher_forward(teacher, images)
-    return pseudo_targets(decoded, raw["scores"], settings)
 
 
 @dataclass

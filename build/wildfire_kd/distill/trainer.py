@@ -1,7 +1,7 @@
 """DistillationTrainer: ultralytics' DetectionTrainer plus the teacher, the KD criterion and a stability guard.
 
 Importable at module level (no side effects) so ultralytics' DDP launcher can rebuild it in each worker (the
-settings travel as ``KDRun`` in ``WILDFIRE_KD_RUN``). What depends on ultralytics internals is in seam.py.
+settings travel as ``KDRun`` in ``WILDFIRE_KD_RUN``). What depends on ultralytics internals is in ../seam.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from ..runtime import prepare_ultralytics
+from ..ultralytics_env import prepare_ultralytics
 
 prepare_ultralytics()
 
@@ -21,10 +21,10 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK  # noqa: E402
 
 from ..errors import InputError, TrainingDiverged, TrainingTerminated  # noqa: E402
 from ..layout import BATCH_LOG  # noqa: E402
-from ..reports import atomic_write_text as _rewrite  # noqa: E402
+from ..reports import atomic_write_text  # noqa: E402
+from ..seam import RUN_ENV, KDRun, SeamTrainer, student_of, switch_off_ultralytics_trackers  # noqa: E402
 from ..weights import load_detection_model  # noqa: E402
 from .loss import ResponseKDLoss, kd_alpha, make_criterion  # noqa: E402
-from .seam import RUN_ENV, KDRun, SeamTrainer, student_of, switch_off_ultralytics_trackers  # noqa: E402
 
 __all__ = ["RUN_ENV", "DistillationTrainer", "KDRun"]
 
@@ -32,8 +32,11 @@ __all__ = ["RUN_ENV", "DistillationTrainer", "KDRun"]
 class DistillationTrainer(SeamTrainer):
     """Trains the student on ground truth plus the teacher's responses; the teacher never enters a checkpoint."""
 
-    def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None, kd: KDRun | None = None):
+    def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None, kd: KDRun | None = None, teacher=None):
+        """``teacher``: the teacher already loaded from the checked file (in-process); DDP workers, rebuilt from
+        ``KDRun`` alone, load it themselves."""
         self.kd = kd or KDRun.from_env()
+        self._loaded_teacher = teacher
         self.kd.enter_worker()
         # DDP workers inherit the environment; put back what was there when training ends (teardown)
         self._previous_run_env = os.environ.get(RUN_ENV)
@@ -82,7 +85,11 @@ class DistillationTrainer(SeamTrainer):
             return
         if not self.kd.teacher:
             raise ValueError("response distillation needs a teacher (train.teacher)")
-        teacher = load_detection_model(self.kd.teacher, self.kd.teacher_sha256, "teacher", self.kd.allow_unsafe_weights)
+        teacher, self._loaded_teacher = self._loaded_teacher, None  # the trainer owns it from here
+        if teacher is None:
+            teacher = load_detection_model(
+                self.kd.teacher, self.kd.teacher_sha256, "teacher", self.kd.allow_unsafe_weights
+            )
         teacher = teacher.fuse(verbose=False) if hasattr(teacher, "fuse") else teacher
         teacher = teacher.to(self.device).eval()
         for p in teacher.parameters():
@@ -134,13 +141,13 @@ class DistillationTrainer(SeamTrainer):
                 rows = list(_csv.reader(f))
             kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= completed_epochs]
             if len(kept) != len(rows):
-                _rewrite(self.csv, "".join(",".join(r) + "\n" for r in kept))
+                atomic_write_text(self.csv, "".join(",".join(r) + "\n" for r in kept))
         log = Path(self.save_dir) / BATCH_LOG
         if log.exists():
             lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
             kept_lines = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) <= completed_epochs]
             if len(kept_lines) != len(lines):
-                _rewrite(log, "".join(kept_lines))
+                atomic_write_text(log, "".join(kept_lines))
 
     def _model_train(self):
         super()._model_train()

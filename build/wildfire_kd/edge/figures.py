@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .boxes import box_iou
+
 BUCKETS = ("small", "medium", "large")
 
 # (class id, x1, y1, x2, y2 normalised to 0..1)
@@ -19,7 +21,7 @@ Box = tuple[int, float, float, float, float]
 
 
 @dataclass
-class FieldFigures:
+class CameraFigures:
     conf: float  # the confidence threshold the figures are taken at
     negative_frames: int  # smoke-free frames scored (the split's unlabelled images + validation.negatives)
     false_alarm_frames: int  # of those, frames with at least one detection
@@ -37,14 +39,7 @@ def size_bucket(box: Box, small: float, large: float) -> str:
     return "small" if area < small else "large" if area >= large else "medium"
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a, area_b = (a[:, 2:] - a[:, :2]).prod(-1), (b[:, 2:] - b[:, :2]).prod(-1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-12)
-
-
-def field_figures(
+def camera_figures(
     predictions: dict[str, list[Box]],
     truths: dict[str, list[Box]],
     negatives: set[str],
@@ -53,7 +48,7 @@ def field_figures(
     large: float,
     iou: float = 0.5,
     unreadable: list[str] | None = None,
-) -> FieldFigures:
+) -> CameraFigures:
     """Frames are keys of ``predictions``; ``negatives`` are the smoke-free ones. An object counts as found when a
     prediction of its class overlaps it with IoU >= ``iou``; a smoke-free frame with any prediction is a false
     alarm (a camera raises one alarm per frame, however many boxes)."""
@@ -65,11 +60,11 @@ def field_figures(
             bucket = counts[size_bucket(obj, small, large)]
             bucket["objects"] += 1
             same = np.array([p[1:] for p in found_boxes if p[0] == obj[0]], dtype=np.float64).reshape(-1, 4)
-            if len(same) and (_iou(np.array([obj[1:]]), same) >= iou).any():
+            if len(same) and (box_iou(np.array([obj[1:]]), same) >= iou).any():
                 bucket["found"] += 1
     for bucket in counts.values():
         bucket["recall"] = bucket["found"] / bucket["objects"] if bucket["objects"] else None
-    return FieldFigures(
+    return CameraFigures(
         conf=conf,
         negative_frames=len(negatives),
         false_alarm_frames=alarms,

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runtime import prepare_ultralytics
+from .ultralytics_env import prepare_ultralytics
 
 prepare_ultralytics()
 
@@ -33,12 +33,13 @@ from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
 from ultralytics.utils import LOGGER, RANK, WEIGHTS_DIR  # noqa: E402
 from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
-from ..config import DistillSettings  # noqa: E402
-from ..layout import MIRROR_DIR  # noqa: E402
+from .config import DistillSettings  # noqa: E402
+from .layout import MIRROR_DIR  # noqa: E402
+from .reports import replace_durably  # noqa: E402
 
 # The upstream methods the hooks below mirror or depend on, with the sha256 (first 16 hex digits) of their source in
 # the ultralytics release the project pins (pyproject.toml). After an upgrade, re-check the hook named in each failing
-# entry against the new source, then update the hash (`python -m wildfire_kd.distill.seam` prints them all).
+# entry against the new source, then update the hash (`python -m wildfire_kd.seam` prints them all).
 UPSTREAM: dict[str, tuple[str, str]] = {
     # upstream name: (sha256[:16] of inspect.getsource, the hook in this module that depends on it)
     "ultralytics.engine.trainer.BaseTrainer._do_train": (
@@ -68,7 +69,7 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "ultralytics.engine.trainer.BaseTrainer.resume_training": (
         "a43cef5955c0cf67",
-        "DistillationTrainer.resume_training",
+        "DistillationTrainer.resume_training; finished_but_not_finalised: its 'nothing to resume' assertion",
     ),
     "ultralytics.utils.dist.generate_ddp_file": ("7c80979f379ddf1a", "KDRun: how a DDP worker rebuilds the trainer"),
     "ultralytics.utils.torch_utils.strip_optimizer": (
@@ -86,6 +87,14 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "ultralytics.utils.loss.v8DetectionLoss.get_assigned_targets_and_loss": (
         "b35c135782626c01",
         "on_ground_truth_assignment: the assigner runs inside it, once per batch",
+    ),
+    "ultralytics.models.yolo.detect.val.DetectionValidator.preprocess": (
+        "5e2b421b4ca52726",
+        "relabelling_validator: the batch it returns holds the image on the device, scaled to 0..1",
+    ),
+    "ultralytics.models.yolo.detect.val.DetectionValidator._prepare_batch": (
+        "90fc7a34a69bb8af",
+        "relabelling_validator: the ground truth is batch_idx, cls and normalised xywh bboxes",
     ),
     "ultralytics.utils.tal.TaskAlignedAssigner.forward": (
         "ef22692946368b14",
@@ -126,7 +135,7 @@ def changed_upstream() -> list[str]:
         if now != pinned:
             changed.append(
                 f"{qualname} changed in ultralytics {ultralytics.__version__} (source {now}, pinned {pinned}): "
-                f"re-check {hook} in wildfire_kd/distill/seam.py, then update its pin"
+                f"re-check {hook} in wildfire_kd/seam.py, then update its pin"
             )
     return changed
 
@@ -182,18 +191,6 @@ class KDRun:
 
 
 # --- durable files ---------------------------------------------------------------------------------------------
-
-
-def replace_durably(tmp: Path, final: Path) -> None:
-    """fsync ``tmp``, rename it over ``final``, fsync the folder: after a crash either file is whole."""
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def strip_durably(path: Path, updates: dict | None = None) -> dict:
@@ -284,6 +281,33 @@ def on_ground_truth_assignment(detection, record: Callable[[torch.Tensor, torch.
     detection.assigner.register_forward_hook(hook)
 
 
+# --- resuming ------------------------------------------------------------------------------------------------------
+
+
+def finished_but_not_finalised(error: BaseException) -> bool:
+    """``BaseTrainer.resume_training`` asserts "... is finished, nothing to resume" when the checkpoint holds every
+    epoch: a run killed after its last epoch's checkpoint but before it was finalised (stripped, validated)."""
+    return isinstance(error, AssertionError) and "nothing to resume" in str(error)
+
+
+# --- the validator's side -----------------------------------------------------------------------------------------
+
+
+def relabelling_validator(relabel: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    """A DetectionValidator class whose ground truth on each batch is ``relabel(images, max_det)``: (batch_idx, cls,
+    normalised xywh boxes) for the very tensors the model sees. Mirrors ``DetectionValidator.preprocess`` (it returns
+    the batch with the images on the device, 0..1) and ``_prepare_batch`` (which reads those three keys)."""
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    class RelabellingValidator(DetectionValidator):
+        def preprocess(self, batch):
+            batch = super().preprocess(batch)
+            batch["batch_idx"], batch["cls"], batch["bboxes"] = relabel(batch["img"], self.args.max_det)
+            return batch
+
+    return RelabellingValidator
+
+
 # --- the trainer's side ----------------------------------------------------------------------------------------
 
 
@@ -295,7 +319,7 @@ class SeamTrainer(DetectionTrainer):
         the mirror). Depends on ``BaseTrainer.get_dataset`` resolving ``self.args.data``."""
         mirror_root = Path(self.save_dir) / MIRROR_DIR
         if RANK in {-1, 0} and mirror_root.resolve() not in Path(self.args.data).resolve().parents:
-            from ..data import mirror
+            from .data import mirror
 
             self.args.data = str(mirror(self.args.data, mirror_root))
         return super().get_dataset()

@@ -1,4 +1,4 @@
-"""`wildfire-kd image build` / `image run`: the container image through the Docker SDK.
+"""The container image (`wildfire-kd image build` / `image run`) through the Docker SDK.
 
 `run_request` is a pure function (what the container gets: all GPUs, the mounts, the caller's uid, the
 environment), so it is tested without an engine; `run` hands it to the engine, streams the logs and returns
@@ -78,6 +78,16 @@ def build(
         repo, _, label = extra.partition(":")
         image.tag(repo, label)
     return tags
+
+
+def parse_user(user: str | None) -> dict[str, int]:
+    """``--user UID[:GID]`` as run_request's uid/gid (empty: the caller's own); a name or anything else: exit 2."""
+    if not user:
+        return {}
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or not (gid.isdigit() or gid == "") or user.count(":") > 1:
+        raise InputError(f"--user {user!r}: expected numeric UID or UID:GID, e.g. --user 1000:1000 (`id -u`:`id -g`)")
+    return {"uid": int(uid), "gid": int(gid or uid)}
 
 
 def run_request(

@@ -1,0 +1,64 @@
+"""`wildfire-kd-edge`: `detect` for the edge image, with argparse (numpy, onnxruntime and OpenCV only).
+
+The same detection as `wildfire-kd detect` without the full CLI's config file: the edge image ships neither typer
+nor pydantic. Exit codes as the full CLI: 0, 2 bad input, 3 an internal error (one line; the traceback with
+WILDFIRE_KD_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, WildfireKDError
+from .alarms import ALARM_IOU, ALARM_K, ALARM_N, Confirmer
+from .boxes import DEFAULT_IOU
+from .detect import detect
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wildfire-kd-edge", description="Run student.onnx over images as a camera.")
+    parser.add_argument("sources", nargs="+", help="images, folders or globs")
+    parser.add_argument("--onnx", required=True, help="student.onnx from `wildfire-kd export`")
+    parser.add_argument("--conf", type=float, default=None, help="confidence threshold (default: the model's own)")
+    parser.add_argument("--iou", type=float, default=DEFAULT_IOU, help="NMS IoU threshold")
+    parser.add_argument("--out", default="detections", help="folder for detections.jsonl / alerts.jsonl")
+    parser.add_argument("--sequence", action="store_true", help="frames of one camera in time order: raise alarms")
+    parser.add_argument("--alarm-k", type=int, default=ALARM_K, help="alarm when confirmed in k ...")
+    parser.add_argument("--alarm-n", type=int, default=ALARM_N, help="... of the last n frames")
+    parser.add_argument("--alarm-iou", type=float, default=ALARM_IOU, help="overlap that counts as the same object")
+    parser.add_argument("--save-images", action="store_true", help="also write annotated copies")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        confirmer = Confirmer(args.alarm_k, args.alarm_n, args.alarm_iou)
+        result = detect(
+            args.onnx,
+            args.sources,
+            args.out,
+            conf=args.conf,
+            iou=args.iou,
+            sequence=args.sequence,
+            confirmer=confirmer,
+            save_images=args.save_images,
+            threads=args.threads,
+        )
+    except WildfireKDError as e:
+        print(f"wildfire-kd-edge: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # a bug, not the input: one line and exit 3, as the full CLI does
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        print(
+            f"wildfire-kd-edge: internal error (a bug, not your input): {type(e).__name__}: {e}; "
+            f"{DEBUG_ENV}=1 shows the traceback",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR_EXIT
+    print(f"detect: {result.summary()}")
+    return 0

@@ -1,0 +1,53 @@
+"""The camera side is one folder a camera team can take whole: nothing under wildfire_kd/edge imports torch,
+ultralytics or anything of wildfire_kd outside edge/ but the pure helpers, and the edge image copies exactly that.
+Read from the source (fast); the slow subprocess guard in test_camera.py runs it with torch blocked."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from conftest import REPO
+from import_graph import PACKAGE, external_roots, internal_dependencies, module_name, modules
+
+EDGE = PACKAGE / "edge"
+# wildfire_kd modules outside edge/ that the edge may import: constants and exception classes, stdlib only
+PURE_HELPERS = {"wildfire_kd": "__init__.py", "wildfire_kd.errors": "errors.py", "wildfire_kd.layout": "layout.py"}
+# what the edge image installs (edge/requirements.txt): the only third-party imports allowed under edge/
+RUNTIME_PACKAGES = {"numpy", "cv2", "onnxruntime"}
+
+
+def test_nothing_under_edge_imports_torch_ultralytics_or_the_pipeline():
+    known = modules()
+    problems = []
+    for path in sorted(EDGE.rglob("*.py")):
+        for dep in sorted(internal_dependencies(path, known)):
+            if not dep.startswith("wildfire_kd.edge") and dep not in PURE_HELPERS:
+                problems.append(f"{module_name(path)} imports {dep}")
+        third_party = external_roots(path) - set(sys.stdlib_module_names)
+        problems += [f"{module_name(path)} imports {name}" for name in sorted(third_party - RUNTIME_PACKAGES)]
+    assert problems == [], "the camera runtime must stay torch-free and self-contained: " + "; ".join(problems)
+
+
+def test_the_pure_helpers_import_only_the_standard_library():
+    known = modules()
+    for name, file in PURE_HELPERS.items():
+        path = PACKAGE / file
+        assert internal_dependencies(path, known) <= set(PURE_HELPERS), name
+        assert external_roots(path) <= set(sys.stdlib_module_names), name
+
+
+def test_the_edge_requirements_are_what_the_edge_imports():
+    pinned = [line.split("==")[0] for line in (EDGE / "requirements.txt").read_text().splitlines() if "==" in line]
+    assert pinned == ["numpy", "onnxruntime", "opencv-python-headless"]  # cv2 is opencv-python-headless
+
+
+def test_the_edge_image_copies_the_edge_folder_and_the_helpers_it_imports():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    edge_stage = dockerfile[dockerfile.index("AS edge") :]
+    copies = " ".join(re.findall(r"^COPY .*?(?<!\\)$", edge_stage.replace("\\\n", " "), flags=re.M | re.S))
+    sources = set(re.findall(r"build/wildfire_kd/\S*", copies))
+    assert sources == {"build/wildfire_kd/edge", "build/wildfire_kd/edge/requirements.txt"} | {
+        f"build/wildfire_kd/{file}" for file in PURE_HELPERS.values()
+    }
+    assert 'ENTRYPOINT ["python3", "-m", "wildfire_kd.edge"]' in edge_stage
