@@ -80,6 +80,7 @@ RUN python3 -m venv /opt/edge/venv \
     && /opt/edge/venv/bin/pip uninstall -y pip setuptools
 # the edge package whole, and the pure helpers it imports (tests/test_edge_imports.py checks this list against the
 # imports): if it ever imports more (torch, yaml, pydantic), the edge container test fails
-COPY --chown=1000:1000 build/wildfire_kd/__init__.py build/wildfire_kd/errors.py build/wildfire_kd/layout.py \
+COPY --chown=1000:1000 build/wildfire_kd/__init__.py build/wildfire_kd/errors.py build/wildfire_kd/guard.py \
+    build/wildfire_kd/layout.py \
     /opt/edge/src/wildfire_kd/
 COPY --chown=1000:1000 build/wildfire_kd/edge /opt/edge/src/wildfire_kd/edge

@@ -69,7 +69,8 @@ def main() -> None:
 
     from wildfire_kd.edge.alarms import Confirmer
     from wildfire_kd.edge.model import CameraModel
-    from wildfire_kd.synth import SEQUENCE_TRUTH, synthesize_sequence
+    from wildfire_kd.layout import SEQUENCE_TRUTH
+    from wildfire_kd.synth import synthesize_sequence
 
     model = CameraModel(args.onnx)
     conf = model.default_conf if args.conf is None else args.conf

@@ -191,3 +191,43 @@ def exported(learnt_model, learnt_data, tmp_path_factory) -> Path:
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"report {out / 'export.json'}" in r.stdout
     return out
+
+
+def make_onnx(
+    path: Path,
+    detections: list[tuple[int, float, tuple[float, float, float, float]]],
+    imgsz: int = 64,
+    names: tuple[str, ...] = ("smoke", "fire"),
+    **metadata: object,
+) -> Path:
+    """A tiny ONNX model that always outputs ``detections`` (class, confidence, xyxy in letterboxed pixels), one
+    anchor each, with wildfire_kd metadata as `export` writes it (``metadata`` overrides keys): a camera model for
+    tests that need the runtime, not a network. Builds in milliseconds, no torch."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from wildfire_kd.edge.letterbox import INPUT_CONTRACT
+    from wildfire_kd.edge.metadata import write_onnx
+
+    rows = np.zeros((1, 4 + len(names), max(len(detections), 1)), dtype=np.float32)
+    for i, (cls, conf, (x1, y1, x2, y2)) in enumerate(detections):
+        rows[0, :4, i] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+        rows[0, 4 + cls, i] = conf
+    nodes = [  # output = constant + 0 * mean(input): the graph reads its input, the answer never changes
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["rows", "nothing"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "constant-detections",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, imgsz, imgsz])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(rows.shape))],
+        [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]), onnx.numpy_helper.from_array(rows, "rows")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    write_onnx(model, {"names": list(names), "imgsz": [imgsz, imgsz], "input": INPUT_CONTRACT, "variant": "fp32",
+                       **metadata})  # fmt: skip
+    onnx.save(model, str(path))
+    return path

@@ -245,7 +245,8 @@ def test_detect_uses_the_operating_point_shipped_in_the_file(exported, learnt_da
 
 
 def test_a_synthetic_sequence_raises_one_alarm_for_the_plume_and_none_for_transients(tmp_path):
-    from wildfire_kd.synth import SEQUENCE_TRUTH, synthesize_sequence
+    from wildfire_kd.layout import SEQUENCE_TRUTH
+    from wildfire_kd.synth import synthesize_sequence
 
     r = run_cli("synth", str(tmp_path / "seq"), "--sequence", "--frames", "30", "--seed", "4", "--imgsz", "96")
     assert r.returncode == 0, r.stderr

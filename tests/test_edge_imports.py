@@ -12,7 +12,12 @@ from import_graph import PACKAGE, external_roots, internal_dependencies, module_
 
 EDGE = PACKAGE / "edge"
 # wildfire_kd modules outside edge/ that the edge may import: constants and exception classes, stdlib only
-PURE_HELPERS = {"wildfire_kd": "__init__.py", "wildfire_kd.errors": "errors.py", "wildfire_kd.layout": "layout.py"}
+PURE_HELPERS = {
+    "wildfire_kd": "__init__.py",
+    "wildfire_kd.errors": "errors.py",
+    "wildfire_kd.guard": "guard.py",
+    "wildfire_kd.layout": "layout.py",
+}
 # what the edge image installs (edge/requirements.txt): the only third-party imports allowed under edge/
 RUNTIME_PACKAGES = {"numpy", "cv2", "onnxruntime"}
 

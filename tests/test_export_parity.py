@@ -152,3 +152,24 @@ def test_a_detection_that_survives_nms_by_an_iou_tie_is_borderline_not_a_differe
         np.array([strong, tied], dtype=np.float32), onnx, settings.model_copy(update={"nms_iou_tie": 0.0}), 0.75, 0.02
     )
     assert strict["unmatched"] == 1, "the margin is what makes it a tie"
+
+
+def test_an_int8_file_must_be_int8(exported, learnt_model, learnt_data, tmp_path):
+    """Op types that quantize nothing here are exit 2 naming the graph's own; a file whose metadata says int8 over
+    an fp32 graph fails parity (it passed before)."""
+    r = run_cli(
+        "export", *opts(weights=str(learnt_model), out=str(tmp_path / "e"), data=str(learnt_data)), "--int8",
+        "--set", "export.int8_op_types=[Gemm]", "--set", "export.int8_calibration_images=2",
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    message = r.stderr.strip().splitlines()[-1]
+    assert "int8 export quantized no node" in message and "Conv" in message and "Traceback" not in r.stderr
+    model = onnx.load(str(exported / "student.onnx"))
+    next(p for p in model.metadata_props if p.key == "wildfire_kd.variant").value = '"int8"'
+    onnx.save(model, str(tmp_path / "student_int8.onnx"))
+    shutil.copyfile(exported / "student.onnx", tmp_path / "student.onnx")
+    r = run_cli(
+        "parity", *opts(weights=str(learnt_model), onnx=str(tmp_path / "student_int8.onnx"), data=str(learnt_data))
+    )
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "metadata says int8 but the graph has no QuantizeLinear/DequantizeLinear node" in r.stderr

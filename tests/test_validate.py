@@ -184,6 +184,8 @@ def test_camera_figures_their_gates_and_an_unreadable_negative(learnt_model, lea
     negatives.mkdir()
     Image.new("RGB", (128, 128), (150, 170, 200)).save(negatives / "sky.jpg")
     (negatives / "broken.jpg").write_bytes(b"not an image")
+    cut = (learnt_data.parent / "images" / "val" / "val_00000.jpg").read_bytes()
+    (negatives / "cut.jpg").write_bytes(cut[: len(cut) // 2])  # a JPEG cut in half (was exit 3)
     # a frame with a plume, filed as smoke-free: whatever the model finds there is a false alarm
     labelled = next(p for p in sorted((learnt_data.parent / "labels" / "val").glob("*.txt")) if p.read_text().strip())
     shutil.copyfile(learnt_data.parent / "images" / "val" / f"{labelled.stem}.jpg", negatives / "plume.jpg")
@@ -205,7 +207,7 @@ def test_camera_figures_their_gates_and_an_unreadable_negative(learnt_model, lea
     background = sum(1 for p in (learnt_data.parent / "labels" / "val").glob("*.txt") if not p.read_text().strip())
     assert student["negative_frames"] == background + 2, "the split's unlabelled frames and the readable negatives"
     assert student["false_alarm_frames"] >= 1 and student["false_alarms_per_1000"] > 0
-    assert student["unreadable"] == [str(negatives / "broken.jpg")], "reported, not dropped silently"
+    assert student["unreadable"] == [str(negatives / "broken.jpg"), str(negatives / "cut.jpg")], "reported, not dropped"
     assert sum(b["objects"] for b in student["recall_by_size"].values()) > 0
     assert camera["recall_retention"]["medium"] in (1.0, None), "the same model on both sides"
     text = (tmp_path / "v" / "validation.md").read_text()

@@ -227,11 +227,13 @@ def synth(
         bool, typer.Option("--sequence", help="instead: one camera's frames, a growing plume and one-frame transients")
     ] = False,
     frames: Annotated[int, typer.Option(help="--sequence: number of frames")] = 40,
+    force: Annotated[bool, typer.Option(help="replace an earlier output of synth in OUT (nothing else)")] = False,
 ) -> None:
     """Write a deterministic synthetic smoke/fire dataset in YOLO format (or, --sequence, a camera's frames)."""
-    from .synth import SEQUENCE_TRUTH, synthesize, synthesize_sequence
+    from .layout import SEQUENCE_TRUTH
+    from .synth import synthesize, synthesize_sequence
 
-    class_list = [c.strip() for c in classes.split(",")] if classes else None
+    class_list = [c.strip() for c in classes.split(",")] if classes is not None else None
     given = {
         "classes": class_list,
         "train_images": train_images,
@@ -242,10 +244,10 @@ def synth(
     cfg = _load(config, set_, {f"synth.{key}": value for key, value in given.items()}).synth
     _writes_to(out, "OUT")
     if sequence:
-        folder = synthesize_sequence(out, frames=frames, imgsz=cfg.imgsz, seed=cfg.seed)
+        folder = synthesize_sequence(out, frames=frames, imgsz=cfg.imgsz, seed=cfg.seed, force=force)
         typer.echo(f"synth: wrote {frames} frames into {folder}; ground truth {out / SEQUENCE_TRUTH}")
         return
-    data_yaml = synthesize(out, cfg)
+    data_yaml = synthesize(out, cfg, force=force)
     typer.echo(f"synth: wrote {cfg.train_images} train + {cfg.val_images} val images; dataset {data_yaml}")
 
 
@@ -411,6 +413,8 @@ def detect(
         save_images=d.save_images,
         threads=d.threads,
     )
+    for warning in result.warnings:
+        typer.echo(f"detect: warning: {warning}", err=True)
     typer.echo(f"detect: {result.summary()}")
 
 

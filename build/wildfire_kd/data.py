@@ -139,9 +139,8 @@ def _jpeg_truncated(path: Path) -> bool:
         return f.read() != b"\xff\xd9"
 
 
-def _check_image(image: Path, problems: PreflightProblems, seen: dict[str, str]) -> None:
-    import hashlib
-
+def undecodable(image: Path) -> str | None:
+    """Why ``image`` does not decode whole (None when it does): every pixel is read, as training will."""
     from PIL import Image
 
     try:
@@ -149,8 +148,21 @@ def _check_image(image: Path, problems: PreflightProblems, seen: dict[str, str])
             im.verify()
         with Image.open(image) as im:
             im.load()  # verify() reads headers only: a JPEG cut in half passes it and fails here
-        data = image.read_bytes()
     except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _check_image(image: Path, problems: PreflightProblems, seen: dict[str, str]) -> None:
+    import hashlib
+
+    reason = undecodable(image)
+    if reason is not None:
+        problems.add("unreadable_image", f"{image} ({reason})", image)
+        return
+    try:
+        data = image.read_bytes()
+    except OSError as e:
         problems.add("unreadable_image", f"{image} ({type(e).__name__}: {e})", image)
         return
     digest = hashlib.sha256(data).hexdigest()
@@ -263,6 +275,21 @@ def split_images(path: str | Path, split: str) -> list[Path]:
             f"{source}: the {split} split is empty: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {where}"
         )
     return files
+
+
+def dataset_folders(path: str | Path) -> list[Path]:
+    """The folders a dataset keeps its images and labels in (each split's folder and its labels/ counterpart):
+    nothing wildfire-kd writes may land in them (guard.refuse_overwriting_inputs)."""
+    source = Path(path)
+    data, root = read_data_yaml(source)
+    folders: list[Path] = []
+    for split in ("train", "val", "test"):
+        raw = data.get(split)
+        for entry in raw if isinstance(raw, list) else [raw] if raw else []:
+            folder = Path(entry) if Path(entry).is_absolute() else root / entry
+            if folder.is_dir():
+                folders += [folder, label_path(folder / "x.jpg").parent]
+    return folders
 
 
 def check_class_names(teacher_names: Sequence[str], data_names: Sequence[str], teacher: str, data: str) -> None:

@@ -52,7 +52,7 @@ def run_demo(config: Config) -> DemoResult:
     if d.data:
         data = Path(d.data)
     else:
-        data = synthesize(out / "data", s)
+        data = synthesize(out / "data", s, force=True)  # the demo's own folder: written again, the same files
     teacher_run = out / "teacher"
     if (teacher_run / TRAIN_REPORT).is_file() and weights_file(teacher_run).is_file():
         teacher = TrainResult.load(teacher_run / TRAIN_REPORT)  # reuse

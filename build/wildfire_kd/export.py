@@ -17,9 +17,11 @@ from typing import Any
 
 from . import __version__
 from .config import ExportSettings
+from .data import dataset_folders, split_images
 from .edge import metadata as onnx_metadata
 from .edge.letterbox import INPUT_CONTRACT, letterbox
 from .errors import InputError, StageFailure
+from .guard import refuse_overwriting_inputs
 from .layout import EXPORT_DIR, EXPORT_REPORT, ONNX_FILES, RUN_CONFIG, VALIDATION_DIR, VALIDATION_JSON, WEIGHTS_DIR
 from .reports import atomic_file, git_commit, package_versions, write_json
 from .textfiles import read_yaml
@@ -186,6 +188,32 @@ class _Calibration:
         return None
 
 
+def quantized_nodes(graph) -> int:
+    """QuantizeLinear / DequantizeLinear nodes of a graph: what makes a QDQ file int8 at all."""
+    return sum(1 for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+
+
+def check_int8_op_types(op_types: list[str]) -> None:
+    """export.int8_op_types must name ONNX operators (case matters: 'Conv', not 'conv'); exit 2 naming the near
+    ones and the usual choices."""
+    import difflib
+
+    import onnx.defs
+
+    unknown = [op for op in op_types if not onnx.defs.has(op)]
+    if not unknown:
+        return
+    names = sorted({schema.name for schema in onnx.defs.get_all_schemas()})
+    near = {op: difflib.get_close_matches(op, names, n=1) or difflib.get_close_matches(op.capitalize(), names, n=1)
+            for op in unknown}  # fmt: skip
+    hints = ", ".join(f"{op!r} (did you mean {near[op][0]!r}?)" if near[op] else repr(op) for op in unknown)
+    raise InputError(
+        f"export.int8_op_types names no ONNX operator: {hints}; valid op types include "
+        f"{', '.join(ExportSettings.model_fields['int8_op_types'].default)} (the default) and the rest of the "
+        "ONNX operator set"
+    )
+
+
 def _toposort(graph) -> None:
     """Reorder nodes so each one follows the producers of its inputs (the ONNX spec; the checker enforces it)."""
     produced = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
@@ -252,6 +280,13 @@ def _int8(
             calibrate_method=method,
         )
         model = onnx.load(str(raw))
+    quantized = quantized_nodes(model.graph)
+    if not quantized:  # the metadata would say int8 over an fp32 graph
+        present = sorted({n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node})
+        raise InputError(
+            f"int8 export quantized no node: none of export.int8_op_types {list(settings.int8_op_types)} is "
+            f"quantized in this graph (its op types: {', '.join(present)}); set export.int8_op_types to some of them"
+        )
     onnx_metadata.write_onnx(
         model,
         {
@@ -339,6 +374,19 @@ def _traced_graph(weights: Path, settings: ExportSettings, imgsz: int, full_unpi
     return graph
 
 
+def _checked_settings(model, settings: ExportSettings, imgsz: int | None, calibration: object) -> int:
+    """The input size to export at (given, configured, else as trained), after the settings' own checks."""
+    trained_imgsz = int((model.args or {}).get("imgsz", 640)) if isinstance(model.args, dict) else 640
+    imgsz = imgsz or settings.imgsz or trained_imgsz
+    if imgsz % 32:
+        raise InputError(f"export imgsz {imgsz} is not a multiple of 32 (the model's largest stride)")
+    if settings.int8 and not calibration:
+        raise InputError("int8 export needs --data: its val images calibrate the activation ranges")
+    if settings.int8:
+        check_int8_op_types(list(settings.int8_op_types))
+    return imgsz
+
+
 def export(
     weights: str | Path | CheckedWeights,
     out: str | Path,
@@ -365,14 +413,11 @@ def export(
     )
     weights = Path(student.path)
     model = load_checked(student)
-    trained_imgsz = int((model.args or {}).get("imgsz", 640)) if isinstance(model.args, dict) else 640
-    imgsz = imgsz or settings.imgsz or trained_imgsz
-    if imgsz % 32:
-        raise InputError(f"export imgsz {imgsz} is not a multiple of 32 (the model's largest stride)")
-    if settings.int8 and not (data or calibration_images):
-        raise InputError("int8 export needs --data: its val images calibrate the activation ranges")
+    imgsz = _checked_settings(model, settings, imgsz, data or calibration_images)
     metadata = _metadata(model, student, imgsz, run_context(weights, validation_report, teacher_sha256))
     out = Path(out)
+    owned = [out / EXPORT_REPORT] + [out / name for name in ONNX_FILES.values()]
+    refuse_overwriting_inputs(owned, [weights, data], "--out", datasets=dataset_folders(data) if data else ())
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult(out_dir=str(out), weights=str(weights), imgsz=imgsz, metadata=metadata)
 
@@ -389,8 +434,6 @@ def export(
         _fp16(fp32, dst, tail, metadata)
         result.files.append(_describe(dst, "fp16", len(tail)))
     if settings.int8:
-        from .data import split_images
-
         dst = out / ONNX_FILES["int8"]
         images = calibration_images if calibration_images is not None else split_images(data, "val")
         _int8(fp32, dst, tail, metadata, images, imgsz, settings)

@@ -50,6 +50,10 @@ SHA256SUMS = "SHA256SUMS"
 # `demo`
 DEMO_REPORT = "demo.json"
 
+# `synth`
+SYNTH_MARKER = ".wildfire-kd-synth.json"  # what an output folder of `synth` holds: --force may replace it
+SEQUENCE_TRUTH = "truth.json"
+
 # `detect` (the camera runtime)
 DETECTIONS = "detections.jsonl"
 ALERTS = "alerts.jsonl"

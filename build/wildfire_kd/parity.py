@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from .config import ParitySettings, VariantTolerances
-from .data import split_images
+from .data import dataset_folders, split_images
 from .edge import metadata as onnx_metadata
 from .edge.boxes import box_iou, decode
 from .edge.letterbox import letterbox
 from .errors import InputError
-from .export import fp32_sibling
+from .export import fp32_sibling, quantized_nodes
+from .guard import refuse_overwriting_inputs
 from .layout import parity_report
 from .reports import package_versions, write_json
 from .ultralytics_env import prepare_ultralytics
@@ -336,6 +337,17 @@ def map50_drop(
     ]
 
 
+def _refuse_overwriting(report: Path, given: list, data: str | None) -> None:
+    datasets = dataset_folders(data) if data else ()
+    refuse_overwriting_inputs([report], [*given, data], "--out", datasets=datasets)
+
+
+def _metadata_imgsz(meta: dict[str, Any], onnx_path: str | Path) -> int:
+    if "imgsz" not in meta:
+        raise InputError(f"{onnx_path} has no wildfire_kd.imgsz metadata: pass --imgsz")
+    return onnx_metadata.imgsz_of(meta, onnx_path)
+
+
 def parity(
     weights: str | Path | CheckedWeights,
     onnx_path: str | Path,
@@ -352,28 +364,28 @@ def parity(
 ) -> ParityResult:
     """Compare ``onnx_path`` with ``weights``; writes parity.json (or parity_<variant>.json) into ``out``.
 
-    ``weights``: a .pt file (checked here against ``weights_sha256``) or one already checked. ``fp32_onnx``: the
-    fp32 file an fp16/int8 file's mAP50 is compared with; by default the export's own (``student.onnx`` beside it).
-    ``info``, ``known_map50``: the data's preflight and mAP50s already measured, when the caller has them."""
+    ``weights``: a .pt file (checked against ``weights_sha256``) or one already checked; ``fp32_onnx``: what an
+    fp16/int8 file's mAP50 is compared with (default: ``student.onnx`` beside it); ``info``, ``known_map50``: the
+    data's preflight and mAP50s already measured, when the caller has them."""
     prepare_ultralytics()
-    student = (
-        weights
-        if isinstance(weights, CheckedWeights)
-        else check_weights(weights, weights_sha256, "student", allow_unsafe_weights)
-    )
+    pin = (weights_sha256, "student", allow_unsafe_weights)
+    student = weights if isinstance(weights, CheckedWeights) else check_weights(weights, *pin)
     model = load_checked(student)
     onnx_model = load_onnx(onnx_path)
     meta = onnx_metadata.read_onnx(onnx_model, onnx_path)  # tells the size to compare at when --imgsz is not given
-    if not imgsz and "imgsz" not in meta:
-        raise InputError(f"{onnx_path} has no wildfire_kd.imgsz metadata: pass --imgsz")
-    imgsz = imgsz or onnx_metadata.imgsz_of(meta, onnx_path)
+    imgsz = imgsz or _metadata_imgsz(meta, onnx_path)
     session = open_session(onnx_path, imgsz, onnx_model)
     variant = meta.get("variant", "fp32")
+    if out is not None:
+        _refuse_overwriting(Path(out) / parity_report(variant), [student.path, onnx_path, fp32_onnx], data)
     tol = settings.for_variant(variant)
     problems = _metadata_problems(meta, model_class_names(model), imgsz, student)
+    if variant == "int8" and not quantized_nodes(onnx_model.graph):
+        problems.append(
+            f"{onnx_path}: its metadata says int8 but the graph has no QuantizeLinear/DequantizeLinear node"
+        )
 
-    val_images = info.images("val") if info is not None and "val" in info.files else None
-    tensors, counts = _inputs(data, settings, imgsz, val_images)
+    tensors, counts = _inputs(data, settings, imgsz, info.images("val") if info and "val" in info.files else None)
     ref, got = _run_both(model, session, tensors)
     if ref.shape != got.shape:
         raise InputError(f"{onnx_path}: output shape {got.shape} differs from the PyTorch model's {ref.shape}")

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, save_config
-from .data import DatasetInfo, label_path, preflight
+from .data import DatasetInfo, dataset_folders, label_path, preflight
 from .errors import GateFailure, InputError, StageFailure, WildfireKDError
+from .guard import refuse_overwriting_inputs
 from .layout import (
     BUILD_CONFIG,
     BUILD_REPORT,
@@ -120,6 +121,10 @@ class Build:
         """Check the dataset and the weights once, before any stage runs."""
         t = config.train
         info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
+        owned = [out / name for name in (TRAIN_DIR, VALIDATION_DIR, EXPORT_DIR, BUILD_REPORT, BUILD_CONFIG, MODEL_CARD)]
+        owned.append(out / SHA256SUMS)  # and OUT/train is cleared when its inputs change
+        given = [t.data, t.teacher, t.student if t.student.endswith(".pt") else None]
+        refuse_overwriting_inputs(owned, given, "--out", datasets=dataset_folders(t.data))
         teacher = check_weights(t.teacher, t.teacher_sha256, "teacher", t.allow_unsafe_weights)
         student = sha256_file(t.student) if Path(t.student).is_file() else t.student
         return cls(config, out, info, teacher, student, dataset_fingerprint(info))

@@ -6,6 +6,8 @@ distractors (tree crowns, rocks). Same arguments, same files.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import yaml
 
 from .config import SynthSettings
 from .errors import InputError
+from .layout import SEQUENCE_TRUTH, SYNTH_MARKER
 
 _SPLIT_IDS = {"train": 0, "val": 1}
 
@@ -145,7 +148,7 @@ def _small_plume(image, extra, size: int) -> tuple[float, float, float, float]:
     return (x1_ + x2_) / 2 / size, (y1_ + y2_) / 2 / size, (x2_ - x1_) / size, (y2_ - y1_) / size
 
 
-def synthesize(out: str | Path, settings: SynthSettings | None = None, **changes: Any) -> Path:
+def synthesize(out: str | Path, settings: SynthSettings | None = None, force: bool = False, **changes: Any) -> Path:
     """Write a deterministic synthetic smoke/fire dataset in YOLO format; returns its data.yaml.
 
     ``settings`` (default: ``SynthSettings()``, the config's ``synth`` section) with any of its keys changed by
@@ -156,14 +159,14 @@ def synthesize(out: str | Path, settings: SynthSettings | None = None, **changes
     smoke-free with a cloud bank, haze, sun glare or dust (the false alarms a camera network fears);
     ``small_plumes`` of the others also get a small, distant plume. Each frame draws these from its own extra
     random stream, so with both at 0 the files are those of earlier versions. Same arguments, same files.
+    ``out`` must be new or empty, or (with ``force``) an earlier output of `synth`, which is cleared first.
     """
     import numpy as np
 
     s = _settings(settings, changes)
     classes, max_objects, seed, imgsz = list(s.classes), s.max_objects, s.seed, s.imgsz
     root = Path(out)
-    if root.exists() and any(root.iterdir()) and not (root / "data.yaml").is_file():
-        raise InputError(f"{root} exists and is not a wildfire-kd synthetic dataset; choose an empty or new folder")
+    prepare_output(root, force, {"kind": "dataset", **s.model_dump()})
     for split, count in (("train", s.train_images), ("val", s.val_images)):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
@@ -202,7 +205,36 @@ def _settings(settings: SynthSettings | None, changes: dict[str, Any]) -> SynthS
         raise InputError(f"synthetic dataset settings: {problems}") from None
 
 
-SEQUENCE_TRUTH = "truth.json"
+_OLD_DATASET_HEADER = "# synthetic smoke/fire dataset written by `wildfire-kd synth`"  # before the marker file
+
+
+def _earlier_output(root: Path) -> bool:
+    """Is ``root`` a folder `synth` wrote (this version's marker, or an earlier version's own files)?"""
+    if (root / SYNTH_MARKER).is_file():
+        return True
+    data_yaml = root / "data.yaml"
+    if data_yaml.is_file() and data_yaml.read_text(encoding="utf-8", errors="replace").startswith(_OLD_DATASET_HEADER):
+        return True
+    return (root / SEQUENCE_TRUTH).is_file() and {p.name for p in root.iterdir()} <= {SEQUENCE_TRUTH, "frames"}
+
+
+def prepare_output(root: Path, force: bool, marker: dict[str, Any]) -> None:
+    """``root`` ready for a new output: new or empty; an earlier `synth` output is cleared with ``force`` only.
+    Anything else is refused (exit 2): synth never writes into a folder it did not make."""
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} is a file; pass a new or empty folder to synth")
+    if root.is_dir() and any(root.iterdir()):
+        if not _earlier_output(root):
+            raise InputError(
+                f"{root} is not empty and not an output of `wildfire-kd synth`; synth never writes into your files: "
+                "choose a new or empty folder"
+            )
+        if not force:
+            raise InputError(f"{root} holds an earlier output of `wildfire-kd synth`; pass --force to replace it")
+        for child in root.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / SYNTH_MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
 
 def _paint_transient(layer, kind: str, rng, w: int, h: int) -> tuple[float, float, float, float]:
@@ -217,6 +249,13 @@ def _paint_transient(layer, kind: str, rng, w: int, h: int) -> tuple[float, floa
     return cx - r, cy - r, cx + r, cy + r
 
 
+def _check_frames(frames: int, plume_start: int) -> None:
+    if not 0 <= plume_start < frames:
+        raise InputError(
+            f"--frames {frames}: the plume starts at frame {plume_start}: at least {plume_start + 1} frames"
+        )
+
+
 def synthesize_sequence(
     out: str | Path,
     frames: int = 40,
@@ -225,6 +264,7 @@ def synthesize_sequence(
     growth_frames: int = 15,
     distractors: int = 8,
     seed: int = 0,
+    force: bool = False,
 ) -> Path:
     """One camera's frames in time order, for temporal confirmation; returns the folder of frames.
 
@@ -233,14 +273,12 @@ def synthesize_sequence(
     cloud wisp painted like smoke (so a detector fires on it) or a sun glare. OUT/frames/frame_NNNNN.jpg, and
     OUT/truth.json: the plume's start and box per frame, each distractor's frame, kind and box (pixels, xyxy).
     """
-    import json
-
     import numpy as np
     from PIL import Image, ImageFilter
 
-    if not 0 <= plume_start < frames:
-        raise InputError(f"plume_start {plume_start} must be a frame of the sequence (0..{frames - 1})")
+    _check_frames(frames, plume_start)
     root = Path(out)
+    prepare_output(root, force, {"kind": "sequence", "frames": frames, "imgsz": imgsz, "seed": seed})
     (root / "frames").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 7])
     scene, horizon = _background(rng, imgsz)

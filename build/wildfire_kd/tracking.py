@@ -34,6 +34,37 @@ def check_available(loggers: list[str]) -> None:
             f"train.loggers asks for {', '.join(missing)}, but {' and '.join(PACKAGES[m] for m in missing)} "
             "is not installed: pip install 'wildfire-kd[tracking]' (or remove it from train.loggers)"
         )
+    if "mlflow" in loggers:
+        check_mlflow_server(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+SERVER_TIMEOUT_S = 5.0  # an MLflow server answers its API at once; a dead or wrong one must not hang a training
+
+
+def check_mlflow_server(uri: str | None) -> None:
+    """An http(s) MLFLOW_TRACKING_URI must be an MLflow server that answers now (exit 2 naming the variable), not
+    after the training it was to record: a closed port hung MLflow's own retries for minutes, a wrong URL failed
+    at the first epoch. Local stores (sqlite:, file:, a path) need no check."""
+    import json as json_module
+    import urllib.error
+    import urllib.request
+
+    if not uri or not uri.startswith(("http://", "https://")):
+        return
+    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    fix = "start the server, fix the URL, or unset MLFLOW_TRACKING_URI for the local database"
+    try:
+        with urllib.request.urlopen(probe, timeout=SERVER_TIMEOUT_S) as answer:
+            json_module.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            return  # a server that wants credentials: MLflow reads them from its own variables
+        raise InputError(
+            f"MLFLOW_TRACKING_URI={uri} answers HTTP {e.code} to MLflow's API: not an MLflow server; {fix}"
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise InputError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason}); {fix}") from None
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import SMOKE_CONFIG, invoke_cli, make_teacher  # noqa: E402
+from conftest import SMOKE_CONFIG, invoke_cli, make_onnx, make_teacher  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,54 @@ def _nothing(inp: Path) -> None:
     pass
 
 
+def _frames_in(rel: str) -> Callable[[Path], None]:
+    """A camera's folder of frames (copies of val images) at ``rel``."""
+
+    def damage(inp: Path) -> None:
+        (inp / rel).mkdir(parents=True)
+        for image in sorted((inp / "data" / "images" / "val").glob("*.jpg"))[:3]:
+            shutil.copyfile(image, inp / rel / image.name)
+
+    return damage
+
+
+def _onnx_metadata(key: str, text: str) -> Callable[[Path], None]:
+    """tiny.onnx with its wildfire_kd.<key> metadata replaced by ``text`` as stored (not JSON-encoded)."""
+
+    def damage(inp: Path) -> None:
+        import onnx
+
+        model = onnx.load(str(inp / "tiny.onnx"))
+        next(p for p in model.metadata_props if p.key == f"wildfire_kd.{key}").value = text
+        onnx.save(model, str(inp / "tiny.onnx"))
+
+    return damage
+
+
+def _users_dataset(inp: Path) -> None:
+    """The pristine data as a user's own dataset: not marked as written by synth."""
+    from wildfire_kd.layout import SYNTH_MARKER
+
+    (inp / "data" / SYNTH_MARKER).unlink()
+    (inp / "data" / "data.yaml").write_text("train: images/train\nval: images/val\nnames: {0: smoke, 1: fire}\n")
+
+
+def _unlabel_val(inp: Path) -> None:
+    for label in (inp / "data" / "labels" / "val").glob("*.txt"):
+        label.write_text("")
+
+
+def _teacher_into(rel: str) -> Callable[[Path], None]:
+    def damage(inp: Path) -> None:
+        (inp / rel).parent.mkdir(parents=True)
+        shutil.move(inp / "teacher.pt", inp / rel)
+
+    return damage
+
+
 TRAIN = ["train", "--config", "{config}", "--data", "{data}", "--teacher", "{teacher}", "--out", "{out}"]
+VALIDATE = ["validate", "--student", "{teacher}", "--teacher", "{teacher}", "--data", "{data}", "--out", "{out}"]
+EXPORT_INT8 = ["export", "--weights", "{teacher}", "--out", "{out}", "--int8", "--data", "{data}"]
 LBL0 = "data/labels/train/train_00000.txt"
 IMG0 = "data/images/train/train_00000.jpg"
 CASES = [
@@ -289,6 +336,117 @@ CASES = [
         2,
         ["student weights {inp}/teacher.pt have sha256"],
     ),
+    # --- round 3: nothing the user gave is overwritten; every entry point checks its values ---
+    Case(
+        "detect_annotated_copies_over_the_frames",
+        _frames_in("cam7/images"),
+        ["detect", "--onnx", "{inp}/tiny.onnx", "{inp}/cam7/images", "--out", "{inp}/cam7", "--save-images"],
+        2,
+        ["would be written over {inp}/cam7/images", "never overwrites an input"],
+    ),
+    Case(
+        "synth_into_a_dataset",
+        _users_dataset,
+        ["synth", "{inp}/data"],
+        2,
+        ["{inp}/data is not empty and not an output of `wildfire-kd synth`"],
+    ),
+    Case(
+        "synth_force_into_a_dataset",
+        _users_dataset,
+        ["synth", "{inp}/data", "--force"],
+        2,
+        ["{inp}/data is not empty and not an output of `wildfire-kd synth`"],
+    ),
+    Case("synth_empty_class_list", _nothing, ["synth", "{out}", "--classes", ""], 2, ["synth.classes", "got ['']"]),
+    Case(
+        "synth_sequence_shorter_than_its_plume",
+        _nothing,
+        ["synth", "{out}", "--sequence", "--frames", "5"],
+        2,
+        ["--frames 5", "at least 13 frames"],
+    ),
+    Case(
+        "detect_onnx_is_a_folder",
+        _nothing,
+        ["detect", "--onnx", "{inp}/data", "{inp}/data/images/val", "--out", "{out}"],
+        2,
+        ["{inp}/data is a folder, not a model file"],
+    ),
+    Case(
+        "onnx_imgsz_is_text",
+        _onnx_metadata("imgsz", '"big"'),
+        ["detect", "--onnx", "{inp}/tiny.onnx", "{inp}/data/images/val", "--out", "{out}"],
+        2,
+        ["{inp}/tiny.onnx: metadata wildfire_kd.imgsz is 'big'"],
+    ),
+    Case(
+        "onnx_metadata_not_json",
+        _onnx_metadata("names", "smoke, fire"),
+        ["detect", "--onnx", "{inp}/tiny.onnx", "{inp}/data/images/val", "--out", "{out}"],
+        2,
+        ["{inp}/tiny.onnx: metadata wildfire_kd.names is not JSON"],
+    ),
+    Case(
+        "negatives_folder_empty",
+        lambda inp: (inp / "empty").mkdir(),
+        [*VALIDATE, "--set", "validation.negatives={inp}/empty"],
+        2,
+        ["validation.negatives {inp}/empty: no images"],
+    ),
+    Case(
+        "negatives_folder_without_images",
+        _write("notes/readme.txt", "frames go here"),
+        [*VALIDATE, "--set", "validation.negatives={inp}/notes"],
+        2,
+        ["validation.negatives {inp}/notes: no images"],
+    ),
+    Case("val_split_without_labels", _unlabel_val, VALIDATE, 2, ["the val split has no labelled image"]),
+    Case(
+        "validate_out_inside_the_dataset",
+        _nothing,
+        [*VALIDATE[:-2], "--out", "{inp}/data/images/val"],
+        2,
+        ["is inside the dataset {inp}/data/images/val", "never writes into a dataset"],
+    ),
+    Case(
+        "train_out_inside_the_dataset",
+        _nothing,
+        [*TRAIN[:-2], "--out", "{inp}/data/labels/train"],
+        2,
+        ["is inside the dataset {inp}/data/labels/train"],
+    ),
+    Case(
+        "build_teacher_inside_the_folder_it_clears",
+        _teacher_into("build/train/weights/teacher.pt"),
+        [
+            "build",
+            "--config",
+            "{config}",
+            "--data",
+            "{data}",
+            "--teacher",
+            "{inp}/build/train/weights/teacher.pt",
+            "--out",
+            "{inp}/build",
+        ],
+        2,
+        ["{inp}/build/train would be written over {inp}/build/train/weights/teacher.pt"],
+    ),
+    Case(
+        "int8_op_type_unknown",
+        _nothing,
+        [*EXPORT_INT8, "--set", "export.int8_op_types=[Bogus]"],
+        2,
+        ["export.int8_op_types names no ONNX operator: 'Bogus'", "Conv, MatMul"],
+    ),
+    Case(
+        "int8_op_type_lowercase",
+        _nothing,
+        [*EXPORT_INT8, "--set", "export.int8_op_types=[conv]"],
+        2,
+        ["'conv' (did you mean 'Conv'?)"],
+    ),
 ]
 
 
@@ -301,6 +459,7 @@ def pristine(tmp_path_factory) -> Path:
     make_teacher(root / "teacher.pt", ["smoke", "fire"])
     shutil.copyfile(SMOKE_CONFIG, root / "config.yaml")
     (root / "x.onnx").write_bytes(b"not reached: the weights are refused first")
+    make_onnx(root / "tiny.onnx", [(0, 0.9, (8.0, 8.0, 40.0, 40.0))])
     return root
 
 
@@ -309,8 +468,8 @@ def _hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-def test_there_are_at_least_twenty_hostile_inputs():
-    assert len(CASES) >= 20 and len({c.id for c in CASES}) == len(CASES)
+def test_there_are_at_least_forty_hostile_inputs():
+    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config, save_config
-from ..data import DatasetInfo, check_class_names, preflight, write_preflight_report
+from ..data import DatasetInfo, check_class_names, dataset_folders, preflight, write_preflight_report
 from ..errors import InputError
+from ..guard import refuse_overwriting_inputs
 from ..layout import BATCH_LOG, LAST, PREFLIGHT, RUN_CONFIG, TRAIN_REPORT, VALIDATION_DIR, VALIDATION_JSON, weights_file
 from ..reports import write_json
 from ..ultralytics_env import prepare_ultralytics
@@ -148,6 +149,10 @@ def check_inputs(
         raise InputError("no dataset: pass --data path/to/data.yaml (or set train.data)")
     if info is None:
         info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
+    if resume_checkpoint is None:  # a new run folder, or with exist_ok an existing one written into
+        given = [t.teacher, t.student if t.student.endswith(".pt") else None] if t.exist_ok else []
+        flag = "--out (train.out / train.name)"
+        refuse_overwriting_inputs([Path(t.out) / t.name], given, flag, datasets=dataset_folders(t.data))
     if t.loggers:
         from ..tracking import check_available
 

@@ -47,6 +47,8 @@ class Confirmer:
     def __post_init__(self) -> None:
         if not 1 <= self.k <= self.n:
             raise InputError(f"temporal confirmation needs 1 <= k <= n, got k={self.k}, n={self.n}")
+        if not 0.0 < self.iou <= 1.0:  # NaN fails this too
+            raise InputError(f"alarm IoU {self.iou}: the overlap that makes two detections one object is in (0, 1]")
         self._window = deque(maxlen=self.n)
 
     def _overlaps(self, d: Detection, others: list[Detection]) -> bool:

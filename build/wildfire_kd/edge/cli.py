@@ -60,5 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return INTERNAL_ERROR_EXIT
+    for warning in result.warnings:
+        print(f"wildfire-kd-edge: warning: {warning}", file=sys.stderr)
     print(f"detect: {result.summary()}")
     return 0

@@ -13,10 +13,11 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
+from ..guard import refuse_overwriting_inputs
 from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS
 from .alarms import Confirmer
 from .boxes import DEFAULT_IOU
@@ -35,33 +36,68 @@ class DetectResult:
     alarms: int = 0
     conf: float = 0.0
     seconds: float = 0.0
+    cameras: int = 0  # --sequence: camera folders, each confirmed on its own
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         bad = f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""
         alarms = f", {self.alarms} alarm(s)" if self.alarms else ""
+        cameras = f" from {self.cameras} camera(s)" if self.cameras > 1 else ""
         return (
-            f"{self.images} image(s){bad}, {self.detections} detection(s) at conf {self.conf:g}{alarms}, "
+            f"{self.images} image(s){bad}{cameras}, {self.detections} detection(s) at conf {self.conf:g}{alarms}, "
             f"{self.seconds:.1f}s; {Path(self.out_dir) / DETECTIONS}"
         )
 
 
-def expand_sources(sources: list[str]) -> list[Path]:
+def expand_sources(sources: list[str], skip: Path | None = None) -> list[Path]:
     """Image files, folders (their images, recursively) and globs -> files in a stable order (name order per
-    source, which is time order for frames named by time stamp or counter)."""
+    source, which is time order for frames named by time stamp or counter). A file named twice is taken once.
+    Files a folder or glob would bring in from under ``skip`` (detect's own annotated copies from an earlier run)
+    are left out; a source named inside ``skip`` itself stays in, for the no-overwrite check to refuse."""
+    skipped = skip.resolve() if skip is not None else None
+
+    def ours(p: Path) -> bool:
+        return skipped is not None and skipped in p.resolve().parents
+
     files: list[Path] = []
     for source in sources:
         path = Path(source)
+        found: list[Path]
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         elif path.exists():
-            files.append(path)
+            found = [path]
         elif matches := sorted(glob.glob(source, recursive=True)):
-            files += [Path(m) for m in matches if Path(m).is_file()]
+            found = [Path(m) for m in matches if Path(m).is_file()]
         else:
             raise InputError(f"{source}: no such image, folder or glob match")
-    if not files:
+        named_inside = ours(path / "x") if path.is_dir() else ours(path)
+        files += found if named_inside else [p for p in found if not ours(p)]
+    seen: set[Path] = set()
+    unique = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+    if not unique:
         raise InputError(f"no images under {', '.join(sources)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files
+    return unique
+
+
+def check_thresholds(conf: float | None, iou: float, threads: int | None) -> None:
+    """The values both entry points take (`wildfire-kd detect`, `wildfire-kd-edge`), checked in one place: a
+    confidence outside 0..1 (or NaN) is a blind or deaf camera, an NMS IoU outside 0..1 keeps duplicates or breaks
+    OpenCV's NMS."""
+    if conf is not None and not 0.0 <= conf <= 1.0:
+        raise InputError(f"--conf {conf}: a confidence threshold is between 0 and 1 (default: the model's own)")
+    if not 0.0 <= iou <= 1.0:
+        raise InputError(f"--iou {iou}: the NMS IoU threshold is between 0 and 1, e.g. 0.7")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads {threads}: at least 1 (or leave it out for the runtime's default)")
+
+
+def cameras_of(files: list[Path]) -> dict[Path, list[Path]]:
+    """Frames grouped by camera: the folder each frame lies in, frames in name (time) order within it."""
+    cameras: dict[Path, list[Path]] = {}
+    for f in files:
+        cameras.setdefault(f.parent, []).append(f)
+    return {camera: sorted(frames, key=lambda p: p.name) for camera, frames in cameras.items()}
 
 
 def annotated_names(files: list[Path]) -> dict[Path, Path]:
@@ -110,45 +146,76 @@ def detect(
     save_images: bool = False,
     threads: int | None = None,
 ) -> DetectResult:
-    """Run ``model_path`` over ``sources``; ``conf`` None = the operating point shipped in the file."""
-    import cv2
-
-    model = CameraModel(model_path, threads=threads)
-    files = expand_sources(sources)
+    """Run ``model_path`` over ``sources``; ``conf`` None = the operating point shipped in the file. With
+    ``sequence`` each folder of frames is one camera, confirmed on its own (a copy of ``confirmer`` per camera)."""
+    check_thresholds(conf, iou, threads)
     out = Path(out)
+    files = expand_sources(sources, skip=out / ANNOTATED_DIR)
+    owned = [out / DETECTIONS, out / ALERTS] + ([out / ANNOTATED_DIR] if save_images else [])
+    refuse_overwriting_inputs(owned, [*files, model_path])
+    model = CameraModel(model_path, threads=threads)
     _prepare_out(out, save_images)
-    copies = annotated_names(files) if save_images else {}
-    confirmer = (confirmer or Confirmer()) if sequence else None
     result = DetectResult(str(out), conf=model.default_conf if conf is None else conf)
     start = time.perf_counter()
     with (
         open(out / DETECTIONS, "w", encoding="utf-8") as log,
         open(out / ALERTS, "w", encoding="utf-8") if sequence else contextlib.nullcontext() as alerts,
     ):
-        for i, path in enumerate(files, 1):
-            image = cv2.imread(str(path))  # None for a file OpenCV cannot decode
-            if image is None:
-                result.unreadable.append(str(path))
-                log.write(json.dumps({"file": str(path), "error": "unreadable image (OpenCV could not decode it)"}))
-                log.write("\n")
-                _progress(i, len(files))
-                continue
-            detections = model.detect(image, conf=result.conf, iou=iou)
-            result.images += 1
-            result.detections += len(detections)
-            h, w = image.shape[:2]
-            row = {"file": str(path), "width": w, "height": h, "detections": [d.to_dict() for d in detections]}
-            log.write(json.dumps(row) + "\n")
-            raised = confirmer.update(str(path), detections) if confirmer else []
-            for alarm in raised:
-                alerts.write(json.dumps(alarm.to_dict()) + "\n")
-            result.alarms += len(raised)
-            if save_images:
-                target = out / ANNOTATED_DIR / copies[path]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(target), _annotate(image, detections, bool(raised)))
-            _progress(i, len(files))
+        run = _Run(model, result, iou, log, alerts, out if save_images else None, annotated_names(files))
+        if sequence:
+            cameras = cameras_of(files)
+            result.cameras = len(cameras)
+            for camera, frames in cameras.items():
+                run.camera(camera, frames, replace(confirmer or Confirmer()))
+        else:
+            run.camera(None, files, None)
     result.seconds = time.perf_counter() - start
     if result.images == 0:
         raise InputError(f"none of the {len(files)} image(s) could be read: {', '.join(result.unreadable[:5])}")
     return result
+
+
+class _Run:
+    """One detect run's frames through the model, the log, the alarms and the annotated copies."""
+
+    def __init__(self, model: CameraModel, result: DetectResult, iou: float, log, alerts, annotate_into, copies):
+        self.model, self.result, self.iou, self.log, self.alerts = model, result, iou, log, alerts
+        self.annotate_into, self.copies, self.done, self.total = annotate_into, copies, 0, len(copies)
+
+    def _write(self, stream, row: dict) -> None:
+        stream.write(json.dumps(row) + "\n")
+
+    def camera(self, camera: Path | None, frames: list[Path], confirmer: Confirmer | None) -> None:
+        """Frames of one camera in time order (``confirmer`` None: single images, no alarms)."""
+        import cv2
+
+        size = None
+        for path in frames:
+            self.done += 1
+            _progress(self.done, self.total)
+            image = cv2.imread(str(path))  # None for a file OpenCV cannot decode
+            if image is None:
+                self.result.unreadable.append(str(path))
+                self._write(self.log, {"file": str(path), "error": "unreadable image (OpenCV could not decode it)"})
+                continue
+            h, w = image.shape[:2]
+            if confirmer is not None and size not in (None, (w, h)):  # another view: boxes no longer line up
+                self.result.warnings.append(
+                    f"{camera}: frame {path.name} is {w}x{h}, earlier frames {size[0]}x"
+                    f"{size[1]}; alarm confirmation starts again from this frame"
+                )
+                confirmer = replace(confirmer)
+            size = (w, h)
+            detections = self.model.detect(image, conf=self.result.conf, iou=self.iou)
+            self.result.images += 1
+            self.result.detections += len(detections)
+            row = {"file": str(path), "width": w, "height": h, "detections": [d.to_dict() for d in detections]}
+            self._write(self.log, row)
+            raised = confirmer.update(str(path), detections) if confirmer else []
+            for alarm in raised:
+                self._write(self.alerts, {"camera": str(camera), **alarm.to_dict()})
+            self.result.alarms += len(raised)
+            if self.annotate_into is not None:
+                target = self.annotate_into / ANNOTATED_DIR / self.copies[path]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(target), _annotate(image, detections, bool(raised)))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ValidateSettings
-from ..data import DatasetInfo, label_path
+from ..data import DatasetInfo, label_path, undecodable
 from ..edge.figures import BUCKETS, Box, camera_figures
 from ..edge.letterbox import IMAGE_SUFFIXES
 from ..errors import InputError
@@ -30,17 +30,22 @@ def ground_truth(frames: list[Path]) -> dict[str, list[Box]]:
 
 
 def negative_frames(folder: str | None) -> tuple[list[str], list[str]]:
-    """(readable, unreadable) smoke-free frames of ``validation.negatives`` (an unreadable one is reported)."""
-    import cv2
-
+    """(readable, unreadable) smoke-free frames of ``validation.negatives``: each decoded whole, as the preflight
+    does; an unreadable one is reported, never dropped silently. A folder without images is bad input."""
     if not folder:
         return [], []
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"validation.negatives {root}: not a folder of smoke-free frames")
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise InputError(
+            f"validation.negatives {root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it; "
+            "give a folder of smoke-free frames, or leave the key unset"
+        )
     readable, unreadable = [], []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        (readable if cv2.imread(str(path)) is not None else unreadable).append(str(path))
+    for path in images:
+        (readable if undecodable(path) is None else unreadable).append(str(path))
     return readable, unreadable
 
 
@@ -51,25 +56,30 @@ def both_models(
     imgsz: int,
     device: str,
     point: dict[str, Any] | None,
+    negatives_folder: tuple[list[str], list[str]],
 ) -> dict[str, Any]:
     """Both models' false alarms and recall by size at the student's operating point (else agreement_conf).
 
-    ``yolos``: role -> a loaded ultralytics YOLO. Images the preflight found a problem in (and tolerated) are
-    skipped here as training skipped them, and listed."""
+    ``yolos``: role -> a loaded ultralytics YOLO; ``negatives_folder``: :func:`negative_frames` of
+    validation.negatives. Images the preflight found a problem in (and tolerated) are skipped here as training
+    skipped them, and listed."""
     conf = point["conf"] if point and point.get("conf") is not None else settings.agreement_conf
     frames = info.usable(settings.split)
     truths = ground_truth(frames)
     negatives = {f for f, objects in truths.items() if not objects}
-    extra, unreadable = negative_frames(settings.negatives)
+    extra, unreadable = negatives_folder
     negatives |= set(extra)
     scored = [str(f) for f in frames] + extra
     report: dict[str, Any] = {"conf": conf, "small_area": settings.small_area, "large_area": settings.large_area}
     for role in ("student", "teacher"):
         predictions = {}
         for frame in scored:
-            r = yolos[role].predict(
+            results = yolos[role].predict(
                 frame, imgsz=imgsz, conf=conf, iou=settings.iou, device=device or None, verbose=False
-            )[0]
+            )
+            if not results:  # ultralytics could not read it after all: reported with the unreadable ones
+                raise InputError(f"{frame}: ultralytics cannot read this image; remove or replace it")
+            r = results[0]
             predictions[frame] = [(int(c), *map(float, b)) for c, b in zip(r.boxes.cls, r.boxes.xyxyn, strict=True)]
         report[role] = camera_figures(
             predictions, truths, negatives, conf, settings.small_area, settings.large_area, unreadable=unreadable

@@ -13,9 +13,10 @@ import tempfile
 from pathlib import Path
 
 from ..config import Config, ValidateSettings
-from ..data import DatasetInfo, check_class_names, mirror, preflight
+from ..data import DatasetInfo, check_class_names, dataset_folders, mirror, preflight
 from ..errors import InputError
-from ..layout import VALIDATION_JSON
+from ..guard import refuse_overwriting_inputs
+from ..layout import VALIDATION_JSON, VALIDATION_MD, VALIDATION_PNG
 from ..reports import package_versions, write_json
 from ..ultralytics_env import prepare_ultralytics
 from ..weights import CheckedWeights, check_weights, load_yolo, model_class_names, sha256_file
@@ -75,6 +76,12 @@ def validate(
     prepare_ultralytics()
     if settings.split not in info.splits:
         raise InputError(f"{data}: the preflight did not check the {settings.split} split that validation scores")
+    if not info.splits[settings.split].labelled_images:
+        raise InputError(
+            f"{data}: the {settings.split} split has no labelled image, so there is nothing to score student and "
+            f"teacher on; label some of its images, or choose another validation.split"
+        )
+    negatives = camera_figures.negative_frames(settings.negatives)  # a bad folder: exit 2 before any work
     yolos = {"student": load_yolo(student), "teacher": load_yolo(teacher)}  # each file unpickled once
     check_class_names(model_class_names(yolos["teacher"].model), info.names, teacher.path, data)
     student_names = model_class_names(yolos["student"].model)
@@ -84,14 +91,20 @@ def validate(
             "(validate a student trained on this dataset)"
         )
     out = Path(out)
+    owned = [out / VALIDATION_JSON, out / VALIDATION_MD, out / VALIDATION_PNG]
+    given = [student.path, teacher.path, data, settings.negatives]
+    refuse_overwriting_inputs(owned, given, "--out", datasets=dataset_folders(data))
     out.mkdir(parents=True, exist_ok=True)
-    result = _evaluate(yolos, {"student": student, "teacher": teacher}, data, settings, out, imgsz, device, info)
+    checked = {"student": student, "teacher": teacher}
+    result = _evaluate(yolos, checked, data, settings, out, imgsz, device, info, negatives)
     write_json(out / VALIDATION_JSON, result.to_dict())
     report.write(result, out, data, settings, imgsz)
     return result
 
 
-def _evaluate(yolos, checked, data: str, settings: ValidateSettings, out: Path, imgsz: int, device: str, info):
+def _evaluate(
+    yolos, checked, data: str, settings: ValidateSettings, out: Path, imgsz: int, device: str, info, negatives
+):
     from ultralytics.utils.torch_utils import select_device
 
     torch_device = select_device(device or "", verbose=False)
@@ -110,7 +123,7 @@ def _evaluate(yolos, checked, data: str, settings: ValidateSettings, out: Path, 
         args = (mirrored, settings, imgsz, device, work)
         agreement = metrics.teacher_agreement(yolos["student"].model, yolos["teacher"].model, *args)
         point = metrics.operating_point(boxes["student"], boxes["teacher"], settings)
-        camera = camera_figures.both_models(yolos, info, settings, imgsz, device, point)
+        camera = camera_figures.both_models(yolos, info, settings, imgsz, device, point, negatives)
     t, s = figures["teacher"], figures["student"]
     retention = {k: ratio(getattr(s, k), getattr(t, k)) for k in ACCURACY}
     checked_gates = gates(settings, s, retention, agreement, camera)
