@@ -26,18 +26,16 @@ def refuse_overwriting_inputs(
 ) -> None:
     """Exit 2 when an input is, or lies inside, something the command owns; or something it owns lies inside a
     dataset's folder (a dataset is never written to). Paths are compared resolved (links, ``..``)."""
-    mine = [Path(p).resolve() for p in owned]
-    for given in (Path(p).resolve() for p in inputs if p is not None):
-        for path in mine:
-            if _within(given, path):
-                raise InputError(
-                    f"{flag}: {path} would be written over {given}, which you gave as an input; "
-                    f"wildfire-kd never overwrites an input: choose another {flag}"
-                )
-    for root in (Path(p).resolve() for p in datasets if p is not None):
-        for path in mine:
-            if _within(path, root):
-                raise InputError(
-                    f"{flag}: {path} is inside the dataset {root}, and wildfire-kd never writes into a dataset: "
-                    f"choose a {flag} outside it"
-                )
+    given = [Path(p).resolve() for p in inputs if p is not None]
+    roots = [Path(p).resolve() for p in datasets if p is not None]
+    for path in (Path(p).resolve() for p in owned):
+        if overwritten := next((g for g in given if _within(g, path)), None):
+            raise InputError(
+                f"{flag}: {path} would be written over {overwritten}, which you gave as an input; "
+                f"wildfire-kd never overwrites an input: choose another {flag}"
+            )
+        if dataset := next((r for r in roots if _within(path, r)), None):
+            raise InputError(
+                f"{flag}: {path} is inside the dataset {dataset}, and wildfire-kd never writes into a dataset: "
+                f"choose a {flag} outside it"
+            )
