@@ -1,130 +1,148 @@
-"""Temporal confirmation: false alarms against delay, on synthetic camera sequences with one-frame transients.
+"""Alarm rules, masks and resolution on tower-camera sequences: minutes to detection and false alarms per camera-day.
 
-    .venv/bin/python benchmarks/alarm_tradeoff.py --onnx runs/demo/build/export/student.onnx --out runs/alarms
+    .venv/bin/python benchmarks/alarm_tradeoff.py --weights runs/demo/build/train/weights/best.pt --out runs/alarms
 
-Each sequence (`wildfire-kd synth --sequence`) is one camera: a plume that appears at frame 12 and grows, and 8
-single frames with a transient (a smoke-like cloud wisp or a sun glare). The model runs once per frame; the
-detections are then replayed through `Confirmer` for each (k, n): an alarm is true when it overlaps the plume in
-a frame where the plume is there, false otherwise. Reported per (k, n): false alarms per 100 frames, plumes
-alarmed, and the delay from the plume's first frame to its first alarm (frames). Writes RESULTS.md and
-results.json into --out.
+Sequences: `wildfire-kd synth --sequence` (every other one a fire a few pixels wide at onset, the others a cloud,
+haze, a fog bank or a low sun that persists; a lens vignette and a mast in every view), unless --sequences names a
+folder. The student is exported at each --imgsz (and run with --tiles over its first size); every frame goes through
+the camera path once per setting (CameraModel, the camera's mask), and the alarm rules are replayed over those
+detections (edge/sequence_figures.py): fixed rules beside the one `validate` would choose within --budget false
+alarms per camera-day. Reported per setting and rule: fire sequences found, median minutes from onset to the alarm,
+false alarms per camera-day, sequence precision / F1 / false-positive rate; per resolution the recall of the plume in
+its first --small-minutes (when it is small) and the inference cost per frame. Writes RESULTS.md and results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from wildfire_kd.reports import write_markdown
 
-GRID = [(1, 1), (2, 2), (2, 3), (3, 5), (4, 6), (5, 8)]
+FIXED_RULES = {
+    "count 1 of 1": {"mode": "count", "n": 1, "k": 1},
+    "count 2 of 3": {"mode": "count", "n": 3, "k": 2},
+    "count 3 of 5 (default)": {"mode": "count", "n": 5, "k": 3},
+    "count 5 of 8": {"mode": "count", "n": 8, "k": 5},
+    "score: mean 0.25 over 5, floor 0.1 (Pyronear-like)": {"mode": "score", "n": 5, "threshold": 1.25, "floor": 0.1},
+    "score: mean 0.25 over 8, floor 0.1": {"mode": "score", "n": 8, "threshold": 2.0, "floor": 0.1},
+}
 
 
-def _sequence_detections(model, frames: list[Path], conf: float) -> list[list]:
-    import cv2
+def _export(weights: str, imgsz: int, out: Path) -> Path:
+    command = [sys.executable, "-m", "wildfire_kd.cli", "export", "--weights", weights, "--imgsz", str(imgsz)]
+    subprocess.run([*command, "--out", str(out)], check=True, capture_output=True)
+    return out / "student.onnx"
 
-    return [model.detect(cv2.imread(str(f)), conf=conf) for f in frames]
 
-
-def _score(alarms, truth: dict, frames: list[Path]) -> dict:
+def _small_recall(sequences, found, minutes: float) -> float | None:
+    """Frames within ``minutes`` of onset in which a detection touches the plume, over all such frames."""
     import numpy as np
 
     from wildfire_kd.edge.boxes import box_iou
 
-    plume = truth["plume"]
-    true_frames, false = [], 0
-    for a in alarms:
-        box = plume["boxes"].get(a.frame)
-        if box is not None and box_iou(np.array([a.detection.box]), np.array([box]))[0, 0] >= 0.1:
-            true_frames.append(a.frame)
-        else:
-            false += 1
-    names = [f.name for f in frames]
-    start = plume["start"]
-    delay = names.index(true_frames[0]) - start if true_frames else None
-    return {"false_alarms": false, "alarmed": bool(true_frames), "delay": delay}
+    hits = total = 0
+    for s in sequences:
+        for frame, dets in zip(s.frames, found[s.name], strict=True):
+            if frame.smoke and frame.box and frame.time - s.onset < minutes * 60:
+                total += 1
+                boxes = np.array([d.box for d in dets or []]).reshape(-1, 4)
+                hits += bool(len(boxes) and (box_iou(boxes, np.array([frame.box])) > 0).any())
+    return hits / total if total else None
 
 
-def _row(key: str, r: dict, sequences: int) -> str:
-    def frames(v: int | None) -> str:
-        return "–" if v is None else str(v)
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _figures_row(name: str, f) -> str:
+    def v(x, spec=".3f"):
+        return "–" if x is None else f"{x:{spec}}"
 
     return (
-        f"| {key} | {r['false_alarms_per_100_frames']:.2f} | {r['plumes_alarmed']}/{sequences} | "
-        f"{frames(r['median_delay_frames'])} | {frames(r['max_delay_frames'])} |"
+        f"| {name} | {f.true_positives}/{f.positives} | {v(f.median_minutes_to_detection, '.1f')} | "
+        f"{v(f.false_alarms_per_camera_day, '.2f')} | {v(f.precision)} | {v(f.f1)} | {v(f.false_positive_rate)} |"
     )
+
+
+def _setting(label, model, sequences, args, tiles=1, masks=True) -> tuple[list[str], dict]:
+    from wildfire_kd.edge.alarms import AlarmRule
+    from wildfire_kd.edge.sequence_figures import choose_rule, detections_of, figures
+
+    start = time.perf_counter()
+    found = detections_of(model, sequences, conf=args.floor, iou=0.7, tiles=tiles, masks=masks)
+    per_frame_ms = 1000 * (time.perf_counter() - start) / sum(len(s.frames) for s in sequences)
+    rows, results = (
+        [],
+        {"ms_per_frame": per_frame_ms, "small_recall": _small_recall(sequences, found, args.small_minutes)},
+    )
+    conf = model.default_conf
+    for name, fields in FIXED_RULES.items():
+        rule = AlarmRule(**{"floor": conf, **fields})
+        f = figures(sequences, found, rule)
+        rows.append(_figures_row(f"{label} · {name}", f))
+        results[name] = f.to_dict()
+    rule, f = choose_rule(sequences, found, args.budget, args.floor)
+    rows.append(_figures_row(f"{label} · **chosen: {rule.describe()}**", f))
+    results["chosen"] = f.to_dict()
+    return rows, results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx", required=True, help="student.onnx trained on the synthetic painter's images")
+    parser.add_argument("--weights", required=True, help="the student .pt (e.g. a build's train/weights/best.pt)")
     parser.add_argument("--out", type=Path, default=Path("runs/alarms"))
-    parser.add_argument("--sequences", type=int, default=10)
+    parser.add_argument("--sequences", type=Path, default=None, help="a folder of sequences (default: synthesize)")
+    parser.add_argument("--count", type=int, default=12, help="synthetic sequences (half of them fires)")
     parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--imgsz", type=int, default=160, help="frame size (the synthetic dataset's)")
-    parser.add_argument("--conf", type=float, default=None, help="default: the model's operating point")
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--imgsz", type=int, nargs="+", default=[640, 1024])
+    parser.add_argument("--tiles", type=int, default=3, help="tiles along the longer side, at the first --imgsz")
+    parser.add_argument("--budget", type=float, default=1.0, help="false alarms per camera-day for the chosen rule")
+    parser.add_argument("--floor", type=float, default=0.05, help="the lowest per-frame confidence a rule may see")
+    parser.add_argument("--small-minutes", type=float, default=10.0, help="a plume counts as small this long")
     args = parser.parse_args()
-
-    from wildfire_kd.edge.alarms import Confirmer
     from wildfire_kd.edge.model import CameraModel
-    from wildfire_kd.layout import SEQUENCE_TRUTH
-    from wildfire_kd.synth import synthesize_sequence
+    from wildfire_kd.edge.sequences import load_sequences
 
-    model = CameraModel(args.onnx)
-    conf = model.default_conf if args.conf is None else args.conf
-    runs = []
-    for seed in range(args.sequences):
-        folder = synthesize_sequence(args.out / f"seq{seed}", frames=args.frames, imgsz=args.imgsz, seed=seed)
-        frames = sorted(folder.glob("*.jpg"))
-        truth = json.loads((folder.parent / SEQUENCE_TRUTH).read_text())
-        runs.append((frames, truth, _sequence_detections(model, frames, conf)))
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    folder = args.sequences
+    if folder is None:
+        from wildfire_kd.synth_sequences import synthesize_sequences
 
-    rows = {}
-    for k, n in GRID:
-        scores = []
-        for frames, truth, detections in runs:
-            confirmer, alarms = Confirmer(k=k, n=n), []
-            for frame, dets in zip(frames, detections, strict=True):
-                alarms += confirmer.update(frame.name, dets)
-            scores.append(_score(alarms, truth, frames))
-        delays = [s["delay"] for s in scores if s["delay"] is not None]
-        total_frames = args.sequences * args.frames
-        rows[f"{k}/{n}"] = {
-            "false_alarms_per_100_frames": 100 * sum(s["false_alarms"] for s in scores) / total_frames,
-            "plumes_alarmed": sum(s["alarmed"] for s in scores),
-            "median_delay_frames": statistics.median(delays) if delays else None,
-            "max_delay_frames": max(delays) if delays else None,
-        }
-    transient_frames = sum(len(t["distractors"]) for _, t, _ in runs)
-    fooled = sum(
-        1
-        for frames, t, dets in runs
-        for f, d in zip(frames, dets, strict=True)
-        if f.name in t["distractors"] and f.name not in t["plume"]["boxes"] and d
-    )
-    report = {
-        "onnx": args.onnx,
-        "conf": conf,
-        "sequences": args.sequences,
-        "frames": args.frames,
-        "rows": rows,
-        "transient_frames": transient_frames,
-        "transient_frames_with_a_detection": fooled,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+        folder = out / "sequences"
+        synthesize_sequences(folder, args.count, args.frames, args.width, force=True)
+    sequences = load_sequences(folder)
+    models = {size: CameraModel(_export(args.weights, size, out / f"export-{size}")) for size in args.imgsz}
+    first = args.imgsz[0]
+    settings = [(f"{size} px", models[size], 1, True) for size in args.imgsz]
+    settings += [(f"{first} px, {args.tiles} tiles", models[first], args.tiles, True)]
+    settings += [(f"{first} px, no masks", models[first], 1, False)]
+    rows, results = [], {}
+    for label, model, tiles, masks in settings:
+        print(f"{label} ...", flush=True)
+        setting_rows, results[label] = _setting(label, model, sequences, args, tiles, masks)
+        rows += setting_rows
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    positives = sum(s.positive for s in sequences)
+    cost = [f"| {label} | {r['ms_per_frame']:.0f} | {_share(r['small_recall'])} |" for label, r in results.items()]
     lines = [
-        f"`{args.onnx}` at conf {conf:g}; {args.sequences} sequences of {args.frames} frames ({args.imgsz} px), "
-        f"a plume from frame 12; {fooled} of the {transient_frames} frames with a transient got a detection without "
-        "a plume.",
+        f"# Alarms on {len(sequences)} sequences ({positives} fires), {args.width} px frames",
         "",
-        "| k of n | false alarms / 100 frames | plumes alarmed | median delay (frames) | worst delay |",
-        "|---|---:|---:|---:|---:|",
+        "| setting · rule | fires found | median minutes to alarm | false alarms / camera-day | precision | F1 | FPR |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"| setting | ms per frame (read, infer, mask) | plume seen in its first {args.small_minutes:g} minutes |",
+        "|---|---:|---:|",
+        *cost,
     ]
-    lines += [_row(key, r, args.sequences) for key, r in rows.items()]
-    print(write_markdown(args.out / "RESULTS.md", lines))
+    print(write_markdown(out / "RESULTS.md", lines))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ from wildfire_kd.ultralytics_env import prepare_ultralytics
 prepare_ultralytics()
 
 REPO = Path(__file__).resolve().parents[1]
+# one model's figures as validation.json holds them (for reports read back)
+MODEL_FIGURES = {
+    "weights": "w.pt", "sha256": "0" * 64, "size_mb": 6.0, "parameters": 3, "gflops": 0.3, "latency_ms": 1.0,
+    "latency_p90_ms": 1.2, "precision": 0.8, "recall": 0.7, "map50": 0.75, "map50_95": 0.5, "per_class": {},
+}  # fmt: skip
 SMOKE_CONFIG = REPO / "configs" / "smoke.yaml"
 
 
@@ -228,6 +233,51 @@ def make_onnx(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     write_onnx(model, {"names": list(names), "imgsz": [imgsz, imgsz], "input": INPUT_CONTRACT, "variant": "fp32",
+                       **metadata})  # fmt: skip
+    onnx.save(model, str(path))
+    return path
+
+
+def make_blob_onnx(path: Path, imgsz: int = 640, cell: int = 8, level: float = 0.6, **metadata: object) -> Path:
+    """A tiny real detector, for tests of resolution: it finds red blobs. Each ``cell`` x ``cell`` block of the input
+    is an anchor whose smoke score is high when the block's mean redness (R - (G + B) / 2, 0..1) exceeds ``level``:
+    a blob must fill most of a block to be seen, as a real detector needs pixels. Boxes are the blocks."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from wildfire_kd.edge.letterbox import INPUT_CONTRACT
+    from wildfire_kd.edge.metadata import write_onnx
+
+    side = imgsz // cell
+    ys, xs = np.mgrid[0:side, 0:side]
+    boxes = np.stack([(xs + 0.5) * cell, (ys + 0.5) * cell, np.full_like(xs, cell), np.full_like(ys, cell)])
+    boxes = boxes.reshape(1, 4, side * side).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["images", "redness"], ["red"]),  # 1 x 1 x S x S
+        helper.make_node("AveragePool", ["red"], ["pooled"], kernel_shape=[cell, cell], strides=[cell, cell]),
+        helper.make_node("Sub", ["pooled", "level"], ["above"]),
+        helper.make_node("Mul", ["above", "steep"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+        helper.make_node("Reshape", ["score", "flat"], ["scores"]),  # 1 x 1 x A
+        helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
+    ]
+    inits = [
+        onnx.numpy_helper.from_array(np.array([1.0, -0.5, -0.5], np.float32).reshape(1, 3, 1, 1), "redness"),
+        onnx.numpy_helper.from_array(np.array(level, np.float32), "level"),
+        onnx.numpy_helper.from_array(np.array(30.0, np.float32), "steep"),
+        onnx.numpy_helper.from_array(np.array([1, 1, side * side], np.int64), "flat"),
+        onnx.numpy_helper.from_array(boxes, "boxes"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "red-blobs",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, imgsz, imgsz])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 5, side * side])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    write_onnx(model, {"names": ["smoke"], "imgsz": [imgsz, imgsz], "input": INPUT_CONTRACT, "variant": "fp32",
                        **metadata})  # fmt: skip
     onnx.save(model, str(path))
     return path

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
-from conftest import make_teacher, run_cli
+from conftest import make_teacher, run_cli, smoke_args
 from wildfire_kd.layout import ERROR_LOG
 
 
@@ -33,13 +34,19 @@ def test_missing_teacher_exits_2(fire_smoke_data, tmp_path):
     assert r.returncode == 2 and "teacher weights not found" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_teacher_class_order_mismatch_exits_2_naming_both_lists(fire_smoke_data, tmp_path):
+def test_a_teacher_of_another_class_order_answers_by_name(fire_smoke_data, tmp_path):
+    """Compared by index, a teacher trained on [fire, smoke] would teach the student to call smoke fire; by name it
+    teaches each class its own (and says so); a teacher without the dataset's classes is exit 2 naming both lists."""
     teacher = make_teacher(tmp_path / "fire_smoke.pt", ["fire", "smoke"], cfg="yolov8n.yaml")
-    r = run_cli("train", "--data", str(fire_smoke_data), "--teacher", str(teacher), "--out", str(tmp_path / "runs"))
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert "['fire', 'smoke']" in r.stderr and "['smoke', 'fire']" in r.stderr
-    assert "Traceback" not in r.stderr
-    assert not (tmp_path / "runs").exists(), "nothing is trained or written before the check"
+    r = run_cli(*smoke_args("train", fire_smoke_data, teacher, tmp_path / "runs"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "smoke <- teacher's 'smoke' (#1), fire <- teacher's 'fire' (#0)" in r.stderr
+    train = json.loads((tmp_path / "runs" / "student" / "train.json").read_text())
+    assert train["teacher_classes"]["teacher_index"] == [1, 0]
+    other = make_teacher(tmp_path / "people.pt", ["person", "car"], cfg="yolov8n.yaml")
+    r = run_cli("train", "--data", str(fire_smoke_data), "--teacher", str(other), "--out", str(tmp_path / "r2"))
+    assert r.returncode == 2 and "['person', 'car']" in r.stderr and "['smoke', 'fire']" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "r2").exists(), "nothing trained or written"
 
 
 def test_dense_refuses_a_teacher_with_other_strides_exit_2(fire_smoke_data, tmp_path):

@@ -90,7 +90,7 @@ def test_set_needs_section_and_value():
     assert load_config(None, ["train.lr0=1e-3"]).train.lr0 == 0.001  # YAML 1.1 reads 1e-3 as text; float field
     with pytest.raises(InputError, match="expected section.key=value"):
         parse_override("train.lr0")
-    with pytest.raises(InputError, match="needs its section; did you mean 'train.lr0' or 'demo.lr0'"):
+    with pytest.raises(InputError, match="needs its section; did you mean 'train.lr0' or 'finetune.lr0' or 'demo.lr0'"):
         parse_override("lr0=0.1")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wildfire_kd.data import check_class_names, class_names, label_path, mirror, preflight
+from wildfire_kd.data import class_names, label_path, mirror, preflight, teacher_classes
 from wildfire_kd.errors import InputError
 from wildfire_kd.synth import synthesize
 
@@ -91,12 +91,12 @@ def test_preflight_never_writes_into_the_dataset(fire_smoke_data):
     assert _digest(fire_smoke_data.parent) == before
 
 
-def test_class_order_mismatch_names_both_lists():
+def test_a_teacher_without_the_datasets_classes_names_both_lists():
     with pytest.raises(InputError) as e:
-        check_class_names(["fire", "smoke"], ["smoke", "fire"], "t.pt", "d.yaml")
-    assert "['fire', 'smoke']" in str(e.value) and "['smoke', 'fire']" in str(e.value)
-    assert "different order" in str(e.value)
-    check_class_names(["smoke", "fire"], ["smoke", "fire"], "t.pt", "d.yaml")  # same order passes
+        teacher_classes(["fire", "flame"], ["smoke", "fire"], {}, "t.pt", "d.yaml")
+    assert "['fire', 'flame']" in str(e.value) and "['smoke', 'fire']" in str(e.value)
+    assert "knows no class 'smoke'" in str(e.value)
+    assert teacher_classes(["smoke", "fire"], ["smoke", "fire"], {}, "t.pt", "d.yaml").identical
 
 
 def _jpeg_without_end_marker(path: Path) -> None:

@@ -6,14 +6,10 @@ import json
 
 import pytest
 
+from conftest import MODEL_FIGURES as FIGURES
 from wildfire_kd.distill import TrainResult
 from wildfire_kd.errors import InputError
 from wildfire_kd.validate import ValidationResult
-
-FIGURES = {
-    "weights": "w.pt", "sha256": "0" * 64, "size_mb": 6.0, "parameters": 3, "gflops": 0.3, "latency_ms": 1.0,
-    "latency_p90_ms": 1.2, "precision": 0.8, "recall": 0.7, "map50": 0.75, "map50_95": 0.5, "per_class": {},
-}  # fmt: skip
 
 
 def test_an_older_train_json_with_other_fields_loads(tmp_path):

@@ -47,7 +47,15 @@ SetOpt = Annotated[
 DataOpt = Annotated[str | None, typer.Option(help="dataset data.yaml (train.data)")]
 TeacherOpt = Annotated[str | None, typer.Option(help="teacher weights .pt (train.teacher)")]
 StudentOpt = Annotated[str | None, typer.Option(help="yolov8n.yaml or a yolov8n .pt (train.student)")]
+RunOutOpt = Annotated[str | None, typer.Option(help="folder for the run folder (train.out)")]
 TrainDeviceOpt = Annotated[str | None, typer.Option(help="'cpu', '0', '0,1' (train.device)")]
+ModulesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--teacher-modules",
+        help="Python file or module defining the teacher's custom blocks (train.teacher_modules; repeatable)",
+    ),
+]
 
 
 _output_dir: Path | None = None  # where a command writes; an internal error's traceback goes there
@@ -150,7 +158,7 @@ def train(
     data: DataOpt = None,
     teacher: TeacherOpt = None,
     student: StudentOpt = None,
-    out: Annotated[str | None, typer.Option(help="folder for the run folder (train.out)")] = None,
+    out: RunOutOpt = None,
     name: Annotated[str | None, typer.Option(help="run folder name (train.name)")] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs (train.epochs)")] = None,
     imgsz: Annotated[int | None, typer.Option(help="image size, multiple of 32 (train.imgsz)")] = None,
@@ -161,6 +169,7 @@ def train(
         bool, typer.Option(help="resume even if the given settings differ (the run's own are kept)")
     ] = False,
     allow_unsafe_weights: UnsafeOpt = None,
+    teacher_modules: ModulesOpt = None,
 ) -> None:
     """Distil the teacher into a YOLOv8n student (the main job)."""
     from .distill import train as run_train
@@ -168,6 +177,7 @@ def train(
 
     given = {"data": data, "teacher": teacher, "student": student, "out": out, "name": name, "epochs": epochs}
     given |= {"imgsz": imgsz, "batch": batch, "device": device, "allow_unsafe_weights": allow_unsafe_weights}
+    given["teacher_modules"] = teacher_modules
     cfg = _load(config, set_, {f"train.{key}": value for key, value in given.items()})
     _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out")
     result = run_train(cfg, resume=resume, force=force)
@@ -177,6 +187,34 @@ def train(
         typer.echo(f"train: student vs teacher report {result.validation['report']}")
         if not result.passed:
             raise GateFailure("; ".join(result.validation["failed_gates"]))
+
+
+@command
+def finetune(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data: DataOpt = None,
+    teacher: TeacherOpt = None,
+    out: RunOutOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="finetuning epochs (finetune.epochs)")] = None,
+    device: TrainDeviceOpt = None,
+    resume: Annotated[str | None, typer.Option(help="resume a finetuning run: its folder or weights/last.pt")] = None,
+    allow_unsafe_weights: UnsafeOpt = None,
+    teacher_modules: ModulesOpt = None,
+) -> None:
+    """Finetune the teacher on the dataset (its own classes and blocks), scored before and after on the val split."""
+    from .finetune import finetune as run_finetune
+    from .layout import FINETUNE_REPORT
+
+    given = {"train.data": data, "train.teacher": teacher, "train.out": out, "finetune.epochs": epochs}
+    given |= {"train.device": device, "train.allow_unsafe_weights": allow_unsafe_weights}
+    cfg = _load(config, set_, given | {"train.teacher_modules": teacher_modules})
+    _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out")
+    result = run_finetune(cfg, resume=resume)
+    for role in ("before", "after"):
+        scores = getattr(result, role)
+        typer.echo(f"finetune: teacher {role}: mAP50 {scores['map50']:.4f}, mAP50-95 {scores['map50_95']:.4f}")
+    typer.echo(f"finetune: finetuned teacher {result.best}; report {Path(result.run_dir) / FINETUNE_REPORT}")
 
 
 @command
@@ -190,6 +228,10 @@ def validate(
     imgsz: Annotated[int | None, typer.Option(help="image size (validation.imgsz, else train.imgsz)")] = None,
     device: Annotated[str | None, typer.Option(help="'cpu', '0', ... (validation.device)")] = None,
     allow_unsafe_weights: UnsafeOpt = None,
+    teacher_modules: ModulesOpt = None,
+    sequences: Annotated[
+        str | None, typer.Option(help="folder of camera sequences: time to detection, alarms (validation.sequences)")
+    ] = None,
 ) -> None:
     """Evaluate teacher and student on the same split; exit 1 when a gate fails."""
     from .layout import VALIDATION_JSON
@@ -201,6 +243,7 @@ def validate(
         "validation.imgsz": imgsz,
         "validation.device": device,
     }
+    given |= {"train.teacher_modules": teacher_modules, "validation.sequences": sequences}
     cfg = _load(config, set_, given)
     _writes_to(out, "--out")
     result = validate_from_config(cfg, out)
@@ -224,14 +267,17 @@ def synth(
     imgsz: Annotated[int | None, typer.Option(help="image side in pixels (synth.imgsz)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (synth.seed)")] = None,
     sequence: Annotated[
-        bool, typer.Option("--sequence", help="instead: one camera's frames, a growing plume and one-frame transients")
+        bool, typer.Option("--sequence", help="instead: tower-camera sequences (fires and smoke-free distractors)")
     ] = False,
-    frames: Annotated[int, typer.Option(help="--sequence: number of frames")] = 40,
+    sequences: Annotated[int, typer.Option(help="--sequence: sequences, every other one with a fire")] = 6,
+    frames: Annotated[int, typer.Option(help="--sequence: frames per sequence")] = 40,
+    width: Annotated[int, typer.Option(help="--sequence: frame width in pixels (tower cameras: 2048-3072)")] = 2048,
+    interval: Annotated[float, typer.Option(help="--sequence: seconds between frames")] = 60.0,
     force: Annotated[bool, typer.Option(help="replace an earlier output of synth in OUT (nothing else)")] = False,
 ) -> None:
-    """Write a deterministic synthetic smoke/fire dataset in YOLO format (or, --sequence, a camera's frames)."""
-    from .layout import SEQUENCE_TRUTH
-    from .synth import synthesize, synthesize_sequence
+    """Write a deterministic synthetic smoke/fire dataset in YOLO format (or, --sequence, tower-camera sequences)."""
+    from .synth import synthesize
+    from .synth_sequences import synthesize_sequences
 
     class_list = [c.strip() for c in classes.split(",")] if classes is not None else None
     given = {
@@ -244,8 +290,8 @@ def synth(
     cfg = _load(config, set_, {f"synth.{key}": value for key, value in given.items()}).synth
     _writes_to(out, "OUT")
     if sequence:
-        folder = synthesize_sequence(out, frames=frames, imgsz=cfg.imgsz, seed=cfg.seed, force=force)
-        typer.echo(f"synth: wrote {frames} frames into {folder}; ground truth {out / SEQUENCE_TRUTH}")
+        made = synthesize_sequences(out, sequences, frames, width, interval, seed=cfg.seed, force=force)
+        typer.echo(f"synth: wrote {len(made)} sequences of {frames} frames, {width} px wide, into {out}")
         return
     data_yaml = synthesize(out, cfg, force=force)
     typer.echo(f"synth: wrote {cfg.train_images} train + {cfg.val_images} val images; dataset {data_yaml}")
@@ -332,14 +378,18 @@ def build(
     student: StudentOpt = None,
     device: TrainDeviceOpt = None,
     allow_unsafe_weights: UnsafeOpt = None,
+    teacher_modules: ModulesOpt = None,
+    finetune: Annotated[
+        bool | None, typer.Option("--finetune", help="finetune the teacher on the data first (finetune.enabled)")
+    ] = None,
 ) -> None:
-    """train -> validate -> export -> parity into one folder; non-zero exit names the failed stage or gate."""
+    """(finetune ->) train -> validate -> export -> parity into one folder; non-zero exit names what failed."""
     from .layout import BUILD_REPORT
     from .pipeline import build as run_build
 
-    given = {"data": data, "teacher": teacher, "student": student, "device": device}
+    given = {"data": data, "teacher": teacher, "student": student, "device": device, "teacher_modules": teacher_modules}
     given["allow_unsafe_weights"] = allow_unsafe_weights
-    cfg = _load(config, set_, {f"train.{key}": value for key, value in given.items()})
+    cfg = _load(config, set_, {f"train.{key}": value for key, value in given.items()} | {"finetune.enabled": finetune})
     _writes_to(out, "--out")
     result = run_build(cfg, out)
     _echo_build(result)
@@ -394,12 +444,15 @@ def detect(
         bool | None, typer.Option("--save-images", help="annotated copies (detect.save_images)")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="inference threads (detect.threads)")] = None,
+    tiles: Annotated[
+        int | None,
+        typer.Option(help="also N overlapping tiles along the longer side, for distant plumes (detect.tiles)"),
+    ] = None,
 ) -> None:
     """Run student.onnx over images as a camera does (numpy, onnxruntime, OpenCV); --sequence raises alarms."""
-    from .edge.alarms import Confirmer
     from .edge.detect import detect as run_detect
 
-    given = {"conf": conf, "iou": iou, "save_images": save_images, "threads": threads}
+    given = {"conf": conf, "iou": iou, "save_images": save_images, "threads": threads, "tiles": tiles}
     d = _load(config, set_, {f"detect.{key}": value for key, value in given.items()}).detect
     _writes_to(out, "--out")
     result = run_detect(
@@ -409,9 +462,10 @@ def detect(
         conf=d.conf,
         iou=d.iou,
         sequence=sequence,
-        confirmer=Confirmer(d.alarm_k, d.alarm_n, d.alarm_iou),
+        alarm=d.alarm_overrides(),
         save_images=d.save_images,
         threads=d.threads,
+        tiles=d.tiles,
     )
     for warning in result.warnings:
         typer.echo(f"detect: warning: {warning}", err=True)

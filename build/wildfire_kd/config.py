@@ -16,7 +16,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .edge.alarms import ALARM_IOU, ALARM_K, ALARM_N
 from .edge.boxes import DEFAULT_IOU
 from .errors import InputError
 from .textfiles import read_yaml
@@ -32,6 +31,12 @@ class TrainSettings(_Section):
     data: str | None = Field(None, description="dataset data.yaml in ultralytics' YOLO format")
     teacher: str | None = Field(None, description="teacher weights (.pt), a YOLOv8 m/l/x finetuned on the same classes")
     teacher_sha256: str | None = Field(None, description="expected sha256 of the teacher file, checked before loading")
+    teacher_modules: list[str] = Field(
+        default_factory=list,
+        description="Python files or importable modules defining the custom blocks a teacher checkpoint names under"
+        " __main__ (its training script's classes); loaded before the teacher is unpickled, which still needs its"
+        " pin or allow_unsafe_weights",
+    )
     student: str = Field("yolov8n.yaml", description="student: yolov8n.yaml (from scratch) or a yolov8n .pt file")
     student_sha256: str | None = Field(None, description="expected sha256 of a student .pt, checked before loading")
     allow_unsafe_weights: bool = Field(
@@ -146,6 +151,11 @@ class DistillSettings(_Section):
         False, description="also run ultralytics' own feature distillation (distill_model) with the same teacher"
     )
     feature_weight: float = Field(6.0, ge=0, description="weight of ultralytics' feature KD loss (its `dis`)")
+    class_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="dataset class name -> the teacher's name for it where they differ, e.g. {smoke: Smoke}; the"
+        " teacher answers for the dataset's classes only, selected and ordered by name",
+    )
 
     @property
     def cls_weight(self) -> float:
@@ -162,6 +172,25 @@ class DistillSettings(_Section):
         if self.lambda_dist_ciou is not None:
             return self.lambda_dist_ciou
         return 0.0 if self.method == "dense" else 1.0
+
+
+class FinetuneSettings(_Section):
+    """`wildfire-kd finetune` / build's optional first stage: the teacher finetuned on the dataset before it teaches."""
+
+    enabled: bool = Field(False, description="build: finetune the teacher on the dataset first (a stage of its own)")
+    epochs: int = Field(50, ge=1, description="finetuning epochs")
+    lr0: float = Field(0.001, gt=0, description="initial learning rate (lower than from scratch: it starts trained)")
+    optimizer: Literal["SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] = Field("AdamW", description="optimizer")
+    batch: int | None = Field(None, ge=1, description="images per batch; null = train.batch")
+    imgsz: int | None = Field(None, ge=32, description="image size; null = train.imgsz")
+    freeze: int | list[int] | None = Field(None, description="freeze the first N layers (10 = the backbone), or a list")
+    patience: int = Field(20, ge=0, description="early stopping: epochs without fitness improvement (0 = off)")
+    name: str = Field("teacher", description="run folder name under train.out (`finetune`) or the build folder")
+
+    @field_validator("imgsz")
+    @classmethod
+    def _stride_multiple(cls, v: int | None) -> int | None:
+        return TrainSettings._stride_multiple(v) if v is not None else v
 
 
 class SynthSettings(_Section):
@@ -232,6 +261,36 @@ class ValidateSettings(_Section):
     )
     min_small_recall_retention: float | None = Field(
         None, ge=0, description="gate: student / teacher recall of small objects at least (null = off)"
+    )
+    sequences: str | None = Field(
+        None,
+        description="folder of camera sequences (edge/sequences.py: frames.csv or HPWREN names): both models run"
+        " through the camera path over them, the alarm rule is chosen on them and ships in the model file",
+    )
+    sequence_budget: float = Field(
+        1.0, gt=0, description="false alarms per camera-day the chosen alarm rule may raise (Fuego/HPWREN: under 1)"
+    )
+    sequence_floor: float = Field(
+        0.05, gt=0, le=1, description="lowest per-frame confidence an alarm rule may look at (the search's floor)"
+    )
+    sequence_tiles: int = Field(1, ge=1, description="the camera path's tiles over each frame (detect --tiles)")
+    sequence_masks: bool = Field(True, description="apply each sequence folder's mask.png / mask.json before alarms")
+    max_minutes_to_detection: float | None = Field(
+        None, gt=0, description="gate: the student's median minutes from smoke onset to its alarm (null = off)"
+    )
+    max_false_alarms_per_camera_day: float | None = Field(
+        None, ge=0, description="gate: the student's false alarms per camera-day on the sequences (null = off)"
+    )
+    min_sequence_recall: float | None = Field(
+        None, ge=0, le=1, description="gate: fire sequences the student alarms on, at least (null = off)"
+    )
+    robustness: bool = Field(
+        True, description="recall of both models under JPEG re-compression, rescaling and brightness/contrast shifts"
+    )
+    min_robust_recall_retention: float | None = Field(
+        None,
+        ge=0,
+        description="gate: the student's recall under its worst perturbation / its clean recall (null = off)",
     )
 
 
@@ -365,19 +424,32 @@ class DetectSettings(_Section):
         None, ge=0, le=1, description="confidence threshold; null = the operating point validate shipped in the file"
     )
     iou: float = Field(DEFAULT_IOU, ge=0, le=1, description="NMS IoU threshold (class-aware)")
-    alarm_k: int = Field(ALARM_K, ge=1, description="--sequence: alarm when a detection recurs in k ...")
-    alarm_n: int = Field(ALARM_N, ge=1, description="... of the last n frames (this one included)")
-    alarm_iou: float = Field(
-        ALARM_IOU, gt=0, le=1, description="--sequence: overlap with which a detection counts as the same object"
+    alarm_mode: Literal["count", "score"] | None = Field(
+        None,
+        description="--sequence: 'count' = k of the last n frames, 'score' = summed confidence over n frames; the"
+        " alarm_* keys left null keep the rule the model file ships (validate chose it on sequences), else the"
+        " default (count, 3 of 5, IoU 0.3)",
+    )
+    alarm_k: int | None = Field(None, ge=1, description="count: alarm when a detection recurs in k ...")
+    alarm_n: int | None = Field(None, ge=1, description="... of the last n frames (this one included)")
+    alarm_threshold: float | None = Field(None, gt=0, description="score: the summed confidence that alarms")
+    alarm_floor: float | None = Field(None, ge=0, le=1, description="per-frame confidence the alarm logic still sees")
+    alarm_iou: float | None = Field(
+        None, gt=0, le=1, description="overlap with which a detection counts as the same object"
+    )
+    alarm_release: float | None = Field(
+        None, gt=0, le=1, description="hysteresis: an ongoing alarm ends below this fraction of its trigger level"
     )
     save_images: bool = Field(False, description="also write annotated copies into OUT/images/")
     threads: int | None = Field(None, ge=1, description="onnxruntime threads; null = onnxruntime's default")
+    tiles: int = Field(
+        1, ge=1, description="also run N overlapping tiles along the frame's longer side (distant plumes; N^2-ish cost)"
+    )
 
-    @model_validator(mode="after")
-    def _k_within_n(self) -> DetectSettings:
-        if self.alarm_k > self.alarm_n:
-            raise ValueError(f"alarm_k {self.alarm_k} > alarm_n {self.alarm_n}: k frames out of the last n, k <= n")
-        return self
+    def alarm_overrides(self) -> dict[str, Any]:
+        """The alarm rule's fields this config sets (the rest come from the model file)."""
+        keys = ("mode", "k", "n", "threshold", "floor", "iou", "release")
+        return {k: getattr(self, f"alarm_{k}") for k in keys if getattr(self, f"alarm_{k}") is not None}
 
 
 class DemoSettings(_Section):
@@ -399,6 +471,7 @@ class Config(_Section):
     """A whole wildfire-kd configuration."""
 
     train: TrainSettings = Field(default_factory=TrainSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     distill: DistillSettings = Field(default_factory=DistillSettings)
     validation: ValidateSettings = Field(default_factory=ValidateSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)

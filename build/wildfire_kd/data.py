@@ -292,23 +292,63 @@ def dataset_folders(path: str | Path) -> list[Path]:
     return folders
 
 
-def check_class_names(teacher_names: Sequence[str], data_names: Sequence[str], teacher: str, data: str) -> None:
-    """The teacher must predict exactly the dataset's classes, in the same order.
+@dataclass
+class TeacherClasses:
+    """How a teacher's classes answer for the dataset's: ``keep[i]`` is the teacher's class index for the dataset's
+    class i (selected and ordered by name, through distill.class_map)."""
 
-    A teacher trained on [fire, smoke] distilled on data labelled [smoke, fire] would silently teach the
-    student to call smoke fire.
+    teacher: list[str]  # the teacher's own class names, in its order
+    dataset: list[str]
+    keep: list[int]
+
+    @property
+    def identical(self) -> bool:
+        """The teacher's classes are the dataset's, in the same order: nothing to select."""
+        return self.teacher == self.dataset
+
+    def describe(self) -> str:
+        pairs = ", ".join(
+            f"{d} <- teacher's {self.teacher[k]!r} (#{k})" for d, k in zip(self.dataset, self.keep, strict=True)
+        )
+        left = [n for i, n in enumerate(self.teacher) if i not in self.keep]
+        return f"teacher classes {self.teacher} answer for the dataset's {self.dataset}: {pairs}" + (
+            f"; not distilled: {left}" if left else ""
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher, "dataset": self.dataset, "teacher_index": self.keep}
+
+
+def teacher_classes(
+    teacher_names: Sequence[str], data_names: Sequence[str], class_map: dict[str, str], teacher: str, data: str
+) -> TeacherClasses:
+    """Each of the dataset's classes found among the teacher's by name (``class_map``: dataset name -> teacher name
+    where they differ). A teacher that knows more classes answers for the dataset's only; a dataset class the
+    teacher does not know is exit 2 naming both lists and the key that maps names.
+
+    The order matters no more: a teacher trained on [fire, smoke] answers for data labelled [smoke, fire] by name,
+    where comparing by index would silently teach the student to call smoke fire.
     """
-    if list(teacher_names) != list(data_names):
-        same_set = sorted(teacher_names) == sorted(data_names)
-        hint = (
-            "same classes in a different order: relabel the dataset or use a teacher trained with this order"
-            if same_set
-            else "the teacher must be finetuned on this dataset's classes"
-        )
+    teacher_names, data_names = list(teacher_names), list(data_names)
+    unknown_keys = sorted(set(class_map) - set(data_names))
+    if unknown_keys:
         raise InputError(
-            f"class names differ: teacher {teacher} has {list(teacher_names)}, dataset {data} has "
-            f"{list(data_names)} ({hint})"
+            f"distill.class_map maps {unknown_keys}, which are not classes of the dataset {data} ({data_names}); "
+            "its keys are the dataset's class names, its values the teacher's"
         )
+    wanted = [class_map.get(name, name) for name in data_names]
+    missing = [f"{d!r}" + (f" (mapped to {w!r})" if w != d else "") for d, w in zip(data_names, wanted, strict=True)
+               if w not in teacher_names]  # fmt: skip
+    if missing:
+        raise InputError(
+            f"class names differ: teacher {teacher} has {teacher_names}, dataset {data} has {data_names}; the "
+            f"teacher knows no class {', '.join(missing)}. Map differing names with distill.class_map (e.g. "
+            "--set 'distill.class_map={smoke: Smoke}'), or finetune a teacher on this dataset's classes"
+        )
+    if len(set(wanted)) != len(wanted):
+        mapping = dict(zip(data_names, wanted, strict=True))
+        raise InputError(f"distill.class_map maps two dataset classes to one teacher class: {mapping}")
+    return TeacherClasses(teacher_names, data_names, [teacher_names.index(w) for w in wanted])
 
 
 def mirror(path: str | Path, root: str | Path, info: DatasetInfo | None = None) -> Path:

@@ -9,7 +9,6 @@ every score to zero, which is what makes naive int8 YOLO exports collapse.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +22,11 @@ from .edge.letterbox import INPUT_CONTRACT, letterbox
 from .errors import InputError, StageFailure
 from .guard import refuse_overwriting_inputs
 from .layout import EXPORT_DIR, EXPORT_REPORT, ONNX_FILES, RUN_CONFIG, VALIDATION_DIR, VALIDATION_JSON, WEIGHTS_DIR
-from .reports import atomic_file, git_commit, package_versions, write_json
+from .onnx_files import save_checked, traced_graph
+from .reports import git_commit, package_versions, write_json
 from .textfiles import read_yaml
 from .ultralytics_env import prepare_ultralytics
-from .weights import CheckedWeights, check_weights, load_checked, model_class_names, sha256_file, ultralytics_loading
+from .weights import CheckedWeights, check_weights, load_checked, model_class_names, sha256_file
 
 
 @dataclass
@@ -63,7 +63,7 @@ def run_context(
     """What the training run beside ``weights`` says about it: teacher, KD settings, validation figures and the
     operating point (from ``validation_report``, else RUN/validation/validation.json). ``teacher_sha256``: the
     teacher's digest when the caller already has it (else the run's pin, else the file is hashed)."""
-    from .validate import ValidationResult
+    from .validate.result import ValidationResult
 
     run = Path(weights).resolve().parent.parent
     context: dict[str, Any] = {
@@ -71,6 +71,7 @@ def run_context(
         "distillation": None,
         "validation": None,
         "operating_point": None,
+        "alarm": None,
     }
     config = run / RUN_CONFIG
     if config.is_file():
@@ -94,6 +95,7 @@ def run_context(
             "split": v.data["split"],
         }
         context["operating_point"] = v.shipped_operating_point
+        context["alarm"] = v.alarm_rule
     return context
 
 
@@ -141,18 +143,6 @@ def _io(values) -> list[dict[str, Any]]:
         shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
         out.append({"name": v.name, "shape": shape, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower()})
     return out
-
-
-def _save_checked(model, path: Path) -> None:
-    """Write ``model`` to ``path`` only if onnx.checker passes it (atomically: never half a file)."""
-    import onnx
-
-    with atomic_file(path) as tmp:
-        onnx.save(model, str(tmp))
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as e:
-            raise StageFailure(f"{path.name}: onnx.checker rejected the model: {e}") from e
 
 
 def _describe(path: Path, variant: str, tail: int) -> OnnxFile:
@@ -241,7 +231,7 @@ def _fp16(src: Path, dst: Path, tail: list[str], metadata: dict[str, Any]) -> No
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=tail)
     _toposort(model.graph)  # the converter appends its input casts at the end of the node list
     onnx_metadata.write_onnx(model, {**metadata, "variant": "fp16", "float_tail": True})
-    _save_checked(model, dst)
+    save_checked(model, dst)
 
 
 def _int8(
@@ -300,7 +290,7 @@ def _int8(
             },
         },
     )
-    _save_checked(model, dst)
+    save_checked(model, dst)
 
 
 def default_out(weights: str | Path) -> Path:
@@ -334,44 +324,11 @@ def _metadata(model, student: CheckedWeights, imgsz: int, context: dict[str, Any
         "distillation": context["distillation"],
         "validation": context["validation"],
         "operating_point": context["operating_point"],  # the confidence threshold detect uses by default
+        "alarm": context["alarm"],  # the alarm rule validate chose on camera sequences; detect's default
         "version": __version__,
         "git_commit": git_commit(),
         "variant": "fp32",
     }
-
-
-def _traced_graph(weights: Path, settings: ExportSettings, imgsz: int, full_unpickling: bool):
-    """ultralytics' ONNX export of ``weights`` (from a copy: it writes beside the weights), simplified."""
-    import onnx
-    from ultralytics import YOLO
-
-    with tempfile.TemporaryDirectory(prefix="wildfire-kd-export-") as tmp:
-        staged = Path(tmp) / "student.pt"
-        shutil.copyfile(weights, staged)
-        try:
-            with ultralytics_loading(full_unpickling):
-                traced = YOLO(str(staged)).export(
-                    format="onnx",
-                    imgsz=imgsz,
-                    opset=settings.opset,
-                    dynamic=settings.dynamic,
-                    simplify=False,
-                    device="cpu",
-                    batch=1,
-                    verbose=False,
-                )
-        except Exception as e:
-            raise StageFailure(f"ONNX export of {weights} failed: {e}") from e
-        graph = onnx.load(traced)
-    if settings.simplify:
-        import onnxslim
-
-        try:
-            graph = onnxslim.slim(graph)
-        except Exception as e:  # ultralytics only warns here; a silently unsimplified file is not what we ship
-            raise StageFailure(f"onnxslim {onnxslim.__version__} failed to simplify {weights}: {e}") from e
-    graph.ir_version = min(graph.ir_version, 10)  # onnxruntime reads IR <= 10 everywhere
-    return graph
 
 
 def _checked_settings(model, settings: ExportSettings, imgsz: int | None, calibration: object) -> int:
@@ -421,10 +378,10 @@ def export(
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult(out_dir=str(out), weights=str(weights), imgsz=imgsz, metadata=metadata)
 
-    graph = _traced_graph(weights, settings, imgsz, student.full_unpickling)
+    graph = traced_graph(weights, settings, imgsz, student.full_unpickling)
     onnx_metadata.write_onnx(graph, metadata)
     fp32 = out / ONNX_FILES["fp32"]
-    _save_checked(graph, fp32)
+    save_checked(graph, fp32)
     result.files.append(_describe(fp32, "fp32", 0))
     tail = decode_tail(graph.graph)
     if not tail:

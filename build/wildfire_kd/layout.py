@@ -27,6 +27,9 @@ BATCH_LOG = "batch_log.jsonl"
 TRAIN_REPORT = "train.json"
 MIRROR_DIR = "dataset"  # the links to the dataset that ultralytics reads (its label caches land there)
 
+# finetune (a training run, as above, of the teacher)
+FINETUNE_REPORT = "finetune.json"  # the teacher before and after, on the val split
+
 # validation, export, parity
 VALIDATION_DIR = "validation"
 VALIDATION_JSON, VALIDATION_MD, VALIDATION_PNG = "validation.json", "validation.md", "validation.png"
@@ -52,7 +55,10 @@ DEMO_REPORT = "demo.json"
 
 # `synth`
 SYNTH_MARKER = ".wildfire-kd-synth.json"  # what an output folder of `synth` holds: --force may replace it
-SEQUENCE_TRUTH = "truth.json"
+
+# camera sequences (edge/sequences.py) and a camera's own settings, in its folder of frames
+SEQUENCE_FRAMES = "frames.csv"  # file,time,smoke[,x1,y1,x2,y2]
+MASK_IMAGE, MASK_POLYGONS = "mask.png", "mask.json"  # regions of the view that never alarm
 
 # `detect` (the camera runtime)
 DETECTIONS = "detections.jsonl"

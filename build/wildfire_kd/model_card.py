@@ -33,6 +33,30 @@ def distillation_summary(d: DistillSettings) -> str:
     return text + (", plus ultralytics feature distillation" if d.feature_distillation else "")
 
 
+def _teacher_lines(result) -> list[str]:
+    """How the teacher came to teach: finetuned first (before and after on the val split), and which of its classes
+    answered for the dataset's. Nothing when it was used as given with the dataset's own classes."""
+    stages = {s.name: s for s in result.stages}
+    lines = []
+    finetuned = stages.get("finetune")
+    mapped = (finetuned.result if finetuned else stages["train"].result).get("teacher_classes")
+    if mapped:
+        pairs = ", ".join(
+            f"{d} ← {mapped['teacher'][k]}" for d, k in zip(mapped["dataset"], mapped["teacher_index"], strict=True)
+        )
+        lines.append(
+            f"The teacher knows {mapped['teacher']}; it answered for this dataset's classes by name ({pairs})."
+        )
+    if finetuned:
+        before, after = finetuned.result["before"], finetuned.result["after"]
+        lines.append(
+            f"The teacher was finetuned on this dataset first ({finetuned.result['epochs_completed']} epochs): val "
+            f"mAP50 {before['map50']:.3f} before, {after['map50']:.3f} after (mAP50-95 {before['map50_95']:.3f}, "
+            f"{after['map50_95']:.3f})."
+        )
+    return [" ".join(lines), ""] if lines else []
+
+
 def _what_it_is(config: Config, info, epochs: int, point: dict[str, Any] | None) -> list[str]:
     t = config.train
     threshold = (
@@ -81,6 +105,33 @@ def _camera_rows(camera: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _camera_path_rows(val: ValidationResult) -> list[str]:
+    """Camera sequences (fires found, minutes to the alarm, false alarms per camera-day) and robustness."""
+    rows = []
+    if val.sequences:
+        t, s = val.sequences["teacher"], val.sequences["student"]
+        rule = val.sequences["rule_text"]
+        rows += [
+            f"| fire sequences found ({s['positives']}; alarm {rule}) | {_fmt(t['recall'])} | "
+            f"{_fmt(s['recall'])} | – |",
+            f"| median minutes from smoke onset to the alarm | {_fmt(t['median_minutes_to_detection'], 1)} | "
+            f"{_fmt(s['median_minutes_to_detection'], 1)} | – |",
+            f"| false alarms per camera-day ({s['negatives']} smoke-free sequences) | "
+            f"{_fmt(t['false_alarms_per_camera_day'], 2)} | {_fmt(s['false_alarms_per_camera_day'], 2)} | – |",
+        ]
+    if val.robustness:
+        worst = {
+            role: min((r[role]["retention"] for r in val.robustness["perturbed"].values() if r[role]["retention"]),
+                      default=None)
+            for role in ("teacher", "student")
+        }  # fmt: skip
+        rows.append(
+            f"| worst recall retention (JPEG q30-90, rescaling, brightness, contrast) | {_fmt(worst['teacher'])} | "
+            f"{_fmt(worst['student'])} | – |"
+        )
+    return rows
+
+
 def _student_vs_teacher(val: ValidationResult) -> list[str]:
     lines = ["## Student vs teacher", "", "| metric | teacher | student | student / teacher |", "|---|---:|---:|---:|"]
     for key, label in (("precision", "P"), ("recall", "R"), ("map50", "mAP50"), ("map50_95", "mAP50-95")):
@@ -91,6 +142,7 @@ def _student_vs_teacher(val: ValidationResult) -> list[str]:
     return lines + [
         f"| teacher agreement | – | {_fmt(val.teacher_agreement)} | – |",
         *_camera_rows(val.camera_figures),
+        *_camera_path_rows(val),
         f"| parameters | {t.parameters:,} | {s.parameters:,} | – |",
         f"| latency ms, batch 1, {device} | {_fmt(t.latency_ms, 2)} | {_fmt(s.latency_ms, 2)} | – |",
         "",
@@ -145,6 +197,7 @@ def model_card(config: Config, result, info) -> str:
         verdict,
         "",
         *_what_it_is(config, info, result.stage("train").result["epochs_completed"], point),
+        *_teacher_lines(result),
         *_data(config, info),
         *_student_vs_teacher(val),
         *_onnx_files(result.stage("export").result["files"], result.stage("parity").result),

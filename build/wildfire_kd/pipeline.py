@@ -34,6 +34,7 @@ from .layout import (
     BUILD_REPORT,
     EXPORT_DIR,
     EXPORT_REPORT,
+    FINETUNE_REPORT,
     LAST,
     MODEL_CARD,
     SHA256SUMS,
@@ -46,7 +47,7 @@ from .layout import (
     weights_file,
 )
 from .reports import atomic_write_text, package_versions, write_json
-from .weights import CheckedWeights, check_weights, sha256_file
+from .weights import CheckedWeights, check_weights, load_modules, sha256_file
 
 
 @dataclass
@@ -103,6 +104,13 @@ def dataset_fingerprint(info: DatasetInfo) -> str:
     return _digest(sha256_file(info.yaml_path), entries)
 
 
+def _folder_fingerprint(folder: str) -> str:
+    """Every file's name, size and mtime under ``folder`` (camera sequences: cheap, no decoding)."""
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return _digest([(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+
+
 @dataclass
 class Build:
     """What the stages share: the config, the folder, the inputs verified once, and what earlier stages made."""
@@ -110,24 +118,28 @@ class Build:
     config: Config
     out: Path
     info: DatasetInfo
-    teacher: CheckedWeights
+    teacher: CheckedWeights  # the teacher that teaches: as given, or finetuned by the first stage
     student_input: str  # the student .pt's sha256, or its model yaml's name
     data_fingerprint: str
     best: CheckedWeights | None = None  # train's best.pt, checked once for the stages after it
     exported: list[dict[str, Any]] = field(default_factory=list)  # export's files
+    given_teacher: CheckedWeights | None = None  # the teacher as given (set by verify)
 
     @classmethod
     def verify(cls, config: Config, out: Path) -> Build:
         """Check the dataset and the weights once, before any stage runs."""
         t = config.train
+        if t.teacher_modules:  # before anything is unpickled: the teacher may name their classes
+            load_modules(t.teacher_modules)
         info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
         owned = [out / name for name in (TRAIN_DIR, VALIDATION_DIR, EXPORT_DIR, BUILD_REPORT, BUILD_CONFIG, MODEL_CARD)]
         owned.append(out / SHA256SUMS)  # and OUT/train is cleared when its inputs change
+        owned += [out / config.finetune.name] if config.finetune.enabled else []
         given = [t.data, t.teacher, t.student if t.student.endswith(".pt") else None]
         refuse_overwriting_inputs(owned, given, "--out", datasets=dataset_folders(t.data))
         teacher = check_weights(t.teacher, t.teacher_sha256, "teacher", t.allow_unsafe_weights)
         student = sha256_file(t.student) if Path(t.student).is_file() else t.student
-        return cls(config, out, info, teacher, student, dataset_fingerprint(info))
+        return cls(config, out, info, teacher, student, dataset_fingerprint(info), given_teacher=teacher)
 
 
 class Stage:
@@ -143,6 +155,40 @@ class Stage:
 
     def hand_on(self, build: Build, record: StageRecord) -> None:
         """Pass what this stage made (run now or recorded earlier) to the stages after it."""
+
+
+class FinetuneStage(Stage):
+    """The teacher finetuned on the dataset first (finetune.enabled): the stages after it learn from that one."""
+
+    name = "finetune"
+
+    def fingerprint(self, build: Build) -> str:
+        c = build.config
+        modules = [sha256_file(m) if Path(m).is_file() else m for m in c.train.teacher_modules]
+        train = c.train.model_dump(include={"imgsz", "batch", "seed", "deterministic", "amp", "ultralytics"})
+        settings = (c.finetune.model_dump(), train, c.distill.class_map, modules)
+        return _digest("finetune", settings, build.data_fingerprint, build.teacher.sha256)
+
+    def run(self, build: Build) -> StageOutcome:
+        from .finetune import finetune
+
+        config = build.config.model_copy(deep=True)
+        config.train.out = str(build.out)
+        run = build.out / config.finetune.name
+        given = {"info": build.info, "teacher": build.teacher}
+        if weights_file(run, LAST).is_file() and not (run / TRAIN_REPORT).is_file():
+            result, status = finetune(config, resume=str(run), **given), "resumed"
+        else:
+            if run.exists():
+                shutil.rmtree(run)  # inputs changed: start clean
+            config.train.exist_ok = True
+            result, status = finetune(config, **given), "ran"
+        files = [Path(result.best), run / TRAIN_REPORT, run / FINETUNE_REPORT]
+        return StageOutcome(True, files, result.to_dict(), status=status)
+
+    def hand_on(self, build: Build, record: StageRecord) -> None:
+        best = record.result["best"]  # holds the teacher's own classes: allowed as the teacher was, by its own pin
+        build.teacher = check_weights(best, sha256_file(best) if build.teacher.full_unpickling else None, "teacher")
 
 
 class TrainStage(Stage):
@@ -161,6 +207,8 @@ class TrainStage(Stage):
         stage_config = build.config.model_copy(deep=True)
         t = stage_config.train
         t.out, t.name, t.exist_ok = str(build.out), TRAIN_DIR, True
+        if build.teacher is not build.given_teacher:  # finetuned by the first stage: that file, pinned as we wrote it
+            t.teacher, t.teacher_sha256 = build.teacher.path, build.teacher.sha256
         stage_config.validation.after_train = False  # the build validates in its own stage
         status = "ran"
         given = {"info": build.info, "teacher": build.teacher}
@@ -188,9 +236,10 @@ class ValidateStage(Stage):
     def fingerprint(self, build: Build) -> str:
         c = build.config
         settings = c.validation.model_dump()
+        sequences = _folder_fingerprint(c.validation.sequences) if c.validation.sequences else None
         return _digest(
             "validate", settings, build.best.sha256, build.teacher.sha256, build.data_fingerprint, c.validation_imgsz,
-            c.validation_device,
+            c.validation_device, sequences,
         )  # fmt: skip
 
     def run(self, build: Build) -> StageOutcome:
@@ -262,6 +311,11 @@ class ParityStage(Stage):
 STAGES: tuple[Stage, ...] = (TrainStage(), ValidateStage(), ExportStage(), ParityStage())
 
 
+def stages(config: Config) -> tuple[Stage, ...]:
+    """The build's stages in order: finetune first when it is on."""
+    return ((FinetuneStage(),) if config.finetune.enabled else ()) + STAGES
+
+
 class _Stopped(Exception):
     """A stage that later stages cannot run after; ``error`` is the class (so the exit code) the build ends with."""
 
@@ -296,7 +350,7 @@ class _Runner:
         """Every stage; one reruns when its fingerprint or anything upstream changed (the export's metadata carries
         the validation figures, so a new validation means a new export)."""
         changed = False
-        for stage in STAGES:
+        for stage in stages(self.build.config):
             record = self.stage(stage, upstream_changed=changed)
             changed = changed or record.status != "skipped"
             stage.hand_on(self.build, record)
@@ -398,12 +452,14 @@ def _write_outputs(build: Build, result: BuildResult, seconds: float) -> None:
                 "sha256": sha256_file(t.data),
                 "fingerprint": build.data_fingerprint,
             },
-            "teacher": {"path": str(Path(t.teacher).resolve()), "sha256": build.teacher.sha256},
+            "teacher": {"path": str(Path(t.teacher).resolve()), "sha256": build.given_teacher.sha256},
             "student": {"path": t.student, "sha256": sha256_file(t.student) if Path(t.student).is_file() else None},
         },
         "outputs": outputs,
         "versions": package_versions(),
     }
+    if build.teacher is not build.given_teacher:
+        report["inputs"]["finetuned_teacher"] = {"path": build.teacher.path, "sha256": build.teacher.sha256}
     write_json(out / BUILD_REPORT, report)
     outputs[BUILD_REPORT] = sha256_file(out / BUILD_REPORT)
     atomic_write_text(out / SHA256SUMS, "".join(f"{digest}  {rel}\n" for rel, digest in sorted(outputs.items())))

@@ -96,6 +96,18 @@ UPSTREAM: dict[str, tuple[str, str]] = {
         "90fc7a34a69bb8af",
         "relabelling_validator: the ground truth is batch_idx, cls and normalised xywh bboxes",
     ),
+    "ultralytics.nn.modules.head.Detect.__init__": (
+        "addbe52f3a216e68",
+        "narrow_classes: cv3[i][-1] is each scale's class convolution (and one2one_cv3's); no = nc + 4 reg_max",
+    ),
+    "ultralytics.engine.trainer.BaseTrainer.setup_model": (
+        "33c98eece052d628",
+        "SeamTrainer.get_model: setup_model loads the .pt it trains and hands the loaded model to get_model",
+    ),
+    "ultralytics.models.yolo.detect.train.DetectionTrainer.get_model": (
+        "35794bdb707704c5",
+        "SeamTrainer.get_model: upstream rebuilds the model from its yaml (custom blocks cannot be rebuilt)",
+    ),
     "ultralytics.utils.tal.TaskAlignedAssigner.forward": (
         "ef22692946368b14",
         "on_ground_truth_assignment: its outputs (labels, boxes, scores, fg_mask, gt_idx)",
@@ -165,6 +177,8 @@ class KDRun:
     tracking_params: dict[str, Any] = field(default_factory=dict)  # the resolved config, flattened
     tolerated_images: list[str] = field(default_factory=list)  # names the preflight flagged (max_bad_fraction)
     full_unpickling: bool = False  # a .pt ultralytics loads was allowed full unpickling (pinned or opted in)
+    teacher_modules: list[str] = field(default_factory=list)  # train.teacher_modules: loaded in every process
+    finetune: bool = False  # the model trained is a loaded checkpoint finetuned as it is (`wildfire-kd finetune`)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -188,6 +202,10 @@ class KDRun:
             import ultralytics.nn.tasks as tasks
 
             tasks.SAFE_LOAD = False
+        if self.teacher_modules:  # the checkpoint's custom blocks, in this process too (idempotent)
+            from .weights import load_modules
+
+            load_modules(self.teacher_modules)
 
 
 # --- durable files ---------------------------------------------------------------------------------------------
@@ -281,6 +299,33 @@ def on_ground_truth_assignment(detection, record: Callable[[torch.Tensor, torch.
     detection.assigner.register_forward_hook(hook)
 
 
+# --- the teacher's classes ---------------------------------------------------------------------------------------
+
+
+def narrow_classes(model: torch.nn.Module, keep: list[int], names: list[str]) -> torch.nn.Module:
+    """``model`` (in place) answering for its classes ``keep`` only, in that order, named ``names``: each scale's
+    class convolution keeps those output rows. YOLOv8 scores every class with its own sigmoid, so the kept classes'
+    scores are exactly the model's own, and its boxes and DFL bins do not change. Mirrors ``Detect.__init__``."""
+    head = model.model[-1]
+    index = torch.tensor(keep, dtype=torch.long)
+    for branches in (head.cv3, getattr(head, "one2one_cv3", None)):
+        for branch in branches or []:
+            conv = branch[-1]
+            narrowed = torch.nn.Conv2d(
+                conv.in_channels, len(keep), conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
+            ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+            with torch.no_grad():
+                narrowed.weight.copy_(conv.weight[index.to(conv.weight.device)])
+                if conv.bias is not None:
+                    narrowed.bias.copy_(conv.bias[index.to(conv.bias.device)])
+            branch[-1] = narrowed
+    head.nc, head.no = len(keep), len(keep) + head.reg_max * 4
+    model.names = dict(enumerate(names))
+    if isinstance(getattr(model, "yaml", None), dict):
+        model.yaml["nc"] = len(keep)
+    return model
+
+
 # --- resuming ------------------------------------------------------------------------------------------------------
 
 
@@ -323,6 +368,17 @@ class SeamTrainer(DetectionTrainer):
 
             self.args.data = str(mirror(self.args.data, mirror_root))
         return super().get_dataset()
+
+    # set by a trainer that finetunes a loaded model as it is (``finetune_model``)
+    finetune_classes: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+
+    def get_model(self, cfg=None, weights=None, verbose=True):
+        """Finetuning: the model is the loaded checkpoint itself (``setup_model`` loads the .pt and passes it as
+        ``weights``), answering for the dataset's classes; upstream would rebuild it from its yaml, which a model
+        with custom blocks cannot be. Training a student: upstream's own."""
+        if self.finetune_classes is not None and weights is not None:
+            return self.finetune_classes(weights)
+        return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
 
     def _setup_train(self):
         """``BaseTrainer._setup_train`` builds student, EMA, optimizer and loaders, and calls the module-level

@@ -16,7 +16,7 @@ import yaml
 
 from .config import SynthSettings
 from .errors import InputError
-from .layout import SEQUENCE_TRUTH, SYNTH_MARKER
+from .layout import SYNTH_MARKER
 
 _SPLIT_IDS = {"train": 0, "val": 1}
 
@@ -213,9 +213,9 @@ def _earlier_output(root: Path) -> bool:
     if (root / SYNTH_MARKER).is_file():
         return True
     data_yaml = root / "data.yaml"
-    if data_yaml.is_file() and data_yaml.read_text(encoding="utf-8", errors="replace").startswith(_OLD_DATASET_HEADER):
-        return True
-    return (root / SEQUENCE_TRUTH).is_file() and {p.name for p in root.iterdir()} <= {SEQUENCE_TRUTH, "frames"}
+    return data_yaml.is_file() and data_yaml.read_text(encoding="utf-8", errors="replace").startswith(
+        _OLD_DATASET_HEADER
+    )
 
 
 def prepare_output(root: Path, force: bool, marker: dict[str, Any]) -> None:
@@ -235,83 +235,3 @@ def prepare_output(root: Path, force: bool, marker: dict[str, Any]) -> None:
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     root.mkdir(parents=True, exist_ok=True)
     (root / SYNTH_MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
-
-
-def _paint_transient(layer, kind: str, rng, w: int, h: int) -> tuple[float, float, float, float]:
-    """A one-frame distractor on ``layer``: a cloud wisp painted like smoke, or a sun glare (a bright soft disc)."""
-    from PIL import ImageDraw
-
-    if kind == "cloud":
-        return _draw_smoke(layer, rng, w, h)
-    r = rng.uniform(0.05, 0.12) * w
-    cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-    ImageDraw.Draw(layer).ellipse([cx - r, cy - r, cx + r, cy + r], fill=(255, 250, 225, 230))
-    return cx - r, cy - r, cx + r, cy + r
-
-
-def _check_frames(frames: int, plume_start: int) -> None:
-    if not 0 <= plume_start < frames:
-        raise InputError(
-            f"--frames {frames}: the plume starts at frame {plume_start}: at least {plume_start + 1} frames"
-        )
-
-
-def synthesize_sequence(
-    out: str | Path,
-    frames: int = 40,
-    imgsz: int = 160,
-    plume_start: int = 12,
-    growth_frames: int = 15,
-    distractors: int = 8,
-    seed: int = 0,
-    force: bool = False,
-) -> Path:
-    """One camera's frames in time order, for temporal confirmation; returns the folder of frames.
-
-    A fixed scene with fresh sensor noise each frame; from ``plume_start`` a smoke plume rises from one spot and
-    grows over ``growth_frames`` frames; ``distractors`` single frames hold a transient that lasts one frame: a
-    cloud wisp painted like smoke (so a detector fires on it) or a sun glare. OUT/frames/frame_NNNNN.jpg, and
-    OUT/truth.json: the plume's start and box per frame, each distractor's frame, kind and box (pixels, xyxy).
-    """
-    import numpy as np
-    from PIL import Image, ImageFilter
-
-    _check_frames(frames, plume_start)
-    root = Path(out)
-    prepare_output(root, force, {"kind": "sequence", "frames": frames, "imgsz": imgsz, "seed": seed})
-    (root / "frames").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, 7])
-    scene, horizon = _background(rng, imgsz)
-    scene = np.asarray(scene, dtype=np.float32)
-    w = h = imgsz
-    base_x, base_y = rng.uniform(0.25, 0.75) * w, rng.uniform(horizon + 0.05 * h, 0.9 * h)
-    full_w, full_h = rng.uniform(0.25, 0.4) * w, rng.uniform(0.3, 0.45) * h
-    plume_seed = int(rng.integers(1 << 31))
-    candidates = [t for t in range(frames) if t != plume_start]  # the plume's first frame stays unambiguous
-    picked = rng.choice(candidates, size=min(distractors, len(candidates)), replace=False)
-    transient = {int(t): "cloud" if i % 2 == 0 else "glare" for i, t in enumerate(picked)}
-    truth = {
-        "frames": frames,
-        "imgsz": imgsz,
-        "plume": {"start": plume_start, "class": "smoke", "boxes": {}},
-        "distractors": {},
-    }
-    blur = ImageFilter.GaussianBlur(radius=max(1.0, imgsz / 160))
-    for t in range(frames):
-        frame = Image.fromarray((scene + rng.normal(0, 3, scene.shape)).clip(0, 255).astype(np.uint8))
-        name = f"frame_{t:05d}.jpg"
-        if t >= plume_start:  # the same puffs every frame, scaled: a plume that grows, not one that flickers
-            grown = 0.25 + 0.75 * min(1.0, (t - plume_start + 1) / growth_frames)
-            bw, bh = full_w * grown, full_h * grown
-            layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
-            box = _paint_plume(layer, np.random.default_rng(plume_seed), base_x - bw / 2, base_y - bh, bw, bh)
-            frame.paste(layer.filter(blur), (0, 0), layer.filter(blur))
-            truth["plume"]["boxes"][name] = [round(float(v), 1) for v in box]
-        if t in transient:
-            layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
-            box = _paint_transient(layer, transient[t], rng, w, h)
-            frame.paste(layer.filter(blur), (0, 0), layer.filter(blur))
-            truth["distractors"][name] = {"kind": transient[t], "box": [round(float(v), 1) for v in box]}
-        frame.save(root / "frames" / name, quality=92)
-    (root / SEQUENCE_TRUTH).write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
-    return root / "frames"

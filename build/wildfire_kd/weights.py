@@ -29,6 +29,7 @@ log = logging.getLogger("wildfire_kd")
 
 _CHUNK = 1 << 20
 OPT_IN = "train.allow_unsafe_weights"
+MODULES_KEY = "train.teacher_modules"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -138,6 +139,72 @@ def _needs_full_unpickling(
     return True
 
 
+def load_modules(specs: list[str]) -> list[str]:
+    """Make the classes a checkpoint names under ``__main__`` (its training script's custom blocks) resolvable:
+    import each of ``specs`` (a Python file, or an importable module) and put the classes it defines into
+    ``__main__``, named as they are there, so a checkpoint pickled with them loads, and one saved from them (a
+    finetuned teacher) names them the same way. Idempotent; returns the class names provided. Importing runs the
+    files' code: they are code the user chose to run; the checkpoint itself still needs its pin or the opt-in."""
+    import importlib
+    import importlib.util
+    import inspect
+    import sys
+
+    import __main__
+
+    provided = []
+    for spec in specs:
+        if spec.endswith(".py") or "/" in spec:
+            path = Path(spec)
+            if not path.is_file():
+                raise InputError(f"{MODULES_KEY}: {spec} is not a file; give the .py file that defines the blocks")
+            name = f"wildfire_kd_user_modules.{path.stem}"
+            module = sys.modules.get(name)
+            if module is None or Path(getattr(module, "__file__", "")).resolve() != path.resolve():
+                found = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(found)
+                _run_user_module(found, module, spec, name)
+        else:
+            try:
+                module = importlib.import_module(spec)
+            except Exception as e:
+                raise InputError(f"{MODULES_KEY}: cannot import {spec} ({type(e).__name__}: {e})") from None
+        for attr, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ in (module.__name__, "__main__"):
+                cls.__module__ = "__main__"  # pickled as the checkpoint names them
+                setattr(__main__, attr, getattr(__main__, attr, cls))
+                provided.append(attr)
+    return provided
+
+
+def _run_user_module(spec, module, given: str, name: str) -> None:
+    import sys
+
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise InputError(f"{MODULES_KEY}: {given} failed to import ({type(e).__name__}: {e})") from None
+
+
+def _missing_class(error: Exception, checked: CheckedWeights) -> InputError | None:
+    """A checkpoint naming a class nothing defines: say which, and the key that provides it."""
+    import re
+
+    text = " ".join(str(error).split())
+    found = re.search(r"Can't get attribute '(\w+)' on <module '__main__'", text)
+    if found is None and isinstance(error, ModuleNotFoundError):
+        found = re.search(r"No module named '([\w.]+)'", text)
+    if found is None:
+        return None
+    return InputError(
+        f"{checked.role} weights {checked.path} need the class or module {found.group(1)!r}, which the script that "
+        f"trained them defined: give the Python file (or module) that defines it with {MODULES_KEY} "
+        f"(--teacher-modules FILE.py)"
+    )
+
+
 def load_checked(checked: CheckedWeights) -> nn.Module:
     """A file :func:`check_weights` passed, as an FP32 detection model in eval mode."""
     from ultralytics.nn.tasks import DetectionModel, load_checkpoint
@@ -147,7 +214,9 @@ def load_checked(checked: CheckedWeights) -> nn.Module:
         with ultralytics_loading(checked.full_unpickling):
             model, _ = load_checkpoint(str(path))
     except Exception as e:  # passed the checks but is still not a usable model: say which and why, in one line
-        raise InputError(f"{role} weights {path} could not be loaded as a checkpoint: {_one_line(e)}") from e
+        raise _missing_class(e, checked) or InputError(
+            f"{role} weights {path} could not be loaded as a checkpoint: {_one_line(e)}"
+        ) from e
     if not isinstance(model, DetectionModel):
         raise InputError(f"{role} weights {path} hold a {type(model).__name__}, not a YOLO detection model")
     return model
@@ -162,7 +231,9 @@ def load_yolo(checked: CheckedWeights):
         with ultralytics_loading(checked.full_unpickling):
             yolo = YOLO(str(checked.path))
     except Exception as e:
-        raise InputError(f"{checked.role} weights {checked.path} could not be loaded: {_one_line(e)}") from e
+        raise _missing_class(e, checked) or InputError(
+            f"{checked.role} weights {checked.path} could not be loaded: {_one_line(e)}"
+        ) from e
     if not isinstance(yolo.model, DetectionModel):
         raise InputError(f"{checked.role} weights {checked.path} hold a {type(yolo.model).__name__}, not a detector")
     return yolo

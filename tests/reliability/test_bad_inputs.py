@@ -226,11 +226,11 @@ CASES = [
         ["teacher weights {inp}/teacher.pt have sha256", "but the config pins 000000"],
     ),
     Case(
-        "teacher_classes_swapped",
-        _teacher(["fire", "smoke"]),
+        "teacher_classes_unrelated",
+        _teacher(["person", "car"]),
         TRAIN,
         2,
-        ["['fire', 'smoke']", "['smoke', 'fire']", "{inp}/teacher.pt"],
+        ["['person', 'car']", "['smoke', 'fire']", "{inp}/teacher.pt", "distill.class_map"],
     ),
     Case(
         "p6_teacher_for_dense",
@@ -360,11 +360,11 @@ CASES = [
     ),
     Case("synth_empty_class_list", _nothing, ["synth", "{out}", "--classes", ""], 2, ["synth.classes", "got ['']"]),
     Case(
-        "synth_sequence_shorter_than_its_plume",
+        "synth_sequence_shorter_than_a_fire",
         _nothing,
         ["synth", "{out}", "--sequence", "--frames", "5"],
         2,
-        ["--frames 5", "at least 13 frames"],
+        ["--frames 5", "at least 8 frames"],
     ),
     Case(
         "detect_onnx_is_a_folder",

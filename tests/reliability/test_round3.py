@@ -172,10 +172,11 @@ def test_detect_never_takes_its_own_annotated_copies_as_frames(camera_model, tmp
 
 def test_synth_replaces_its_own_earlier_output_only_with_force_and_leaves_nothing_stale(tmp_path):
     out = tmp_path / "seq"
-    assert invoke_cli("synth", str(out), "--sequence", "--frames", "20", "--imgsz", "64").returncode == 0
-    r = invoke_cli("synth", str(out), "--sequence", "--frames", "14", "--imgsz", "64")
+    args = ["synth", str(out), "--sequence", "--width", "128", "--sequences", "2"]
+    assert invoke_cli(*args, "--frames", "12").returncode == 0
+    r = invoke_cli(*args, "--frames", "9")
     assert r.returncode == 2 and "holds an earlier output of `wildfire-kd synth`; pass --force" in r.stderr
-    assert len(list((out / "frames").glob("*.jpg"))) == 20, "untouched without --force"
-    assert invoke_cli("synth", str(out), "--sequence", "--frames", "14", "--imgsz", "64", "--force").returncode == 0
-    truth = json.loads((out / "truth.json").read_text())
-    assert len(list((out / "frames").glob("*.jpg"))) == truth["frames"] == 14, "no stale frames beside the new truth"
+    assert len(list((out / "fire_00").glob("*.jpg"))) == 12, "untouched without --force"
+    assert invoke_cli(*args, "--frames", "9", "--force").returncode == 0
+    rows = (out / "fire_00" / "frames.csv").read_text().splitlines()[1:]
+    assert len(list((out / "fire_00").glob("*.jpg"))) == len(rows) == 9, "no stale frames beside the new listing"

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config, save_config
-from ..data import DatasetInfo, check_class_names, dataset_folders, preflight, write_preflight_report
+from ..data import DatasetInfo, TeacherClasses, dataset_folders, preflight, teacher_classes, write_preflight_report
 from ..errors import InputError
 from ..guard import refuse_overwriting_inputs
 from ..layout import BATCH_LOG, LAST, PREFLIGHT, RUN_CONFIG, TRAIN_REPORT, VALIDATION_DIR, VALIDATION_JSON, weights_file
 from ..reports import write_json
 from ..ultralytics_env import prepare_ultralytics
-from ..weights import CheckedWeights, check_weights, load_checked, model_class_names, ultralytics_loading
+from ..weights import CheckedWeights, check_weights, load_checked, load_modules, model_class_names, ultralytics_loading
 
 log = logging.getLogger("wildfire_kd")
 
@@ -48,6 +48,7 @@ class TrainResult:
     config_sha256: str = ""
     validation: dict[str, Any] | None = None  # the after-train comparison: passed, report, failed gates
     peak_gpu_memory_mb: float | None = None  # torch.cuda.max_memory_allocated during training (CUDA only)
+    teacher_classes: dict[str, Any] | None = None  # the teacher's classes and which answered for the dataset's
 
     @property
     def passed(self) -> bool:
@@ -79,8 +80,9 @@ class TrainInputs:
 
     info: DatasetInfo
     teacher: CheckedWeights | None  # None for plain training
-    teacher_model: Any = None  # the teacher as loaded for the checks (the trainer fuses a copy of it)
+    teacher_model: Any = None  # the teacher as loaded for the checks, answering for the dataset's classes
     full_unpickling: bool = False  # a file ultralytics loads itself needs full unpickling (pinned or opted in)
+    teacher_classes: TeacherClasses | None = None
 
 
 def _ultralytics_overrides(config: Config) -> dict[str, Any]:
@@ -136,6 +138,7 @@ def check_inputs(
     resume_checkpoint: Path | None = None,
     info: DatasetInfo | None = None,
     teacher: CheckedWeights | None = None,
+    finetune: bool = False,
 ) -> TrainInputs:
     """Everything that can be checked before training starts: exit 2 now rather than an hour in.
 
@@ -147,6 +150,8 @@ def check_inputs(
     t, d = config.train, config.distill
     if not t.data:
         raise InputError("no dataset: pass --data path/to/data.yaml (or set train.data)")
+    if t.teacher_modules:  # before anything is unpickled: the checkpoints may name their classes
+        load_modules(t.teacher_modules)
     if info is None:
         info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
     if resume_checkpoint is None:  # a new run folder, or with exist_ok an existing one written into
@@ -158,10 +163,15 @@ def check_inputs(
 
         check_available(t.loggers)
     full = False
-    if resume_checkpoint is not None:  # the run's own checkpoint: weights-only like any other file
-        full |= check_weights(resume_checkpoint, None, "resume checkpoint", t.allow_unsafe_weights).full_unpickling
+    if resume_checkpoint is not None:  # the run's own checkpoint: weights-only like any other file, except that a
+        # finetuned teacher holds the teacher's own classes, allowed as the teacher was (its pin)
+        allowed = t.allow_unsafe_weights or (finetune and t.student_sha256 is not None)
+        full |= check_weights(resume_checkpoint, None, "resume checkpoint", allowed).full_unpickling
     student = None
-    if t.student.endswith(".pt"):
+    if finetune and teacher is not None:  # the model trained is the teacher, checked by the caller
+        student = teacher
+        full |= student.full_unpickling
+    elif t.student.endswith(".pt"):
         student = check_weights(t.student, t.student_sha256, "student", t.allow_unsafe_weights)
         full |= student.full_unpickling
     elif not t.student.endswith((".yaml", ".yml")):
@@ -169,6 +179,9 @@ def check_inputs(
             f"train.student={t.student!r}: expected a .pt checkpoint or a model .yaml such as yolov8n.yaml"
         )
     inputs = TrainInputs(info, None, None, full)
+    teacher = None if finetune else teacher
+    if finetune:  # the model trained is the teacher itself: it must answer for the dataset's classes
+        inputs.teacher_classes = _mapped(config, model_class_names(load_checked(student)), t.student, info)
     if d.response or d.feature_distillation:
         if not t.teacher:
             raise InputError(
@@ -180,11 +193,24 @@ def check_inputs(
     return inputs
 
 
+def _mapped(config: Config, model_names: list[str], path: str, info: DatasetInfo) -> TeacherClasses:
+    """How the model's classes answer for the dataset's (by name, distill.class_map); said in the log when it is
+    not simply the same list."""
+    mapped = teacher_classes(model_names, info.names, config.distill.class_map, path, config.train.data)
+    if not mapped.identical:
+        log.info("%s", mapped.describe())
+    return mapped
+
+
 def _checked_teacher(config: Config, inputs: TrainInputs, student: CheckedWeights | None):
-    """The teacher, loaded once: its classes against the data's, and for `dense` its head against the student's."""
+    """The teacher, loaded once, answering for the dataset's classes; for `dense`, its head against the student's."""
     t, d = config.train, config.distill
+    from ..seam import narrow_classes
+
     teacher = load_checked(inputs.teacher)
-    check_class_names(model_class_names(teacher), inputs.info.names, t.teacher, t.data)
+    inputs.teacher_classes = _mapped(config, model_class_names(teacher), t.teacher, inputs.info)
+    if not inputs.teacher_classes.identical:
+        teacher = narrow_classes(teacher, inputs.teacher_classes.keep, inputs.teacher_classes.dataset)
     if d.response and d.method == "dense":
         from .loss import check_dense_compatible
 
@@ -245,8 +271,11 @@ def train(
     force: bool = False,
     info: DatasetInfo | None = None,
     teacher: CheckedWeights | None = None,
+    finetune: bool = False,
 ) -> TrainResult:
     """Distil ``config.train.teacher`` into ``config.train.student``; returns where everything was written.
+    ``finetune``: train ``config.train.student`` (a loaded teacher) as it is, custom blocks and all, on the data's
+    classes (`wildfire-kd finetune`; the config then has no teacher).
 
     ``resume``: a run folder (or its weights/last.pt) to continue; a finished run is returned as it is.
     ``info``, ``teacher``: the preflight of ``train.data`` and the checked teacher, when the caller has them.
@@ -260,8 +289,8 @@ def train(
         if report.is_file():
             log.info("%s already finished; nothing to resume", last_ckpt.parent.parent)
             return TrainResult.load(report)
-    inputs = check_inputs(config, last_ckpt, info, teacher)
-    trainer = _trainer(config, inputs, last_ckpt, callbacks)
+    inputs = check_inputs(config, last_ckpt, info, teacher, finetune)
+    trainer = _trainer(config, inputs, last_ckpt, callbacks, finetune)
     run_dir = Path(trainer.save_dir)
     if last_ckpt is None:
         save_config(config, run_dir / RUN_CONFIG)
@@ -281,6 +310,7 @@ def train(
         final_metrics={k: float(v) for k, v in (trainer.metrics or {}).items()},
         config_sha256=config.digest(),
         peak_gpu_memory_mb=_peak_gpu_memory_mb(trainer),
+        teacher_classes=inputs.teacher_classes.to_dict() if inputs.teacher_classes else None,
     )
     if config.validation.after_train and config.train.teacher and result.best:
         validation = _validate_against_teacher(config, result.best, run_dir / VALIDATION_DIR, inputs)
@@ -296,7 +326,9 @@ def train(
     return result
 
 
-def _trainer(config: Config, inputs: TrainInputs, last_ckpt: Path | None, callbacks: dict[str, list] | None):
+def _trainer(
+    config: Config, inputs: TrainInputs, last_ckpt: Path | None, callbacks: dict[str, list] | None, finetune: bool
+):
     """The DistillationTrainer for this config (continuing ``last_ckpt`` when resuming), with extra callbacks and
     the teacher ``check_inputs`` loaded (DDP workers load it again, from the same checked file)."""
     from .trainer import DistillationTrainer, KDRun
@@ -314,6 +346,8 @@ def _trainer(config: Config, inputs: TrainInputs, last_ckpt: Path | None, callba
         loggers=list(t.loggers),
         tracking_out=str(Path(t.out).resolve()),
         tracking_params=_tracked_params(config),
+        teacher_modules=list(t.teacher_modules),
+        finetune=finetune,
     )
     overrides = _ultralytics_overrides(config)
     if last_ckpt is not None:

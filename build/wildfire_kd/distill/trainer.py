@@ -23,7 +23,7 @@ from ..errors import InputError, TrainingDiverged, TrainingTerminated  # noqa: E
 from ..layout import BATCH_LOG  # noqa: E402
 from ..reports import atomic_write_text  # noqa: E402
 from ..seam import RUN_ENV, KDRun, SeamTrainer, student_of, switch_off_ultralytics_trackers  # noqa: E402
-from ..weights import load_detection_model  # noqa: E402
+from ..weights import load_detection_model, model_class_names  # noqa: E402
 from .loss import ResponseKDLoss, kd_alpha, make_criterion  # noqa: E402
 
 __all__ = ["RUN_ENV", "DistillationTrainer", "KDRun"]
@@ -43,6 +43,8 @@ class DistillationTrainer(SeamTrainer):
         os.environ[RUN_ENV] = self.kd.to_env()
         switch_off_ultralytics_trackers()  # read by the base class's __init__, where it attaches integrations
         super().__init__(cfg, overrides, _callbacks)
+        if self.kd.finetune:
+            self.finetune_classes = self.answering_for_the_data
         self.teacher: torch.nn.Module | None = None
         self.kd_criterion: ResponseKDLoss | None = None
         self.ema_criterion: ResponseKDLoss | None = None
@@ -90,6 +92,7 @@ class DistillationTrainer(SeamTrainer):
             teacher = load_detection_model(
                 self.kd.teacher, self.kd.teacher_sha256, "teacher", self.kd.allow_unsafe_weights
             )
+        teacher = self.answering_for_the_data(teacher)  # DDP workers load it whole; in-process it is narrowed already
         teacher = teacher.fuse(verbose=False) if hasattr(teacher, "fuse") else teacher
         teacher = teacher.to(self.device).eval()
         for p in teacher.parameters():
@@ -104,6 +107,17 @@ class DistillationTrainer(SeamTrainer):
         student_of(self.ema.ema).criterion = self.ema_criterion
         if self.kd_criterion.detection.nc != teacher.model[-1].nc:
             raise ValueError("teacher and student predict a different number of classes")
+
+    def answering_for_the_data(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` answering for the dataset's classes: selected and ordered by name (distill.class_map)."""
+        from ..data import teacher_classes
+        from ..seam import narrow_classes
+
+        data_names = [self.data["names"][i] for i in sorted(self.data["names"])]
+        if model_class_names(model) == data_names:  # already (the teacher check_inputs narrowed, a resumed run's own)
+            return model
+        mapped = teacher_classes(model_class_names(model), data_names, self.kd.settings.class_map, "the model", "")
+        return model if mapped.identical else narrow_classes(model, mapped.keep, mapped.dataset)
 
     def _check_no_image_dropped(self) -> None:
         """ultralytics skips an image it cannot read ("N corrupt") and trains on the rest without a word: every

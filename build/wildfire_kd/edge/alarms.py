@@ -1,22 +1,85 @@
 """Alarms from one camera's frames in time order: a detection must recur before it alarms.
 
-Single frames of haze, cloud and glare make most false alarms, so `Confirmer` raises an alarm only when a detection
-recurs in k of the last n frames.
+Single frames of haze, cloud and glare make most false alarms, so an alarm needs support over the last ``n`` frames
+from detections of the same class that overlap it (IoU >= ``iou``), each at or above the per-frame ``floor``:
+
+- ``count``: detections in at least ``k`` of the last ``n`` frames (this one included);
+- ``score``: their confidences summed over the last ``n`` frames (the best overlapping box of each frame) reach
+  ``threshold``, as Pyronear's engine combines frames (a low floor, so a faint plume seen often adds up).
+
+An object alarms once: its alarm stays on while its support stays at or above ``release`` times the level that
+raised it (hysteresis: a plume that flickers under the trigger does not alarm again), and ends below that.
+`AlarmRule` travels in the model file's metadata (``wildfire_kd.alarm``, chosen by `validate` on sequences).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from .boxes import box_iou
-from .model import Detection
+from .boxes import Detection, box_iou
 
-ALARM_K, ALARM_N, ALARM_IOU = 3, 5, 0.3  # an alarm: same-class overlap (IoU >= 0.3) in 3 of the last 5 frames
+ALARM_K, ALARM_N, ALARM_IOU = 3, 5, 0.3  # the default rule: same-class overlap (IoU >= 0.3) in 3 of the last 5 frames
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """When detections in one camera's recent frames make an alarm (see the module's doc)."""
+
+    mode: str = "count"  # "count" (k of the last n frames) or "score" (summed confidence over the last n frames)
+    n: int = ALARM_N
+    k: int = ALARM_K  # count: frames with support
+    threshold: float = 1.0  # score: summed best confidence of the overlapping boxes over the window
+    floor: float | None = None  # per-frame confidence floor; None: the detector's own threshold
+    iou: float = ALARM_IOU  # overlap that makes two detections one object
+    release: float = 1.0  # an ongoing alarm ends when its support falls below release x the trigger level
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in ("count", "score"):
+            problems.append(f"mode {self.mode!r}: 'count' or 'score'")
+        if not (isinstance(self.n, int) and self.n >= 1):
+            problems.append(f"n {self.n}: at least 1 frame")
+        elif self.mode == "count" and not 1 <= self.k <= self.n:
+            problems.append(f"temporal confirmation needs 1 <= k <= n, got k={self.k}, n={self.n}")
+        if self.mode == "score" and not (math.isfinite(self.threshold) and self.threshold > 0):
+            problems.append(f"threshold {self.threshold}: a positive summed confidence")
+        if self.floor is not None and not 0.0 <= self.floor <= 1.0:
+            problems.append(f"floor {self.floor}: a confidence between 0 and 1")
+        if not 0.0 < self.iou <= 1.0:  # NaN fails this too
+            problems.append(f"alarm IoU {self.iou}: the overlap that makes two detections one object is in (0, 1]")
+        if not 0.0 < self.release <= 1.0:
+            problems.append(f"release {self.release}: a fraction of the trigger level in (0, 1]")
+        if problems:
+            raise InputError("alarm rule: " + "; ".join(problems))
+
+    @property
+    def trigger(self) -> float:
+        """The support that raises an alarm: k frames, or the summed confidence."""
+        return float(self.k) if self.mode == "count" else self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: object = "the alarm rule") -> AlarmRule:
+        """A rule as `to_dict` wrote it (a model file's metadata): unknown keys or bad values are bad input."""
+        known = {f.name for f in fields(cls)}
+        if not isinstance(raw, dict) or set(raw) - known:
+            raise InputError(f"{source}: not an alarm rule ({raw!r}); export the model again")
+        return cls(**raw)
+
+    def describe(self) -> str:
+        floor = f", floor {self.floor:g}" if self.floor is not None else ""
+        hold = f", held down to {self.release:g} of it" if self.release < 1 else ""
+        if self.mode == "count":
+            return f"{self.k} of the last {self.n} frames{floor}{hold}"
+        return f"summed confidence >= {self.threshold:g} over the last {self.n} frames{floor}{hold}"
 
 
 @dataclass
@@ -31,40 +94,47 @@ class Alarm:
 
 @dataclass
 class Confirmer:
-    """Temporal confirmation for one camera's frames in time order.
+    """Temporal confirmation of one camera's frames in time order, under ``rule``."""
 
-    A detection raises an alarm when detections of its class overlap it (IoU >= ``iou``) in at least ``k`` of the
-    last ``n`` frames, this one included. An object already alarmed does not alarm again while it stays confirmed.
-    Higher k or n: fewer false alarms from transient haze, glare or clouds, but a later first alarm.
-    """
-
-    k: int = ALARM_K
-    n: int = ALARM_N
-    iou: float = ALARM_IOU
+    rule: AlarmRule = field(default_factory=AlarmRule)
     _window: deque = field(init=False, repr=False)
-    _active: list[Detection] = field(default_factory=list, init=False, repr=False)
+    _active: list[Detection] = field(default_factory=list, init=False, repr=False)  # ongoing alarms' latest boxes
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= self.n:
-            raise InputError(f"temporal confirmation needs 1 <= k <= n, got k={self.k}, n={self.n}")
-        if not 0.0 < self.iou <= 1.0:  # NaN fails this too
-            raise InputError(f"alarm IoU {self.iou}: the overlap that makes two detections one object is in (0, 1]")
-        self._window = deque(maxlen=self.n)
+        self._window = deque(maxlen=self.rule.n)
 
-    def _overlaps(self, d: Detection, others: list[Detection]) -> bool:
-        same = [o.box for o in others if o.class_id == d.class_id]
-        return bool(same) and bool((box_iou(np.array([d.box]), np.array(same)) >= self.iou).any())
+    def _support(self, d: Detection) -> tuple[float, list[str]]:
+        """(support of ``d`` over the window under the rule, the frames that gave it)."""
+        frames, total = [], 0.0
+        for name, dets in self._window:
+            same = [o for o in dets if o.class_id == d.class_id]
+            if not same:
+                continue
+            overlap = box_iou(np.array([d.box]), np.array([o.box for o in same]))[0] >= self.rule.iou
+            if overlap.any():
+                frames.append(name)
+                best = max(o.confidence for o, hit in zip(same, overlap, strict=True) if hit)
+                total += 1.0 if self.rule.mode == "count" else best
+        return total, frames
+
+    def _follows(self, a: Detection, d: Detection) -> bool:
+        return a.class_id == d.class_id and float(box_iou(np.array([a.box]), np.array([d.box]))[0, 0]) >= self.rule.iou
 
     def update(self, frame: str, detections: list[Detection]) -> list[Alarm]:
         """Add the next frame; returns the alarms it raises."""
-        self._window.append((frame, detections))
-        alarms, confirmed = [], []
-        for d in detections:
-            support = [name for name, dets in self._window if self._overlaps(d, dets)]
-            if len(support) < self.k:
-                continue
-            confirmed.append(d)
-            if not self._overlaps(d, self._active):
-                alarms.append(Alarm(frame, d, support))
-        self._active = confirmed
+        floor = self.rule.floor
+        kept = [d for d in detections if floor is None or d.confidence >= floor]
+        self._window.append((frame, kept))
+        hold = self.rule.release * self.rule.trigger
+        active = [a for a in self._active if self._support(a)[0] >= hold]
+        alarms = []
+        for d in kept:
+            support, frames = self._support(d)
+            ongoing = next((i for i, a in enumerate(active) if self._follows(a, d)), None)
+            if ongoing is not None:
+                active[ongoing] = d  # the same object, where it is now
+            elif support >= self.rule.trigger:
+                alarms.append(Alarm(frame, d, frames))
+                active.append(d)
+        self._active = active
         return alarms

@@ -6,6 +6,9 @@ the same thresholds, the same class offset, the same order of kept boxes (tested
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Any
+
 import numpy as np
 
 DEFAULT_CONF = 0.25  # without an operating point in the file (ultralytics' predict default)
@@ -13,6 +16,17 @@ DEFAULT_IOU = 0.7  # NMS IoU (ultralytics' predict default)
 MAX_DET = 300  # detections per frame at most
 MAX_NMS = 30_000  # candidates into NMS at most
 CLASS_OFFSET = 7680  # px added per class id so NMS never compares boxes of different classes (ultralytics' max_wh)
+
+
+@dataclass(frozen=True)
+class Detection:
+    class_id: int
+    name: str
+    confidence: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the frame's pixels
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "box": [round(v, 2) for v in self.box], "confidence": round(self.confidence, 5)}
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

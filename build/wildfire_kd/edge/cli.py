@@ -12,7 +12,6 @@ import os
 import sys
 
 from ..errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, WildfireKDError
-from .alarms import ALARM_IOU, ALARM_K, ALARM_N, Confirmer
 from .boxes import DEFAULT_IOU
 from .detect import detect
 
@@ -25,18 +24,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--iou", type=float, default=DEFAULT_IOU, help="NMS IoU threshold")
     parser.add_argument("--out", default="detections", help="folder for detections.jsonl / alerts.jsonl")
     parser.add_argument("--sequence", action="store_true", help="frames of one camera in time order: raise alarms")
-    parser.add_argument("--alarm-k", type=int, default=ALARM_K, help="alarm when confirmed in k ...")
-    parser.add_argument("--alarm-n", type=int, default=ALARM_N, help="... of the last n frames")
-    parser.add_argument("--alarm-iou", type=float, default=ALARM_IOU, help="overlap that counts as the same object")
+    alarm = parser.add_argument_group("alarm rule (each left out: the model file's rule, else count 3 of 5, IoU 0.3)")
+    alarm.add_argument("--alarm-mode", choices=("count", "score"), default=None, help="k of n frames, or summed score")
+    alarm.add_argument("--alarm-k", type=int, default=None, help="count: alarm when confirmed in k ...")
+    alarm.add_argument("--alarm-n", type=int, default=None, help="... of the last n frames")
+    alarm.add_argument("--alarm-threshold", type=float, default=None, help="score: summed confidence that alarms")
+    alarm.add_argument("--alarm-floor", type=float, default=None, help="per-frame confidence the alarm still sees")
+    alarm.add_argument("--alarm-iou", type=float, default=None, help="overlap that counts as the same object")
+    alarm.add_argument("--alarm-release", type=float, default=None, help="hysteresis: fraction of the trigger")
     parser.add_argument("--save-images", action="store_true", help="also write annotated copies")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
+    parser.add_argument("--tiles", type=int, default=1, help="also N overlapping tiles along the longer side")
     return parser
+
+
+ALARM_FIELDS = ("mode", "k", "n", "threshold", "floor", "iou", "release")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        confirmer = Confirmer(args.alarm_k, args.alarm_n, args.alarm_iou)
+        alarm = {k: getattr(args, f"alarm_{k}") for k in ALARM_FIELDS if getattr(args, f"alarm_{k}") is not None}
         result = detect(
             args.onnx,
             args.sources,
@@ -44,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             conf=args.conf,
             iou=args.iou,
             sequence=args.sequence,
-            confirmer=confirmer,
+            alarm=alarm,
             save_images=args.save_images,
             threads=args.threads,
+            tiles=args.tiles,
         )
     except WildfireKDError as e:
         print(f"wildfire-kd-edge: error: {e}", file=sys.stderr)

@@ -15,14 +15,16 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..guard import refuse_overwriting_inputs
-from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS
-from .alarms import Confirmer
-from .boxes import DEFAULT_IOU
+from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS, MASK_IMAGE
+from .alarms import AlarmRule, Confirmer
+from .boxes import DEFAULT_IOU, Detection
 from .letterbox import IMAGE_SUFFIXES
-from .model import CameraModel, Detection
+from .masks import CameraMask
+from .model import CameraModel
 
 COLORS = {0: (160, 160, 160), 1: (0, 90, 255)}  # BGR per class id: smoke grey, fire orange
 
@@ -36,16 +38,20 @@ class DetectResult:
     alarms: int = 0
     conf: float = 0.0
     seconds: float = 0.0
-    cameras: int = 0  # --sequence: camera folders, each confirmed on its own
+    cameras: int = 0  # camera folders; with --sequence each is confirmed on its own
     warnings: list[str] = field(default_factory=list)
+    tiles: int = 1  # tiled passes along the longer side (1: the whole frame only)
+    masked: int = 0  # detections dropped in the cameras' masked regions
+    alarm_rule: dict[str, Any] | None = None  # --sequence: the rule the alarms were raised under
 
     def summary(self) -> str:
         bad = f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""
         alarms = f", {self.alarms} alarm(s)" if self.alarms else ""
         cameras = f" from {self.cameras} camera(s)" if self.cameras > 1 else ""
+        masked = f" ({self.masked} in masked regions, dropped)" if self.masked else ""
         return (
-            f"{self.images} image(s){bad}{cameras}, {self.detections} detection(s) at conf {self.conf:g}{alarms}, "
-            f"{self.seconds:.1f}s; {Path(self.out_dir) / DETECTIONS}"
+            f"{self.images} image(s){bad}{cameras}, {self.detections} detection(s) at conf {self.conf:g}{masked}"
+            f"{alarms}, {self.seconds:.1f}s; {Path(self.out_dir) / DETECTIONS}"
         )
 
 
@@ -63,8 +69,12 @@ def expand_sources(sources: list[str], skip: Path | None = None) -> list[Path]:
     for source in sources:
         path = Path(source)
         found: list[Path]
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if path.is_dir():  # a camera folder's mask.png is its setting, not a frame
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.name != MASK_IMAGE
+            )
         elif path.exists():
             found = [path]
         elif matches := sorted(glob.glob(source, recursive=True)):
@@ -142,33 +152,37 @@ def detect(
     conf: float | None = None,
     iou: float = DEFAULT_IOU,
     sequence: bool = False,
-    confirmer: Confirmer | None = None,
+    alarm: dict[str, Any] | None = None,
     save_images: bool = False,
     threads: int | None = None,
+    tiles: int = 1,
 ) -> DetectResult:
     """Run ``model_path`` over ``sources``; ``conf`` None = the operating point shipped in the file. With
-    ``sequence`` each folder of frames is one camera, confirmed on its own (a copy of ``confirmer`` per camera)."""
+    ``sequence`` each folder of frames is one camera, confirmed on its own under the alarm rule shipped in the file
+    (else the default), with ``alarm``'s fields (AlarmRule's) in place of its own. A camera folder's mask
+    (masks.py) drops the detections in its ignored regions; ``tiles`` > 1 adds tiled passes (CameraModel.detect)."""
     check_thresholds(conf, iou, threads)
+    if tiles < 1:
+        raise InputError(f"--tiles {tiles}: 1 (the whole frame only) or more")
     out = Path(out)
     files = expand_sources(sources, skip=out / ANNOTATED_DIR)
     owned = [out / DETECTIONS, out / ALERTS] + ([out / ANNOTATED_DIR] if save_images else [])
     refuse_overwriting_inputs(owned, [*files, model_path])
     model = CameraModel(model_path, threads=threads)
+    rule = replace(model.alarm_rule or AlarmRule(), **(alarm or {})) if sequence else None
     _prepare_out(out, save_images)
-    result = DetectResult(str(out), conf=model.default_conf if conf is None else conf)
+    result = DetectResult(str(out), conf=model.default_conf if conf is None else conf, tiles=tiles)
+    result.alarm_rule = rule.to_dict() if rule else None
     start = time.perf_counter()
     with (
         open(out / DETECTIONS, "w", encoding="utf-8") as log,
         open(out / ALERTS, "w", encoding="utf-8") if sequence else contextlib.nullcontext() as alerts,
     ):
         run = _Run(model, result, iou, log, alerts, out if save_images else None, annotated_names(files))
-        if sequence:
-            cameras = cameras_of(files)
-            result.cameras = len(cameras)
-            for camera, frames in cameras.items():
-                run.camera(camera, frames, replace(confirmer or Confirmer()))
-        else:
-            run.camera(None, files, None)
+        cameras = cameras_of(files)
+        result.cameras = len(cameras)
+        for camera, frames in cameras.items() if sequence else [(None, files)]:
+            run.camera(camera, frames, Confirmer(rule) if rule else None)
     result.seconds = time.perf_counter() - start
     if result.images == 0:
         raise InputError(f"none of the {len(files)} image(s) could be read: {', '.join(result.unreadable[:5])}")
@@ -176,14 +190,25 @@ def detect(
 
 
 class _Run:
-    """One detect run's frames through the model, the log, the alarms and the annotated copies."""
+    """One detect run's frames through the model, the masks, the log, the alarms and the annotated copies."""
 
     def __init__(self, model: CameraModel, result: DetectResult, iou: float, log, alerts, annotate_into, copies):
         self.model, self.result, self.iou, self.log, self.alerts = model, result, iou, log, alerts
         self.annotate_into, self.copies, self.done, self.total = annotate_into, copies, 0, len(copies)
+        self.masks: dict[Path, CameraMask] = {}
 
     def _write(self, stream, row: dict) -> None:
         stream.write(json.dumps(row) + "\n")
+
+    def _detections(self, path: Path, image, confirmer: Confirmer | None) -> tuple[list[Detection], list[Detection]]:
+        """(the frame's detections at the confidence threshold, those the alarm logic sees: down to the rule's
+        floor), both outside the camera's masked regions."""
+        floor = confirmer.rule.floor if confirmer is not None and confirmer.rule.floor is not None else self.result.conf
+        found = self.model.detect(image, conf=min(floor, self.result.conf), iou=self.iou, tiles=self.result.tiles)
+        mask = self.masks.setdefault(path.parent, CameraMask(path.parent))
+        found, masked = mask.keep(found, image.shape[1], image.shape[0])
+        self.result.masked += masked
+        return [d for d in found if d.confidence > self.result.conf], found
 
     def camera(self, camera: Path | None, frames: list[Path], confirmer: Confirmer | None) -> None:
         """Frames of one camera in time order (``confirmer`` None: single images, no alarms)."""
@@ -204,14 +229,14 @@ class _Run:
                     f"{camera}: frame {path.name} is {w}x{h}, earlier frames {size[0]}x"
                     f"{size[1]}; alarm confirmation starts again from this frame"
                 )
-                confirmer = replace(confirmer)
+                confirmer = Confirmer(confirmer.rule)
             size = (w, h)
-            detections = self.model.detect(image, conf=self.result.conf, iou=self.iou)
+            detections, seen = self._detections(path, image, confirmer)
             self.result.images += 1
             self.result.detections += len(detections)
             row = {"file": str(path), "width": w, "height": h, "detections": [d.to_dict() for d in detections]}
             self._write(self.log, row)
-            raised = confirmer.update(str(path), detections) if confirmer else []
+            raised = confirmer.update(str(path), seen) if confirmer else []
             for alarm in raised:
                 self._write(self.alerts, {"camera": str(camera), **alarm.to_dict()})
             self.result.alarms += len(raised)

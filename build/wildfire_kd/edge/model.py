@@ -7,7 +7,7 @@ ultralytics' predictor does (boxes.py), and returns detections in the frame's pi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +15,9 @@ import numpy as np
 
 from ..errors import InputError
 from . import metadata as meta
-from .boxes import DEFAULT_CONF, DEFAULT_IOU, decode
+from .alarms import AlarmRule
+from .boxes import CLASS_OFFSET, DEFAULT_CONF, DEFAULT_IOU, MAX_DET, Detection, decode, nms
 from .letterbox import INPUT_CONTRACT, letterbox
-
-
-@dataclass(frozen=True)
-class Detection:
-    class_id: int
-    name: str
-    confidence: float
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the frame's pixels
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "box": [round(v, 2) for v in self.box], "confidence": round(self.confidence, 5)}
 
 
 class OnnxSession:
@@ -101,6 +91,8 @@ class CameraModel:
         if len(outputs) != 3 or (isinstance(outputs[1], int) and outputs[1] != 4 + len(self.names)):
             raise InputError(f"{path}: output {outputs} does not hold 4 + {len(self.names)} rows per anchor")
         self.operating_point: dict[str, Any] | None = metadata.get("operating_point")
+        raw_rule = metadata.get("alarm")  # the rule validate chose on camera sequences, when it had them
+        self.alarm_rule = AlarmRule.from_dict(raw_rule, f"{path}: metadata wildfire_kd.alarm") if raw_rule else None
 
     @property
     def default_conf(self) -> float:
@@ -111,16 +103,50 @@ class CameraModel:
         """The raw output for one letterboxed 1x3xSxS tensor: (4 + nc, anchors)."""
         return self.runtime.infer(tensor)
 
-    def detect(self, frame_bgr: np.ndarray, conf: float | None = None, iou: float = DEFAULT_IOU) -> list[Detection]:
-        """Detections in ``frame_bgr`` (HxWx3 uint8, as cv2.imread gives), in its pixel coordinates."""
+    def _boxes(self, frame_bgr: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One pass over ``frame_bgr`` (letterboxed to the input size): xyxy in its pixels, scores, class ids."""
         tensor, ratio, (left, top) = letterbox(frame_bgr, self.imgsz)
-        xyxy, scores, class_ids = decode(self.infer(tensor), self.default_conf if conf is None else conf, iou)
+        xyxy, scores, class_ids = decode(self.infer(tensor), conf, iou)
         h, w = frame_bgr.shape[:2]
         # per-axis gains from the rounded resize, as ultralytics' scale_boxes does
         gain_x, gain_y = max(round(w * ratio), 1) / w, max(round(h * ratio), 1) / h
         xyxy = (xyxy - [left, top, left, top]) / [gain_x, gain_y, gain_x, gain_y]
-        xyxy = np.clip(xyxy, 0, [w, h, w, h])
+        return np.clip(xyxy, 0, [w, h, w, h]), scores, class_ids
+
+    def detect(
+        self, frame_bgr: np.ndarray, conf: float | None = None, iou: float = DEFAULT_IOU, tiles: int = 1
+    ) -> list[Detection]:
+        """Detections in ``frame_bgr`` (HxWx3 uint8, as cv2.imread gives), in its pixel coordinates.
+
+        ``tiles`` > 1: also over ``tiles`` overlapping crops along the frame's longer side (and as many as cover the
+        other side), each at the model's full input size, merged with the whole-frame pass by class-aware NMS: a
+        plume a few pixels wide in a 3000 px frame keeps its pixels instead of shrinking to one or two."""
+        conf = self.default_conf if conf is None else conf
+        xyxy, scores, class_ids = self._boxes(frame_bgr, conf, iou)
+        if tiles > 1:
+            parts = [(xyxy, scores, class_ids)]
+            for x0, y0, x1, y1 in tile_grid(frame_bgr.shape[1], frame_bgr.shape[0], tiles):
+                boxes, s, c = self._boxes(frame_bgr[y0:y1, x0:x1], conf, iou)
+                parts.append((boxes + [x0, y0, x0, y0], s, c))
+            xyxy, scores, class_ids = (np.concatenate(p) for p in zip(*parts, strict=True))
+            kept = nms(xyxy + class_ids[:, None] * CLASS_OFFSET, scores, iou)[:MAX_DET]
+            xyxy, scores, class_ids = xyxy[kept], scores[kept], class_ids[kept]
         return [
             Detection(int(c), self.names[int(c)], float(s), tuple(float(v) for v in box))
             for box, s, c in zip(xyxy, scores, class_ids, strict=True)
         ]
+
+
+TILE_OVERLAP = 0.25  # of a tile's side: a plume on a seam lies whole in one of the two tiles
+
+
+def tile_grid(width: int, height: int, tiles: int) -> list[tuple[int, int, int, int]]:
+    """Square crops (x0, y0, x1, y1) covering a ``width`` x ``height`` frame: ``tiles`` along the longer side,
+    overlapping by TILE_OVERLAP of a side, as many along the shorter side as cover it."""
+    side = min(math.ceil(max(width, height) / (tiles - (tiles - 1) * TILE_OVERLAP)), width, height)
+
+    def starts(length: int) -> list[int]:
+        count = max(1, math.ceil((length - side) / (side * (1 - TILE_OVERLAP))) + 1)
+        return [round(i * (length - side) / (count - 1)) if count > 1 else 0 for i in range(count)]
+
+    return [(x, y, x + side, y + side) for y in starts(height) for x in starts(width)]

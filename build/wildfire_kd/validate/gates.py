@@ -14,9 +14,11 @@ def gates(
     retention: dict[str, float | None],
     agreement: float | None,
     camera: dict[str, Any] | None = None,
+    robustness: dict[str, Any] | None = None,
+    sequences: dict[str, Any] | None = None,
 ) -> list[Gate]:
     """One Gate per configured threshold (``validation.min_*`` / ``max_*``), in the order of the config."""
-    camera = camera or {}
+    camera, student_sequences = camera or {}, (sequences or {}).get("student") or {}
     checks = [
         ("min_map50_retention", retention["map50"], settings.min_map50_retention, ">="),
         ("min_map50", student.map50, settings.min_map50, ">="),
@@ -33,6 +35,25 @@ def gates(
             "min_small_recall_retention",
             (camera.get("recall_retention") or {}).get("small"),
             settings.min_small_recall_retention,
+            ">=",
+        ),
+        (
+            "max_minutes_to_detection",
+            student_sequences.get("median_minutes_to_detection"),
+            settings.max_minutes_to_detection,
+            "<=",
+        ),
+        (
+            "max_false_alarms_per_camera_day",
+            student_sequences.get("false_alarms_per_camera_day"),
+            settings.max_false_alarms_per_camera_day,
+            "<=",
+        ),
+        ("min_sequence_recall", student_sequences.get("recall"), settings.min_sequence_recall, ">="),
+        (
+            "min_robust_recall_retention",
+            (robustness or {}).get("worst_student_retention"),
+            settings.min_robust_recall_retention,
             ">=",
         ),
     ]

@@ -63,6 +63,8 @@ def markdown(result: ValidationResult, data: str, settings: ValidateSettings, im
         ]
     lines += _operating_point_markdown(result.operating_point)
     lines += _camera_markdown(result.camera_figures)
+    lines += _sequences_markdown(result.sequences)
+    lines += _robustness_markdown(result.robustness)
     lines += ["", "## Gates", ""]
     lines += [f"- {'✓' if g.passed else '✗'} {g.describe()}" for g in result.gates] or ["- none configured"]
     return "\n".join(lines) + "\n"
@@ -115,6 +117,80 @@ def _camera_markdown(camera: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _minutes(f: dict[str, Any]) -> str:
+    median = f["median_minutes_to_detection"]
+    return "–" if median is None else f"{median:.1f} (mean {f['mean_minutes_to_detection']:.1f})"
+
+
+def _sequences_markdown(section: dict[str, Any] | None) -> list[str]:
+    if not section:
+        return []
+    t, s = section["teacher"], section["student"]
+    rows = [
+        ("fire sequences alarmed on the plume (recall)", "recall", 3),
+        ("precision", "precision", 3),
+        ("F1", "f1", 3),
+        ("false-positive rate (smoke-free sequences with an alarm)", "false_positive_rate", 3),
+        ("false alarms per camera-day", "false_alarms_per_camera_day", 2),
+    ]
+    lines = [
+        "",
+        f"## Camera sequences: alarm rule {section['rule_text']}",
+        "",
+        f"`{section['folder']}`: {s['positives']} fire and {s['negatives']} smoke-free sequences through the camera "
+        f"path; the rule was chosen on the student's detections (it ships in the model file): "
+        + (
+            f"the most fires found within {section['budget_per_camera_day']:g} false alarm(s) per camera-day."
+            if section["within_budget"]
+            else f"no rule stayed within {section['budget_per_camera_day']:g} false alarm(s) per camera-day; this "
+            "one raises the fewest."
+        ),
+        "",
+        "| | teacher | student |",
+        "|---|---:|---:|",
+        f"| median minutes from onset to the alarm | {_minutes(t)} | {_minutes(s)} |",
+    ]
+    lines += [f"| {label} | {_fmt(t[key], d)} | {_fmt(s[key], d)} |" for label, key, d in rows]
+    lines += ["", "| sequence | fire | teacher: found, minutes, false alarms | student: found, minutes, false alarms |"]
+    lines.append("|---|---|---|---|")
+    for ts, ss in zip(t["per_sequence"], s["per_sequence"], strict=True):
+        cells = [
+            f"{'✓' if o['detected'] else '✗' if o['positive'] else '–'}, {_fmt(o['minutes_to_detection'], 0)}, "
+            f"{o['false_alarms']}"
+            for o in (ts, ss)
+        ]
+        lines.append(f"| {ss['name']} | {'yes' if ss['positive'] else 'no'} | {cells[0]} | {cells[1]} |")
+    unmasked = section.get("student_without_masks")
+    if unmasked:
+        lines += [
+            "",
+            f"Without the cameras' masks the student raises {_fmt(unmasked['false_alarms_per_camera_day'], 2)} false "
+            f"alarms per camera-day ({unmasked['false_alarms']} in all; recall {_fmt(unmasked['recall'])}).",
+        ]
+    return lines
+
+
+def _robustness_markdown(section: dict[str, Any] | None) -> list[str]:
+    if not section:
+        return []
+    clean = section["clean"]
+    lines = [
+        "",
+        f"## Robustness: recall under what camera pipelines do to frames (conf {section['conf']:g}, "
+        f"{section['objects']} objects)",
+        "",
+        "| frames | teacher recall | retention | student recall | retention |",
+        "|---|---:|---:|---:|---:|",
+        f"| as stored | {_fmt(clean['teacher'])} | – | {_fmt(clean['student'])} | – |",
+    ]
+    for name, row in section["perturbed"].items():
+        t, s = row["teacher"], row["student"]
+        lines.append(
+            f"| {name} | {_fmt(t['recall'])} | {_fmt(t['retention'])} | {_fmt(s['recall'])} | {_fmt(s['retention'])} |"
+        )
+    return lines
+
+
 def chart(result: ValidationResult, path: Path) -> None:
     import matplotlib
 
@@ -123,7 +199,7 @@ def chart(result: ValidationResult, path: Path) -> None:
     import numpy as np
 
     t, s = result.teacher, result.student
-    fig, (left, right, sizes) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    fig, (left, right, sizes, path_panel) = plt.subplots(1, 4, figsize=(20, 4), constrained_layout=True)
     width = 0.38
     overall = [*ACCURACY, "agreement"]
     tv = [getattr(t, k) for k in ACCURACY] + [1.0]
@@ -153,6 +229,7 @@ def chart(result: ValidationResult, path: Path) -> None:
         sizes.set_ylim(0, 1.05)
         fa = [_fmt(camera[r]["false_alarms_per_1000"], 1) for r in ("teacher", "student")]
         sizes.set_title(f"recall by size at conf {camera['conf']:g}\nfalse alarms / 1000 frames: {fa[0]} vs {fa[1]}")
+    _camera_path_panel(path_panel, result, width)
     fig.suptitle(f"student vs teacher: {'passed' if result.passed else 'FAILED'}")
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110)
@@ -165,3 +242,27 @@ def write(result: ValidationResult, out: Path, data: str, settings: ValidateSett
 
     atomic_write_text(out / VALIDATION_MD, markdown(result, data, settings, imgsz))
     chart(result, out / VALIDATION_PNG)
+
+
+def _camera_path_panel(axes, result: ValidationResult, width: float) -> None:
+    """Sequence recall and the worst robustness retention, both models; minutes and false alarms in the title."""
+    import numpy as np
+
+    labels, bars, titles = [], {"teacher": [], "student": []}, []
+    if result.sequences:
+        labels.append("fire sequences\nfound")
+        for role in bars:
+            bars[role].append(result.sequences[role]["recall"] or 0)
+        s = result.sequences["student"]
+        titles.append(f"student: {_minutes(s)} min to alarm, {_fmt(s['false_alarms_per_camera_day'], 2)} FA/camera-day")
+    if result.robustness:
+        labels.append("worst recall\nretention")
+        for role in bars:
+            kept = [r[role]["retention"] for r in result.robustness["perturbed"].values() if r[role]["retention"]]
+            bars[role].append(min(kept) if kept else 0)
+    x = np.arange(len(labels))
+    for role, offset, color in (("teacher", -width / 2, "#c0392b"), ("student", width / 2, "#2980b9")):
+        axes.bar(x + offset, bars[role], width, color=color)
+    axes.set_xticks(x, labels)
+    axes.set_ylim(0, 1.05)
+    axes.set_title("\n".join(titles) or "camera path: no sequences, no robustness")

@@ -69,6 +69,14 @@ class ValidationResult:
     settings: dict[str, Any] = field(default_factory=dict)  # validation.* as run, with imgsz and device
     versions: dict[str, Any] = field(default_factory=dict)
     teacher_agreement_undefined: str | None = None  # why, when teacher_agreement is None
+    teacher_classes: dict[str, Any] | None = None  # a teacher of other classes: which of them answered for the data's
+    robustness: dict[str, Any] | None = None  # recall under JPEG, rescaling, brightness and contrast (robustness.py)
+    sequences: dict[str, Any] | None = None  # camera sequences: the alarm rule and both models under it (sequences.py)
+
+    @property
+    def alarm_rule(self) -> dict[str, Any] | None:
+        """The alarm rule chosen on camera sequences, when there were any: it ships in the model file."""
+        return (self.sequences or {}).get("rule")
 
     @property
     def failed_gates(self) -> list[Gate]:

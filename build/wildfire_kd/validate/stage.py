@@ -13,13 +13,14 @@ import tempfile
 from pathlib import Path
 
 from ..config import Config, ValidateSettings
-from ..data import DatasetInfo, check_class_names, dataset_folders, mirror, preflight
+from ..data import DatasetInfo, dataset_folders, mirror, preflight, teacher_classes
+from ..edge.sequences import load_sequences
 from ..errors import InputError
 from ..guard import refuse_overwriting_inputs
 from ..layout import VALIDATION_JSON, VALIDATION_MD, VALIDATION_PNG
 from ..reports import package_versions, write_json
 from ..ultralytics_env import prepare_ultralytics
-from ..weights import CheckedWeights, check_weights, load_yolo, model_class_names, sha256_file
+from ..weights import CheckedWeights, check_weights, load_modules, load_yolo, model_class_names, sha256_file
 from . import camera_figures, metrics, report
 from .gates import gates
 from .result import ACCURACY, ValidationResult, ratio
@@ -36,6 +37,8 @@ def validate_from_config(
     already checked), the teacher and the data must be set. ``info`` and ``teacher``: the preflight of the data and
     the checked teacher when the caller already has them (the build's), else they are made here."""
     t = config.train
+    if t.teacher_modules:  # before anything is unpickled: the checkpoints may name their classes
+        load_modules(t.teacher_modules)
     checked_student = student if isinstance(student, CheckedWeights) else None
     student = checked_student.path if checked_student else student or t.student
     missing = [flag for flag, value in (("--teacher", t.teacher), ("--data", t.data)) if not value]
@@ -57,6 +60,7 @@ def validate_from_config(
         imgsz=config.validation_imgsz,
         device=config.validation_device,
         info=info,
+        class_map=config.distill.class_map,
     )
 
 
@@ -69,10 +73,12 @@ def validate(
     imgsz: int,
     device: str,
     info: DatasetInfo,
+    class_map: dict[str, str] | None = None,
 ) -> ValidationResult:
     """Evaluate teacher and student on the same split; write validation.json/.md/.png into ``out``.
 
-    ``info``: the preflight of ``data``; it must cover ``settings.split``."""
+    ``info``: the preflight of ``data``; it must cover ``settings.split``. The teacher answers for the dataset's
+    classes (by name, ``class_map`` where they differ), so both are scored on the same classes."""
     prepare_ultralytics()
     if settings.split not in info.splits:
         raise InputError(f"{data}: the preflight did not check the {settings.split} split that validation scores")
@@ -82,8 +88,14 @@ def validate(
             f"teacher on; label some of its images, or choose another validation.split"
         )
     negatives = camera_figures.negative_frames(settings.negatives)  # a bad folder: exit 2 before any work
+    if settings.sequences:
+        load_sequences(settings.sequences)  # likewise
     yolos = {"student": load_yolo(student), "teacher": load_yolo(teacher)}  # each file unpickled once
-    check_class_names(model_class_names(yolos["teacher"].model), info.names, teacher.path, data)
+    mapped = teacher_classes(model_class_names(yolos["teacher"].model), info.names, class_map or {}, teacher.path, data)
+    if not mapped.identical:
+        from ..seam import narrow_classes
+
+        yolos["teacher"].model = narrow_classes(yolos["teacher"].model, mapped.keep, mapped.dataset)
     student_names = model_class_names(yolos["student"].model)
     if student_names != info.names:
         raise InputError(
@@ -97,6 +109,7 @@ def validate(
     out.mkdir(parents=True, exist_ok=True)
     checked = {"student": student, "teacher": teacher}
     result = _evaluate(yolos, checked, data, settings, out, imgsz, device, info, negatives)
+    result.teacher_classes = None if mapped.identical else mapped.to_dict()
     write_json(out / VALIDATION_JSON, result.to_dict())
     report.write(result, out, data, settings, imgsz)
     return result
@@ -124,9 +137,10 @@ def _evaluate(
         agreement = metrics.teacher_agreement(yolos["student"].model, yolos["teacher"].model, *args)
         point = metrics.operating_point(boxes["student"], boxes["teacher"], settings)
         camera = camera_figures.both_models(yolos, info, settings, imgsz, device, point, negatives)
+    extra = _camera_path_figures(yolos, info, settings, imgsz, device, camera["conf"])
     t, s = figures["teacher"], figures["student"]
     retention = {k: ratio(getattr(s, k), getattr(t, k)) for k in ACCURACY}
-    checked_gates = gates(settings, s, retention, agreement, camera)
+    checked_gates = gates(settings, s, retention, agreement, camera, **extra)
     return ValidationResult(
         out_dir=str(out),
         passed=all(g.passed for g in checked_gates),
@@ -149,4 +163,19 @@ def _evaluate(
         teacher_agreement_undefined=None
         if agreement is not None
         else f"the teacher predicts nothing at confidence >= {settings.agreement_conf} on this split",
+        **extra,
     )
+
+
+def _camera_path_figures(yolos, info, settings: ValidateSettings, imgsz: int, device: str, conf: float) -> dict:
+    """Robustness to what camera pipelines do to frames, and the camera sequences (when configured)."""
+    from .robustness import robustness
+    from .sequences import sequence_section
+
+    extra: dict = {"robustness": None, "sequences": None}
+    if settings.robustness:
+        extra["robustness"] = robustness(yolos, info, settings.split, conf, imgsz, device)
+    if settings.sequences:
+        models = {role: yolos[role].model for role in ("student", "teacher")}
+        extra["sequences"] = sequence_section(models, settings, imgsz, conf)
+    return extra
