@@ -50,7 +50,7 @@ COPY --chown=1000:1000 build/wildfire_kd/__init__.py /opt/wildfire-kd/build/wild
 # the same install script as the README's `make install`, without the dev tools. DL3003 (use WORKDIR) is
 # ignored on purpose: WORKDIR is /out for users, and switching it here would add a full layer copy under vfs.
 # hadolint ignore=DL3003
-RUN cd /opt/wildfire-kd && scripts/install.sh /opt/venv
+RUN cd /opt/wildfire-kd && scripts/install.sh /opt/venv openvino,ncnn
 
 # one layer for the source: .dockerignore admits only pyproject.toml, README.md, scripts/install.sh, configs/, build/
 COPY --chown=1000:1000 . /opt/wildfire-kd/
@@ -73,11 +73,17 @@ USER 1000:1000
 WORKDIR /out
 ENTRYPOINT ["python3", "-m", "wildfire_kd.edge"]
 CMD ["--help"]
-COPY --chown=1000:1000 build/wildfire_kd/edge/requirements.txt /opt/edge/
-# pip leaves with the install: the camera never installs anything
+# one inference runtime per image: onnxruntime (default), openvino (Intel CPUs) or ncnn (ARM boards)
+ARG EDGE_RUNTIME=onnxruntime
+COPY --chown=1000:1000 build/wildfire_kd/edge/requirements.txt \
+    build/wildfire_kd/edge/requirements-${EDGE_RUNTIME}.txt /opt/edge/
+# pip leaves with the install (the camera never installs anything), and so do the wheels' tests and type stubs
 RUN python3 -m venv /opt/edge/venv \
     && /opt/edge/venv/bin/pip install --no-deps -r /opt/edge/requirements.txt \
-    && /opt/edge/venv/bin/pip uninstall -y pip setuptools
+        -r "/opt/edge/requirements-${EDGE_RUNTIME}.txt" \
+    && /opt/edge/venv/bin/pip uninstall -y pip setuptools \
+    && find /opt/edge/venv \( -name tests -o -name __pycache__ \) -type d -prune -exec rm -rf {} + \
+    && find /opt/edge/venv -name "*.pyi" -delete
 # the edge package whole, and the pure helpers it imports (tests/test_edge_imports.py checks this list against the
 # imports): if it ever imports more (torch, yaml, pydantic), the edge container test fails
 COPY --chown=1000:1000 build/wildfire_kd/__init__.py build/wildfire_kd/errors.py build/wildfire_kd/guard.py \

@@ -1,14 +1,15 @@
 #!/bin/sh
 # Install wildfire-kd into a virtual environment: the one install path, used by `make install` and the Dockerfile.
-#   scripts/install.sh VENV         the package and its pinned runtime dependencies (the image)
-#   scripts/install.sh VENV dev     the same plus the dev tools: pytest, ruff, hadolint, zizmor (the README)
+#   scripts/install.sh VENV                  the package and its pinned runtime dependencies
+#   scripts/install.sh VENV openvino,ncnn    the same plus the export formats (the image)
+#   scripts/install.sh VENV dev              all of it plus the dev tools: pytest, ruff, hadolint, zizmor (the README)
 set -eu
-venv=${1:?usage: scripts/install.sh VENV [dev]}
+venv=${1:?usage: scripts/install.sh VENV [EXTRA[,EXTRA...]]}
 extras=${2:-}
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-if [ "$extras" = dev ]; then
-    "$venv/bin/python" -m pip install --quiet -e ".[dev]"
+if [ -n "$extras" ]; then
+    "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
 else
     "$venv/bin/python" -m pip install --quiet -e .
 fi

@@ -178,7 +178,8 @@ def learnt_model(learnt_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(learnt_model, learnt_data, tmp_path_factory) -> Path:
-    """`learnt_model` exported as fp32, fp16 and int8 ONNX files (with their metadata)."""
+    """`learnt_model` exported as fp32, fp16 and int8 ONNX files, OpenVINO fp32 / bf16 / int8 and NCNN fp32 / fp16
+    folders (with their metadata)."""
     out = tmp_path_factory.mktemp("export")
     r = run_cli(
         "export",
@@ -192,9 +193,12 @@ def exported(learnt_model, learnt_data, tmp_path_factory) -> Path:
         str(learnt_data),
         "--set",
         "export.int8_calibration_images=12",
+        "--formats",
+        "onnx,openvino,ncnn",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"report {out / 'export.json'}" in r.stdout
+    assert f"int8 {out / 'student_int8_openvino_model'} (" in r.stdout and ", ncnn, sha256 " in r.stdout
     return out
 
 

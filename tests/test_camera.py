@@ -61,17 +61,31 @@ def test_decode_gives_ultralytics_non_max_suppression(seed, conf, iou):
 # --- the runtime on real exported files --------------------------------------------------------------------------
 
 
+RUNTIME_MODELS = {"onnxruntime": "student.onnx", "openvino": "student_openvino_model", "ncnn": "student_ncnn_model"}
+OTHER_RUNTIMES = {
+    "onnxruntime": {"openvino", "ncnn"},
+    "openvino": {"onnxruntime", "ncnn"},
+    "ncnn": {"onnxruntime", "openvino"},
+}
+
+
 @pytest.mark.slow
-def test_the_runtime_imports_and_runs_without_torch_ultralytics_yaml_or_pydantic(exported, learnt_data, tmp_path):
+@pytest.mark.parametrize("runtime", list(RUNTIME_MODELS))
+def test_the_runtime_imports_and_runs_without_torch_ultralytics_yaml_or_pydantic(
+    runtime, exported, learnt_data, tmp_path
+):
+    """Each runtime alone: torch, ultralytics, yaml, pydantic and the two other runtimes blocked."""
+    blocked = {"torch", "torchvision", "ultralytics", "yaml", "pydantic", "typer", *OTHER_RUNTIMES[runtime]}
+    model = exported / RUNTIME_MODELS[runtime]
     code = (
         "import sys, importlib.abc\n"
         "class Block(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] in {'torch', 'torchvision', 'ultralytics', 'yaml', 'pydantic', 'typer'}:\n"
+        f"        if name.split('.')[0] in {blocked!r}:\n"
         "            raise ImportError(f'blocked: {name}')\n"
         "sys.meta_path.insert(0, Block())\n"
         "from wildfire_kd.edge.cli import main\n"
-        f"code = main(['--onnx', {str(exported / 'student.onnx')!r}, {str(learnt_data.parent / 'images' / 'val')!r},"
+        f"code = main(['--model', {str(model)!r}, {str(learnt_data.parent / 'images' / 'val')!r},"
         f" '--out', {str(tmp_path / 'out')!r}])\n"
         "print('MODULES', sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'ultralytics'}))\n"
         "sys.exit(code)\n"
@@ -80,6 +94,36 @@ def test_the_runtime_imports_and_runs_without_torch_ultralytics_yaml_or_pydantic
     assert r.returncode == 0, r.stderr[-3000:]
     assert "MODULES []" in r.stdout and "detection(s)" in r.stdout
     assert (tmp_path / "out" / "detections.jsonl").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("folder", "variant"),
+    [("student_openvino_model", "fp32"), ("student_bf16_openvino_model", "bf16"), ("student_ncnn_model", "fp32"),
+     ("student_fp16_ncnn_model", "fp16")],
+)  # fmt: skip
+def test_detect_gives_the_same_detections_in_every_runtime(folder, variant, exported, learnt_data):
+    """OpenVINO and NCNN against onnxruntime, frame by frame through the camera path, at the variant's parity bounds."""
+    import cv2
+
+    from wildfire_kd.config import ParitySettings
+    from wildfire_kd.edge.model import CameraModel
+
+    tol = ParitySettings().for_variant(variant)
+    reference, other = CameraModel(exported / "student.onnx"), CameraModel(exported / folder)
+    assert other.runtime.runtime != reference.runtime.runtime
+    problems, compared = [], 0
+    for image_path in sorted((learnt_data.parent / "images" / "val").glob("*.jpg")):
+        image = cv2.imread(str(image_path))
+        ref = reference.detect(image, conf=0.25)
+        ours = other.detect(image, conf=0.25)
+        compared += len(ref)
+        boxes = np.array([d.box for d in ref]).reshape(-1, 4)
+        confs, classes = np.array([d.confidence for d in ref]), np.array([d.class_id for d in ref])
+        problems += [
+            f"{image_path.name}: {m}" for m in _match(ours, boxes, confs, classes, tol.det_iou, tol.det_conf_atol)
+        ]
+    assert compared > 0 and problems == [], problems
 
 
 def _match(

@@ -27,7 +27,7 @@ LAYERS = [
     ["wildfire_kd.config"],
     ["wildfire_kd.data", "wildfire_kd.weights", "wildfire_kd.synth", "wildfire_kd.synth_sequences"],
     ["wildfire_kd.tracking", "wildfire_kd.container"],
-    ["wildfire_kd.seam", "wildfire_kd.onnx_files"],  # ultralytics internals; ultralytics' ONNX tracer
+    ["wildfire_kd.seam", "wildfire_kd.onnx_files", "wildfire_kd.formats"],  # ultralytics' internals and exporters
     ["wildfire_kd.distill", "wildfire_kd.validate", "wildfire_kd.export", "wildfire_kd.parity"],  # the stages
     ["wildfire_kd.finetune"],  # a stage that runs train's
     ["wildfire_kd.model_card", "wildfire_kd.pipeline", "wildfire_kd.demo"],

@@ -34,8 +34,20 @@ def test_parity_tolerances_are_one_model_per_variant_and_the_old_keys_still_work
     assert "parity.fp16_box_atol is now parity.fp16.box_atol" in caplog.text
     with pytest.raises(InputError, match=r"unknown key 'parity.fp16.boxatol'; did you mean 'parity.fp16.box_atol'\?"):
         load_config(None, ["parity.fp16.boxatol=1"])
-    with pytest.raises(InputError, match="unknown ONNX variant 'bf16'"):
-        config.parity.for_variant("bf16")
+    assert config.parity.for_variant("bf16").box_atol == 8.0, "OpenVINO's bf16 has tolerances of its own"
+    with pytest.raises(InputError, match="unknown model variant 'fp8'"):
+        config.parity.for_variant("fp8")
+
+
+def test_a_format_can_loosen_one_variants_tolerance_and_a_typo_there_fails_at_load():
+    config = load_config(None, ["parity.formats={openvino: {int8: {max_map50_drop: 0.03}}}"])
+    assert config.parity.for_variant("int8", "openvino").max_map50_drop == 0.03
+    assert config.parity.for_variant("int8", "onnx").max_map50_drop == 0.05, "the other formats keep the variant's"
+    assert config.parity.for_variant("int8", "openvino").box_min_score == config.parity.int8.box_min_score
+    with pytest.raises(InputError, match=r"unknown model variant 'int9'"):
+        load_config(None, ["parity.formats={openvino: {int9: {max_map50_drop: 0.03}}}"])
+    with pytest.raises(InputError, match=r"parity.formats.ncnn.fp16"):
+        load_config(None, ["parity.formats={ncnn: {fp16: {max_map_drop: 0.03}}}"])
 
 
 def test_seed_training_settings():

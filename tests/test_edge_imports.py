@@ -18,8 +18,9 @@ PURE_HELPERS = {
     "wildfire_kd.guard": "guard.py",
     "wildfire_kd.layout": "layout.py",
 }
-# what the edge image installs (edge/requirements.txt): the only third-party imports allowed under edge/
-RUNTIME_PACKAGES = {"numpy", "cv2", "onnxruntime"}
+# what every edge image installs (edge/requirements.txt): the only third-party imports allowed under edge/, beside the
+# inference runtimes, which edge/runtimes.py imports by name when a model needs one (requirements-<runtime>.txt)
+RUNTIME_PACKAGES = {"numpy", "cv2"}
 
 
 def test_nothing_under_edge_imports_torch_ultralytics_or_the_pipeline():
@@ -42,9 +43,26 @@ def test_the_pure_helpers_import_only_the_standard_library():
         assert external_roots(path) <= set(sys.stdlib_module_names), name
 
 
+def _pinned(file: str) -> list[str]:
+    return [line.split("==")[0] for line in (EDGE / file).read_text().splitlines() if "==" in line]
+
+
 def test_the_edge_requirements_are_what_the_edge_imports():
-    pinned = [line.split("==")[0] for line in (EDGE / "requirements.txt").read_text().splitlines() if "==" in line]
-    assert pinned == ["numpy", "onnxruntime", "opencv-python-headless"]  # cv2 is opencv-python-headless
+    assert _pinned("requirements.txt") == ["numpy", "opencv-python-headless"]  # cv2 is opencv-python-headless
+    from wildfire_kd.edge.runtimes import RUNTIMES
+
+    # one requirements file per runtime, pinning exactly that runtime's package and nothing else
+    files = sorted(path.name for path in EDGE.glob("requirements-*.txt"))
+    assert files == sorted(f"requirements-{runtime}.txt" for runtime in RUNTIMES)
+    for runtime, package in RUNTIMES.items():
+        assert _pinned(f"requirements-{runtime}.txt") == [package], runtime
+
+
+def test_no_module_under_edge_imports_a_runtime_outside_runtimes_py():
+    # a module-level import of onnxruntime (say) elsewhere would make every camera image need it
+    runtimes = {"onnxruntime", "openvino", "ncnn"}
+    offenders = [module_name(path) for path in sorted(EDGE.rglob("*.py")) if external_roots(path) & runtimes]
+    assert offenders == []
 
 
 def test_the_edge_image_copies_the_edge_folder_and_the_helpers_it_imports():
@@ -52,7 +70,9 @@ def test_the_edge_image_copies_the_edge_folder_and_the_helpers_it_imports():
     edge_stage = dockerfile[dockerfile.index("AS edge") :]
     copies = " ".join(re.findall(r"^COPY .*?(?<!\\)$", edge_stage.replace("\\\n", " "), flags=re.M | re.S))
     sources = set(re.findall(r"build/wildfire_kd/\S*", copies))
-    assert sources == {"build/wildfire_kd/edge", "build/wildfire_kd/edge/requirements.txt"} | {
-        f"build/wildfire_kd/{file}" for file in PURE_HELPERS.values()
-    }
+    assert sources == {
+        "build/wildfire_kd/edge",
+        "build/wildfire_kd/edge/requirements.txt",
+        "build/wildfire_kd/edge/requirements-${EDGE_RUNTIME}.txt",
+    } | {f"build/wildfire_kd/{file}" for file in PURE_HELPERS.values()}
     assert 'ENTRYPOINT ["python3", "-m", "wildfire_kd.edge"]' in edge_stage

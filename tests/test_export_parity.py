@@ -19,10 +19,15 @@ def test_export_writes_checked_files_with_their_facts(exported, learnt_model):
     from wildfire_kd.weights import sha256_file
 
     report = json.loads((exported / "export.json").read_text())
-    assert [f["variant"] for f in report["files"]] == ["fp32", "fp16", "int8"]
+    assert [(f["format"], f["variant"]) for f in report["files"]] == [
+        ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
+        ("openvino", "int8"), ("ncnn", "fp32"), ("ncnn", "fp16"),
+    ]  # fmt: skip
     sizes = {}
     for f in report["files"]:
         path = Path(f["path"])
+        if f["format"] != "onnx":
+            continue
         onnx.checker.check_model(str(path), full_check=True)
         assert f["sha256"] == sha256_file(path) and f["opset"] == 17 and f["ir_version"] <= 10
         assert f["inputs"] == [{"name": "images", "shape": [1, 3, 128, 128], "dtype": "float"}]
@@ -173,3 +178,67 @@ def test_an_int8_file_must_be_int8(exported, learnt_model, learnt_data, tmp_path
     )
     assert r.returncode == 1, r.stderr[-2000:]
     assert "metadata says int8 but the graph has no QuantizeLinear/DequantizeLinear node" in r.stderr
+
+
+FOLDERS = ["student_openvino_model", "student_bf16_openvino_model", "student_int8_openvino_model",
+           "student_ncnn_model", "student_fp16_ncnn_model"]  # fmt: skip
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_every_other_format_carries_our_metadata_and_passes_parity(exported, learnt_model, learnt_data, folder):
+    from wildfire_kd.edge.runtimes import open_session
+    from wildfire_kd.weights import sha256_file
+
+    fmt, variant = ("openvino" if "openvino" in folder else "ncnn"), folder.split("_")[1]
+    variant = variant if variant in ("bf16", "int8", "fp16") else "fp32"
+    session = open_session(exported / folder)
+    assert session.runtime == fmt and session.metadata["variant"] == variant and session.metadata["format"] == fmt
+    assert session.metadata["names"] == ["smoke", "fire"] and session.metadata["imgsz"] == [128, 128]
+    assert session.metadata["student_sha256"] == sha256_file(learnt_model)
+    r = run_cli("parity", *opts(weights=str(learnt_model), onnx=str(exported / folder), data=str(learnt_data)))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    report = json.loads((exported / f"parity_{fmt}_{variant}.json").read_text())
+    assert report["passed"] and report["format"] == fmt and report["variant"] == variant
+
+
+def _scale_weights(folder: Path, suffix: str) -> None:
+    """Scale a run of float32 weights in the middle of the folder's .bin by 1.01 (a slightly wrong model)."""
+    weights = next(folder.glob(f"*{suffix}"))
+    data = bytearray(weights.read_bytes())
+    start = (len(data) // 2) & ~3
+    chunk = np.frombuffer(bytes(data[start : start + 40_000]), dtype=np.float32) * np.float32(1.01)
+    data[start : start + 40_000] = chunk.tobytes()
+    weights.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("folder", ["student_openvino_model", "student_ncnn_model"])
+def test_parity_fails_on_a_perturbed_folder_naming_it(exported, learnt_model, learnt_data, folder, tmp_path):
+    copy = tmp_path / folder
+    shutil.copytree(exported / folder, copy)
+    _scale_weights(copy, ".bin")
+    r = run_cli("parity", *opts(weights=str(learnt_model), onnx=str(copy), data=str(learnt_data), out=str(tmp_path)))
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "max |Δ|" in r.stderr and "Traceback" not in r.stderr
+    assert str(copy) in r.stdout, "the file that fails is named"
+
+
+def test_a_missing_format_package_is_exit_2_naming_the_extra(learnt_model, tmp_path, monkeypatch):
+    import importlib.util
+
+    from wildfire_kd.config import ExportSettings
+    from wildfire_kd.edge.runtimes import open_session
+    from wildfire_kd.errors import InputError
+    from wildfire_kd.export import export
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pnnx" else real(name, *a))
+    with pytest.raises(InputError, match=r"needs pnnx: pip install 'wildfire-kd\[ncnn\]'"):
+        export(learnt_model, tmp_path / "e", ExportSettings(formats=["onnx", "ncnn"]))
+    assert not (tmp_path / "e").exists(), "refused before any work"
+    import wildfire_kd.edge.runtimes as runtimes
+
+    monkeypatch.setitem(runtimes.RUNTIMES, "openvino", "openvino_that_is_not_installed")
+    (tmp_path / "m_openvino_model").mkdir()
+    (tmp_path / "m_openvino_model" / "m.xml").write_text("<net/>")
+    with pytest.raises(InputError, match=r"needs the openvino runtime.*'wildfire-kd\[openvino\]'"):
+        open_session(tmp_path / "m_openvino_model")

@@ -71,7 +71,9 @@ def test_dockerignore_keeps_data_runs_and_weights_out():
 def test_dockerfile_installs_like_the_readme():
     dockerfile = (REPO / "Dockerfile").read_text()
     makefile = (REPO / "Makefile").read_text()
-    assert "&& scripts/install.sh /opt/venv\n" in dockerfile and "scripts/install.sh $(VENV) dev" in makefile
+    assert (
+        "&& scripts/install.sh /opt/venv openvino,ncnn\n" in dockerfile and "scripts/install.sh $(VENV) dev" in makefile
+    )
     assert 'ENTRYPOINT ["wildfire-kd"]' in dockerfile and 'CMD ["--help"]' in dockerfile
     assert "USER 1000:1000" in dockerfile and "YOLO_OFFLINE=1" in dockerfile
 
@@ -136,3 +138,37 @@ def test_image_run_user_gives_the_ids():
 
     assert parse_user("1234") == {"uid": 1234, "gid": 1234}
     assert parse_user("1234:100") == {"uid": 1234, "gid": 100}
+
+
+def test_an_edge_image_per_runtime_gets_its_build_argument_and_its_own_name(monkeypatch):
+    from wildfire_kd import container
+
+    requests = []
+
+    class Engine:
+        class api:  # noqa: N801 - the Docker SDK's attribute name
+            @staticmethod
+            def build(**request):
+                requests.append(request)
+                return iter([{"stream": "built\n"}])
+
+        class images:  # noqa: N801
+            @staticmethod
+            def get(tag):
+                class Image:
+                    def tag(self, repo, label):
+                        pass
+
+                return Image()
+
+    monkeypatch.setattr(container, "git_commit", lambda: "abc")
+    tags = container.build(REPO, engine=Engine(), target="edge", runtime="openvino")
+    assert requests[0]["buildargs"]["EDGE_RUNTIME"] == "openvino" and requests[0]["target"] == "edge"
+    assert tags[1] == "wildfire-kd-edge-openvino:latest"
+    tags = container.build(REPO, engine=Engine(), target="edge")
+    assert "EDGE_RUNTIME" not in requests[1]["buildargs"] and tags[1] == "wildfire-kd-edge:latest"
+    for target, runtime in (("pipeline", "ncnn"), ("edge", "tensorrt")):
+        with pytest.raises(InputError, match=r"--runtime .*onnxruntime, openvino, ncnn"):
+            container.build(REPO, engine=Engine(), target=target, runtime=runtime)
+    # the Dockerfile's default is the image a plain `--target edge` builds
+    assert "ARG EDGE_RUNTIME=onnxruntime" in (REPO / "Dockerfile").read_text()

@@ -309,28 +309,35 @@ def export(
     half: Annotated[bool | None, typer.Option("--half", help="also write an fp16 variant")] = None,
     int8: Annotated[bool | None, typer.Option("--int8", help="also write an int8 QDQ variant (needs --data)")] = None,
     data: Annotated[str | None, typer.Option(help="data.yaml whose val images calibrate int8 (train.data)")] = None,
+    formats: Annotated[
+        str | None, typer.Option(help="comma-separated: onnx (always), openvino, ncnn (export.formats)")
+    ] = None,
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
-    """Export the student to ONNX with metadata (+ optional fp16 / int8 variants)."""
+    """Export the student to ONNX with metadata (+ optional fp16 / int8 variants, OpenVINO and NCNN folders)."""
     from .export import default_out
     from .export import export as run_export
     from .layout import EXPORT_REPORT
 
     given = {"export.imgsz": imgsz, "export.opset": opset, "export.dynamic": dynamic, "export.half": half}
     given |= {"export.int8": int8, "train.data": data, "train.allow_unsafe_weights": allow_unsafe_weights}
+    given["export.formats"] = [f.strip() for f in formats.split(",")] if formats is not None else None
     cfg = _load(config, set_, given)
     out = out or default_out(weights)
     _writes_to(out, "--out")
     result = run_export(weights, out, cfg.export, data=cfg.train.data, **_student_pin(cfg))
     for f in result.files:
-        typer.echo(f"export: {f.variant} {f.path} ({f.size_mb:.2f} MB, opset {f.opset}, sha256 {f.sha256[:12]}…)")
+        detail = f"opset {f.opset}" if f.format == "onnx" else f.format
+        typer.echo(f"export: {f.variant} {f.path} ({f.size_mb:.2f} MB, {detail}, sha256 {f.sha256[:12]}…)")
     typer.echo(f"export: report {out / EXPORT_REPORT}")
 
 
 @command
 def parity(
     weights: Annotated[str, typer.Option(help="student weights .pt the ONNX file was exported from")],
-    onnx: Annotated[str, typer.Option(help="ONNX file to check (fp32, fp16 or int8 variant)")],
+    onnx: Annotated[
+        str, typer.Option("--model", "--onnx", help="ONNX file (any variant) or OpenVINO / NCNN folder to check")
+    ],
     data: Annotated[str | None, typer.Option(help="data.yaml: real val images to compare on")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -340,7 +347,7 @@ def parity(
     out: Annotated[Path | None, typer.Option(help="folder for parity.json (default: the ONNX file's)")] = None,
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
-    """PyTorch vs onnxruntime on the same tensors; exit 1 when anything is out of tolerance."""
+    """PyTorch vs an exported model in its camera runtime, same tensors; exit 1 when anything is out of tolerance."""
     from .parity import parity as run_parity
 
     given = {"parity.images": images, "train.data": data, "train.allow_unsafe_weights": allow_unsafe_weights}
@@ -429,7 +436,10 @@ def demo(
 @command
 def detect(
     sources: Annotated[list[str], typer.Argument(help="images, folders or globs (frames in name order)")],
-    onnx: Annotated[str, typer.Option(help="student.onnx (or its fp16 / int8 variant) from `wildfire-kd export`")],
+    onnx: Annotated[
+        str,
+        typer.Option("--model", "--onnx", help="student.onnx (or a variant, or an OpenVINO / NCNN folder) from export"),
+    ],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option(help="folder for detections.jsonl (and alerts.jsonl)")] = Path("runs/detect"),
@@ -448,11 +458,15 @@ def detect(
         int | None,
         typer.Option(help="also N overlapping tiles along the longer side, for distant plumes (detect.tiles)"),
     ] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="onnxruntime, openvino or ncnn (detect.runtime; default: from the model)")
+    ] = None,
 ) -> None:
-    """Run student.onnx over images as a camera does (numpy, onnxruntime, OpenCV); --sequence raises alarms."""
+    """Run an exported model over images as a camera does (numpy, OpenCV, its runtime); --sequence raises alarms."""
     from .edge.detect import detect as run_detect
 
     given = {"conf": conf, "iou": iou, "save_images": save_images, "threads": threads, "tiles": tiles}
+    given["runtime"] = runtime
     d = _load(config, set_, {f"detect.{key}": value for key, value in given.items()}).detect
     _writes_to(out, "--out")
     result = run_detect(
@@ -466,6 +480,7 @@ def detect(
         save_images=d.save_images,
         threads=d.threads,
         tiles=d.tiles,
+        runtime=d.runtime,
     )
     for warning in result.warnings:
         typer.echo(f"detect: warning: {warning}", err=True)
@@ -486,11 +501,15 @@ def image_build(
     target: Annotated[
         str, typer.Option(help="pipeline (wildfire-kd) or edge (wildfire-kd-edge: the camera runtime alone)")
     ] = "pipeline",
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="edge: its one inference runtime, onnxruntime (default), openvino (Intel) or ncnn (ARM)"),
+    ] = None,
 ) -> None:
     """Build the image through the Docker SDK, tagged with the version and git commit (and latest)."""
     from .container import build as build_image
 
-    tags = build_image(context, tag=tag, base_image=base_image, network_mode=network, target=target)
+    tags = build_image(context, tag=tag, base_image=base_image, network_mode=network, target=target, runtime=runtime)
     typer.echo(f"image build: {', '.join(tags)}")
 
 

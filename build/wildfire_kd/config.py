@@ -301,8 +301,21 @@ class ExportSettings(_Section):
     opset: int = Field(17, ge=11, le=21, description="ONNX opset (pinned so every build emits the same graph ops)")
     dynamic: bool = Field(False, description="dynamic batch/height/width instead of a static 1x3ximgszximgsz input")
     simplify: bool = Field(True, description="onnxslim simplification; a simplifier failure fails the export")
-    half: bool = Field(False, description="also write an fp16 variant (decode tail kept in fp32)")
-    int8: bool = Field(False, description="also write an int8 QDQ variant (decode tail kept in fp32)")
+    formats: list[Literal["onnx", "openvino", "ncnn"]] = Field(
+        ["onnx"],
+        description="model formats written beside each other: onnx (always: the reference), openvino (an IR folder;"
+        " pip install 'wildfire-kd[openvino]'), ncnn (a .param/.bin folder; 'wildfire-kd[ncnn]')",
+    )
+    half: bool = Field(
+        False,
+        description="also a half-precision variant: ONNX fp16 (decode tail kept in fp32), OpenVINO bf16 (the IR run in"
+        " bf16 on CPUs that have it), NCNN fp16 (storage and arithmetic)",
+    )
+    int8: bool = Field(
+        False,
+        description="also an int8 variant: ONNX QDQ (decode tail kept in fp32), OpenVINO by NNCF post-training"
+        " quantization on the val images (NCNN: none from PyPI)",
+    )
     int8_calibration_images: int = Field(64, ge=1, description="val images used to calibrate int8 activations")
     int8_calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
         "minmax", description="onnxruntime calibration method for int8 activation ranges"
@@ -313,6 +326,13 @@ class ExportSettings(_Section):
         description="op types quantized to int8 (QDQ): convolutions, SiLU and the neck stay int8 between layers"
         " (1.5x fp32 at 640 on CPU; convolutions alone: 1.2x; BENCHMARKS.md)",
     )
+
+    @field_validator("formats")
+    @classmethod
+    def _onnx_first(cls, v: list[str]) -> list[str]:
+        if "onnx" not in v:
+            raise ValueError("must hold onnx: the ONNX file is what every other format is checked against")
+        return ["onnx", *dict.fromkeys(f for f in v if f != "onnx")]
 
 
 class VariantTolerances(_Section):
@@ -338,6 +358,8 @@ _VARIANT_DEFAULTS: dict[str, dict[str, float]] = {
     "fp16": {"box_atol": 8.0, "score_atol": 5e-3, "det_iou": 0.75, "det_conf_atol": 2e-2, "box_min_score": 0.01,
              "max_map50_drop": 0.01},
     "int8": {"box_min_score": 0.01, "max_map50_drop": 0.05},
+    "bf16": {"box_atol": 8.0, "score_atol": 3e-2, "det_iou": 0.75, "det_conf_atol": 3e-2, "box_min_score": 0.01,
+             "max_map50_drop": 0.01},
 }  # fmt: skip
 
 # the flat keys before per-variant tolerances (parity.fp16_box_atol, ...): still read, with a warning
@@ -383,6 +405,15 @@ class ParitySettings(_Section):
         default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["int8"]),
         description="int8: judged by its mAP50 drop; tensor and detection figures are reported only",
     )
+    bf16: VariantTolerances = Field(
+        default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["bf16"]),
+        description="bf16 (OpenVINO on CPUs with BF16): 8 mantissa bits move boxes up to ~2 px and scores ~0.01",
+    )
+    formats: dict[Literal["onnx", "openvino", "ncnn"], dict[str, dict[str, float | None]]] = Field(
+        default_factory=dict,
+        description="per format, per variant, tolerances that differ from the variant's, e.g."
+        " {openvino: {int8: {max_map50_drop: 0.03}}}",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -404,11 +435,25 @@ class ParitySettings(_Section):
                 data[variant] = {**defaults, **data[variant]}
         return data
 
-    def for_variant(self, variant: str) -> VariantTolerances:
-        """The tolerances of ``variant`` (fp32, fp16 or int8)."""
-        if variant not in ("fp32", "fp16", "int8"):
-            raise InputError(f"unknown ONNX variant {variant!r}: expected fp32, fp16 or int8")
-        return getattr(self, variant)
+    @model_validator(mode="after")
+    def _format_overrides_are_tolerances(self) -> ParitySettings:
+        # checked when the config loads, not when parity reaches that file at the end of a build
+        for fmt, variants in self.formats.items():
+            for variant in variants:
+                self.for_variant(variant, fmt)
+        return self
+
+    def for_variant(self, variant: str, fmt: str = "onnx") -> VariantTolerances:
+        """The tolerances of ``variant`` (fp32, fp16, bf16 or int8) in ``fmt``: the variant's, with that format's own
+        where parity.formats sets them."""
+        if variant not in ("fp32", "fp16", "bf16", "int8"):
+            raise InputError(f"unknown model variant {variant!r}: expected fp32, fp16, bf16 or int8")
+        own = (self.formats.get(fmt) or {}).get(variant)
+        tolerances = getattr(self, variant)
+        try:
+            return VariantTolerances(**{**tolerances.model_dump(), **own}) if own else tolerances
+        except ValidationError as e:
+            raise InputError(f"parity.formats.{fmt}.{variant}: {e.errors()[0]['msg']}") from None
 
 
 def _warn_renamed(old: str, new: str) -> None:
@@ -418,7 +463,7 @@ def _warn_renamed(old: str, new: str) -> None:
 
 
 class DetectSettings(_Section):
-    """`wildfire-kd detect`: student.onnx over images as a camera runs it (numpy, onnxruntime, OpenCV)."""
+    """`wildfire-kd detect`: an exported model over images as a camera runs it (numpy, OpenCV, its runtime)."""
 
     conf: float | None = Field(
         None, ge=0, le=1, description="confidence threshold; null = the operating point validate shipped in the file"
@@ -441,7 +486,12 @@ class DetectSettings(_Section):
         None, gt=0, le=1, description="hysteresis: an ongoing alarm ends below this fraction of its trigger level"
     )
     save_images: bool = Field(False, description="also write annotated copies into OUT/images/")
-    threads: int | None = Field(None, ge=1, description="onnxruntime threads; null = onnxruntime's default")
+    threads: int | None = Field(
+        None, ge=1, description="inference threads, every runtime; null = the runtime's default"
+    )
+    runtime: Literal["onnxruntime", "openvino", "ncnn"] | None = Field(
+        None, description="null = from the model given (.onnx: onnxruntime, an OpenVINO IR: openvino, an NCNN folder)"
+    )
     tiles: int = Field(
         1, ge=1, description="also run N overlapping tiles along the frame's longer side (distant plumes; N^2-ish cost)"
     )

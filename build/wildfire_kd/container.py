@@ -46,19 +46,29 @@ def build(
     engine=None,
     network_mode: str | None = None,
     target: str = "pipeline",
+    runtime: str | None = None,
 ) -> list[str]:
     """Build the Dockerfile's ``target`` stage (pipeline: wildfire-kd, edge: wildfire-kd-edge) from ``context``;
-    tags it with version-commit and latest; streams the build log."""
+    tags it with version-commit and latest; streams the build log. ``runtime``: the edge image's inference runtime
+    (onnxruntime by default; openvino and ncnn images are named wildfire-kd-edge-<runtime>)."""
+    from .edge.runtimes import RUNTIMES
+
     context = Path(context)
     if not (context / "Dockerfile").is_file():
         raise InputError(f"{context} has no Dockerfile (run from the wildfire-kd checkout or pass --context)")
     if target not in TARGETS:
         raise InputError(f"--target {target!r}: the Dockerfile has {', '.join(TARGETS)}")
+    if runtime is not None and (target != "edge" or runtime not in RUNTIMES):
+        raise InputError(
+            f"--runtime {runtime!r}: the edge target takes one of {', '.join(RUNTIMES)} (--target edge --runtime ...)"
+        )
     engine = engine or client()
     commit = git_commit() or "unknown"
-    name = TARGETS[target]
+    name = TARGETS[target] + (f"-{runtime}" if runtime not in (None, "onnxruntime") else "")
     tags = [tag or image_tag(commit, name), f"{name}:latest"]
     buildargs = {"GIT_COMMIT": commit, **({"BASE_IMAGE": base_image} if base_image else {})}
+    if runtime:
+        buildargs["EDGE_RUNTIME"] = runtime
     stream = engine.api.build(
         path=str(context),
         tag=tags[0],

@@ -14,14 +14,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, formats
 from .config import ExportSettings
-from .data import dataset_folders, split_images
+from .data import dataset_folders, mirror, split_images
 from .edge import metadata as onnx_metadata
 from .edge.letterbox import INPUT_CONTRACT, letterbox
 from .errors import InputError, StageFailure
 from .guard import refuse_overwriting_inputs
-from .layout import EXPORT_DIR, EXPORT_REPORT, ONNX_FILES, RUN_CONFIG, VALIDATION_DIR, VALIDATION_JSON, WEIGHTS_DIR
+from .layout import (
+    EXPORT_DIR,
+    EXPORT_REPORT,
+    MODEL_FOLDERS,
+    ONNX_FILES,
+    RUN_CONFIG,
+    VALIDATION_DIR,
+    VALIDATION_JSON,
+    WEIGHTS_DIR,
+)
 from .onnx_files import save_checked, traced_graph
 from .reports import git_commit, package_versions, write_json
 from .textfiles import read_yaml
@@ -30,16 +39,19 @@ from .weights import CheckedWeights, check_weights, load_checked, model_class_na
 
 
 @dataclass
-class OnnxFile:
-    variant: str
+class ModelFile:
+    """One exported model: an ONNX file, or an OpenVINO / NCNN folder (its sha256 over its files)."""
+
+    variant: str  # fp32, fp16, bf16, int8
     path: str
     sha256: str
     size_mb: float
-    opset: int
-    ir_version: int
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
-    float_tail_nodes: int  # nodes of the decode tail kept in fp32 (0 for fp32 itself)
+    opset: int | None = None  # ONNX only
+    ir_version: int | None = None
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    float_tail_nodes: int = 0  # nodes of the decode tail kept in fp32 (0 for fp32 itself)
+    format: str = "onnx"  # onnx, openvino, ncnn
 
 
 @dataclass
@@ -47,10 +59,10 @@ class ExportResult:
     out_dir: str
     weights: str
     imgsz: int
-    files: list[OnnxFile] = field(default_factory=list)
+    files: list[ModelFile] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def file(self, variant: str) -> OnnxFile:
+    def file(self, variant: str) -> ModelFile:
         return next(f for f in self.files if f.variant == variant)
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,11 +157,22 @@ def _io(values) -> list[dict[str, Any]]:
     return out
 
 
-def _describe(path: Path, variant: str, tail: int) -> OnnxFile:
+def file_key(exported: dict[str, Any]) -> str:
+    """How an exported model is named in the parity results: its variant for ONNX, else '<format> <variant>'."""
+    fmt = exported.get("format", "onnx")
+    return exported["variant"] if fmt == "onnx" else f"{fmt} {exported['variant']}"
+
+
+def _describe_folder(folder: Path, fmt: str, variant: str) -> ModelFile:
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return ModelFile(variant, str(folder), formats.folder_digest(folder), round(size / 2**20, 3), format=fmt)
+
+
+def _describe(path: Path, variant: str, tail: int) -> ModelFile:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return OnnxFile(
+    return ModelFile(
         variant=variant,
         path=str(path),
         sha256=sha256_file(path),
@@ -373,11 +396,37 @@ def export(
     imgsz = _checked_settings(model, settings, imgsz, data or calibration_images)
     metadata = _metadata(model, student, imgsz, run_context(weights, validation_report, teacher_sha256))
     out = Path(out)
-    owned = [out / EXPORT_REPORT] + [out / name for name in ONNX_FILES.values()]
+    owned = [out / EXPORT_REPORT] + [out / name for name in [*ONNX_FILES.values(), *MODEL_FOLDERS.values()]]
     refuse_overwriting_inputs(owned, [weights, data], "--out", datasets=dataset_folders(data) if data else ())
+    formats.check_available(settings)
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult(out_dir=str(out), weights=str(weights), imgsz=imgsz, metadata=metadata)
+    _onnx_files(result, student, settings, imgsz, data, calibration_images)
+    _other_formats(result, student, settings, imgsz, data)
+    report = {**result.to_dict(), "settings": settings.model_dump(), "versions": package_versions()}
+    write_json(out / EXPORT_REPORT, report)
+    return result
 
+
+def _other_formats(result: ExportResult, student: CheckedWeights, settings: ExportSettings, imgsz: int, data) -> None:
+    """OpenVINO and NCNN folders beside the ONNX files (export.formats), each variant with our metadata."""
+    out, weights = Path(result.out_dir), Path(student.path)
+    with tempfile.TemporaryDirectory(prefix="wildfire-kd-calibration-") as tmp:
+        needs_data = settings.int8 and "openvino" in settings.formats
+        mirrored = str(mirror(data, Path(tmp) / "dataset")) if needs_data else None
+        for fmt in settings.formats[1:]:
+            for variant in formats.variants(fmt, settings):
+                if variant == "bf16":  # the fp32 IR itself, run in bf16: a copy with its own metadata
+                    folder = formats.rerun_as(out, fmt, "fp32", variant, result.metadata)
+                else:
+                    args = (weights, fmt, variant, imgsz, out, result.metadata, student.full_unpickling, mirrored)
+                    folder = formats.export_format(*args)
+                result.files.append(_describe_folder(folder, fmt, variant))
+
+
+def _onnx_files(result: ExportResult, student: CheckedWeights, settings, imgsz: int, data, calibration_images) -> None:
+    """student.onnx and its fp16 / int8 variants, each checked by onnx.checker."""
+    out, weights, metadata = Path(result.out_dir), Path(student.path), result.metadata
     graph = traced_graph(weights, settings, imgsz, student.full_unpickling)
     onnx_metadata.write_onnx(graph, metadata)
     fp32 = out / ONNX_FILES["fp32"]
@@ -395,6 +444,3 @@ def export(
         images = calibration_images if calibration_images is not None else split_images(data, "val")
         _int8(fp32, dst, tail, metadata, images, imgsz, settings)
         result.files.append(_describe(dst, "int8", len(tail)))
-    report = {**result.to_dict(), "settings": settings.model_dump(), "versions": package_versions()}
-    write_json(out / EXPORT_REPORT, report)
-    return result

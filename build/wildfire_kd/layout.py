@@ -36,6 +36,15 @@ VALIDATION_JSON, VALIDATION_MD, VALIDATION_PNG = "validation.json", "validation.
 EXPORT_DIR = "export"
 EXPORT_REPORT = "export.json"
 ONNX_FILES = {"fp32": "student.onnx", "fp16": "student_fp16.onnx", "int8": "student_int8.onnx"}
+# the other formats' model folders, per precision (as ultralytics names them: <name>_<format>_model)
+MODEL_FOLDERS = {
+    ("openvino", "fp32"): "student_openvino_model",
+    ("openvino", "bf16"): "student_bf16_openvino_model",  # the same IR, run in bf16 where the CPU has it
+    ("openvino", "int8"): "student_int8_openvino_model",
+    ("ncnn", "fp32"): "student_ncnn_model",
+    ("ncnn", "fp16"): "student_fp16_ncnn_model",
+}
+MODEL_SIDECAR = "metadata.yaml"  # a model folder's metadata (ultralytics' keys and ours; written as JSON)
 PARITY_REPORT = "parity.json"  # fp32; the variants write parity_<variant>.json
 
 # tracking (train.loggers)
@@ -73,5 +82,9 @@ def weights_file(run: str | Path, name: str = BEST) -> Path:
     return Path(run) / WEIGHTS_DIR / name
 
 
-def parity_report(variant: str) -> str:
+def parity_report(variant: str, fmt: str = "onnx") -> str:
+    """parity.json for student.onnx; parity_<variant>.json for its variants, parity_<format>_<variant>.json for the
+    other formats' folders."""
+    if fmt != "onnx":
+        return f"parity_{fmt}_{variant}.json"
     return PARITY_REPORT if variant == "fp32" else f"parity_{variant}.json"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, DistillSettings
+from .export import file_key
 from .layout import VALIDATION_DIR, VALIDATION_JSON
 from .validate.result import ValidationResult
 
@@ -153,13 +154,13 @@ def _student_vs_teacher(val: ValidationResult) -> list[str]:
 
 def _onnx_files(exported: list[dict[str, Any]], parity: dict[str, Any]) -> list[str]:
     lines = [
-        "## ONNX files and parity with PyTorch",
+        "## Model files and parity with PyTorch",
         "",
         "| file | size MB | sha256 | parity | max box Δ px | max score Δ | detections matched | mAP50 |",
         "|---|---:|---|---|---:|---:|---:|---:|",
     ]
     for f in exported:
-        r = parity[f["variant"]]
+        r = parity[file_key(f)]
         det, tensors = r["detections"], r["tensors"]
         map50 = r["map50"].get(f["variant"]) if r["map50"] else None  # fp32 is judged by parity, not mAP
         lines.append(

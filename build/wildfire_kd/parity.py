@@ -25,7 +25,7 @@ from .edge.letterbox import letterbox
 from .errors import InputError
 from .export import fp32_sibling, quantized_nodes
 from .guard import refuse_overwriting_inputs
-from .layout import parity_report
+from .layout import MODEL_SIDECAR, parity_report
 from .reports import package_versions, write_json
 from .ultralytics_env import prepare_ultralytics
 from .weights import CheckedWeights, check_weights, load_checked, model_class_names
@@ -95,6 +95,7 @@ class ParityResult:
     inputs: dict[str, int]
     map50: dict[str, float] = field(default_factory=dict)
     report: str | None = None
+    format: str = "onnx"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,18 +259,56 @@ def _metadata_problems(meta: dict[str, Any], names: list[str], imgsz: int, stude
     return problems
 
 
-def _run_both(model, session, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """output0 of the fused fp32 PyTorch model and of onnxruntime for each tensor, stacked."""
+def _run_both(model, infer, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """output0 of the fused fp32 PyTorch model and of the model under test (``infer``) for each tensor, stacked."""
     import torch
 
     fused = model.fuse(verbose=False).float().eval()
-    input_name = session.get_inputs()[0].name
     ref_out, got_out = [], []
     with torch.inference_mode():
         for x in tensors:
             ref_out.append(fused(torch.from_numpy(x))[0].numpy())
-            got_out.append(session.run(None, {input_name: x})[0])
+            got_out.append(infer(x))
     return np.concatenate(ref_out), np.concatenate(got_out)
+
+
+@dataclass
+class _UnderTest:
+    """The model file or folder parity checks: its format, metadata, input size, and one inference."""
+
+    fmt: str
+    metadata: dict[str, Any]
+    imgsz: int
+    infer: Any  # letterboxed 1x3xSxS -> output0 (1 x (4 + nc) x anchors)
+    problems: list[str]  # what its form alone shows (an int8 file without quantized nodes)
+
+
+def _open_onnx(path: Path, imgsz: int | None) -> _UnderTest:
+    model = load_onnx(path)
+    metadata = onnx_metadata.read_onnx(model, path)  # tells the size to compare at when --imgsz is not given
+    imgsz = imgsz or _metadata_imgsz(metadata, path)
+    session = open_session(path, imgsz, model)
+    name = session.get_inputs()[0].name
+    problems = []
+    if metadata.get("variant") == "int8" and not quantized_nodes(model.graph):
+        problems.append(f"{path}: its metadata says int8 but the graph has no QuantizeLinear/DequantizeLinear node")
+    return _UnderTest("onnx", metadata, imgsz, lambda x: session.run(None, {name: x})[0], problems)
+
+
+def _open_folder(path: Path, imgsz: int | None) -> _UnderTest:
+    """An OpenVINO or NCNN folder, through the camera runtime's own session."""
+    from .edge.runtimes import open_session as open_runtime
+
+    if not path.exists():
+        raise InputError(f"model not found: {path}")
+    session = open_runtime(path)
+    if "imgsz" not in session.metadata:
+        raise InputError(f"{path} has no wildfire_kd metadata in its {MODEL_SIDECAR}: export it with wildfire-kd")
+    imgsz = imgsz or _metadata_imgsz(session.metadata, path)
+    dims = session.input_shape
+    if len(dims) != 4 or any(isinstance(d, int) and d != imgsz for d in dims[2:]):
+        raise InputError(f"{path}: input shape {dims} does not take {imgsz}x{imgsz} images")
+    return _UnderTest(session.runtime, session.metadata, imgsz, lambda x: session.infer(x)[None], [])
 
 
 def compare_tensors(ref: np.ndarray, got: np.ndarray, tol: VariantTolerances) -> list[TensorDiff]:
@@ -371,22 +410,17 @@ def parity(
     pin = (weights_sha256, "student", allow_unsafe_weights)
     student = weights if isinstance(weights, CheckedWeights) else check_weights(weights, *pin)
     model = load_checked(student)
-    onnx_model = load_onnx(onnx_path)
-    meta = onnx_metadata.read_onnx(onnx_model, onnx_path)  # tells the size to compare at when --imgsz is not given
-    imgsz = imgsz or _metadata_imgsz(meta, onnx_path)
-    session = open_session(onnx_path, imgsz, onnx_model)
-    variant = meta.get("variant", "fp32")
+    path = Path(onnx_path)
+    tested = _open_onnx(path, imgsz) if path.suffix == ".onnx" else _open_folder(path, imgsz)
+    meta, imgsz = tested.metadata, tested.imgsz
+    variant, fmt = meta.get("variant", "fp32"), "onnx" if tested.fmt == "onnxruntime" else tested.fmt
     if out is not None:
-        _refuse_overwriting(Path(out) / parity_report(variant), [student.path, onnx_path, fp32_onnx], data)
-    tol = settings.for_variant(variant)
-    problems = _metadata_problems(meta, model_class_names(model), imgsz, student)
-    if variant == "int8" and not quantized_nodes(onnx_model.graph):
-        problems.append(
-            f"{onnx_path}: its metadata says int8 but the graph has no QuantizeLinear/DequantizeLinear node"
-        )
+        _refuse_overwriting(Path(out) / parity_report(variant, fmt), [student.path, onnx_path, fp32_onnx], data)
+    tol = settings.for_variant(variant, fmt)
+    problems = _metadata_problems(meta, model_class_names(model), imgsz, student) + tested.problems
 
     tensors, counts = _inputs(data, settings, imgsz, info.images("val") if info and "val" in info.files else None)
-    ref, got = _run_both(model, session, tensors)
+    ref, got = _run_both(model, tested.infer, tensors)
     if ref.shape != got.shape:
         raise InputError(f"{onnx_path}: output shape {got.shape} differs from the PyTorch model's {ref.shape}")
     diffs = compare_tensors(ref, got, tol)
@@ -402,8 +436,9 @@ def parity(
         problems += drop_problems
 
     result = ParityResult(str(onnx_path), variant, imgsz, not problems, problems, diffs, detections, counts, map50)
+    result.format = fmt
     if out is not None:
-        result.report = str(Path(out) / parity_report(variant))
+        result.report = str(Path(out) / parity_report(variant, fmt))
         extra = {"weights": str(student.path), "settings": settings.model_dump(), "versions": package_versions()}
         write_json(result.report, {**result.to_dict(), **extra})
     return result

@@ -28,6 +28,7 @@ from typing import Any
 from .config import Config, save_config
 from .data import DatasetInfo, dataset_folders, label_path, preflight
 from .errors import GateFailure, InputError, StageFailure, WildfireKDError
+from .export import file_key
 from .guard import refuse_overwriting_inputs
 from .layout import (
     BUILD_CONFIG,
@@ -274,7 +275,8 @@ class ExportStage(Stage):
             teacher_sha256=build.teacher.sha256,
             calibration_images=build.info.images("val"),
         )
-        files = [Path(f.path) for f in result.files] + [edir / EXPORT_REPORT]
+        made = [Path(f.path) for f in result.files]  # a folder (OpenVINO, NCNN) ships each of its files
+        files = [p for m in made for p in (sorted(m.rglob("*")) if m.is_dir() else [m])] + [edir / EXPORT_REPORT]
         return StageOutcome(True, files, {"files": [asdict(f) for f in result.files]})
 
     def hand_on(self, build: Build, record: StageRecord) -> None:
@@ -296,7 +298,7 @@ class ParityStage(Stage):
         for f in build.exported:  # the fp32 file of the fp16/int8 mAP50 drop: their sibling, scored once
             given = {"data": c.train.data, "out": edir, "info": build.info, "known_map50": known_map50}
             r = parity(build.best, f["path"], c.parity, **given)
-            results[f["variant"]] = {
+            results[file_key(f)] = {
                 "passed": r.passed,
                 "problems": r.problems,
                 "map50": r.map50,

@@ -371,7 +371,7 @@ CASES = [
         _nothing,
         ["detect", "--onnx", "{inp}/data", "{inp}/data/images/val", "--out", "{out}"],
         2,
-        ["{inp}/data is a folder, not a model file"],
+        ["{inp}/data is not a model the camera runtime knows"],
     ),
     Case(
         "onnx_imgsz_is_text",

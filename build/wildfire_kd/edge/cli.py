@@ -1,4 +1,4 @@
-"""`wildfire-kd-edge`: `detect` for the edge image, with argparse (numpy, onnxruntime and OpenCV only).
+"""`wildfire-kd-edge`: `detect` for the edge image, with argparse (numpy, OpenCV and one inference runtime).
 
 The same detection as `wildfire-kd detect` without the full CLI's config file: the edge image ships neither typer
 nor pydantic. Exit codes as the full CLI: 0, 2 bad input, 3 an internal error (one line; the traceback with
@@ -19,7 +19,15 @@ from .detect import detect
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wildfire-kd-edge", description="Run student.onnx over images as a camera.")
     parser.add_argument("sources", nargs="+", help="images, folders or globs")
-    parser.add_argument("--onnx", required=True, help="student.onnx from `wildfire-kd export`")
+    parser.add_argument(
+        "--model",
+        "--onnx",
+        dest="onnx",
+        metavar="MODEL",
+        required=True,
+        help="student.onnx, or an OpenVINO / NCNN folder, from `wildfire-kd export`",
+    )
+    parser.add_argument("--runtime", choices=("onnxruntime", "openvino", "ncnn"), default=None, help="default: from it")
     parser.add_argument("--conf", type=float, default=None, help="confidence threshold (default: the model's own)")
     parser.add_argument("--iou", type=float, default=DEFAULT_IOU, help="NMS IoU threshold")
     parser.add_argument("--out", default="detections", help="folder for detections.jsonl / alerts.jsonl")
@@ -56,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             save_images=args.save_images,
             threads=args.threads,
             tiles=args.tiles,
+            runtime=args.runtime,
         )
     except WildfireKDError as e:
         print(f"wildfire-kd-edge: error: {e}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`detect`: run a model file over image files as a camera does (numpy, onnxruntime and OpenCV only).
+"""`detect`: run a model file over image files as a camera does (numpy, OpenCV and its runtime only).
 
 Writes OUT/detections.jsonl (one line per image: file, size, detections, or the error that made it unreadable), with
 ``sequence`` OUT/alerts.jsonl (temporally confirmed alarms), with ``save_images`` annotated copies in OUT/images/.
@@ -43,6 +43,7 @@ class DetectResult:
     tiles: int = 1  # tiled passes along the longer side (1: the whole frame only)
     masked: int = 0  # detections dropped in the cameras' masked regions
     alarm_rule: dict[str, Any] | None = None  # --sequence: the rule the alarms were raised under
+    runtime: str = ""  # onnxruntime, openvino or ncnn
 
     def summary(self) -> str:
         bad = f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""
@@ -51,7 +52,7 @@ class DetectResult:
         masked = f" ({self.masked} in masked regions, dropped)" if self.masked else ""
         return (
             f"{self.images} image(s){bad}{cameras}, {self.detections} detection(s) at conf {self.conf:g}{masked}"
-            f"{alarms}, {self.seconds:.1f}s; {Path(self.out_dir) / DETECTIONS}"
+            f"{alarms}, {self.seconds:.1f}s in {self.runtime}; {Path(self.out_dir) / DETECTIONS}"
         )
 
 
@@ -156,6 +157,7 @@ def detect(
     save_images: bool = False,
     threads: int | None = None,
     tiles: int = 1,
+    runtime: str | None = None,
 ) -> DetectResult:
     """Run ``model_path`` over ``sources``; ``conf`` None = the operating point shipped in the file. With
     ``sequence`` each folder of frames is one camera, confirmed on its own under the alarm rule shipped in the file
@@ -168,10 +170,11 @@ def detect(
     files = expand_sources(sources, skip=out / ANNOTATED_DIR)
     owned = [out / DETECTIONS, out / ALERTS] + ([out / ANNOTATED_DIR] if save_images else [])
     refuse_overwriting_inputs(owned, [*files, model_path])
-    model = CameraModel(model_path, threads=threads)
+    model = CameraModel(model_path, threads=threads, runtime=runtime)
     rule = replace(model.alarm_rule or AlarmRule(), **(alarm or {})) if sequence else None
     _prepare_out(out, save_images)
     result = DetectResult(str(out), conf=model.default_conf if conf is None else conf, tiles=tiles)
+    result.runtime = model.runtime.runtime
     result.alarm_rule = rule.to_dict() if rule else None
     start = time.perf_counter()
     with (

