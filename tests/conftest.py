@@ -35,11 +35,16 @@ def make_teacher(path: Path, names: list[str], cfg: str = "yolov8s.yaml") -> Pat
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: int = 600, record_loss: Path | None = None
+    *args: str,
+    cwd: Path | None = None,
+    timeout: int = 600,
+    record_loss: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run the real console script in a fresh interpreter (ultralytics keeps global state). ``record_loss``: a file
-    that receives each training loss the model returned, per image (tests/loss_recorder.py)."""
-    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+    that receives each training loss the model returned, per image (tests/loss_recorder.py); ``env``: variables
+    set for it."""
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", **(env or {})}
     program = ["-m", "wildfire_kd.cli"]
     if record_loss is not None:
         program = [str(REPO / "tests" / "loss_recorder.py"), str(record_loss)]
@@ -181,6 +186,7 @@ def exported(learnt_model, learnt_data, tmp_path_factory) -> Path:
     """`learnt_model` exported as fp32, fp16 and int8 ONNX files, OpenVINO fp32 / bf16 / int8 and NCNN fp32 / fp16
     folders (with their metadata)."""
     out = tmp_path_factory.mktemp("export")
+    home = tmp_path_factory.mktemp("home")  # a home of its own: nothing may be written there
     r = run_cli(
         "export",
         "--weights",
@@ -195,8 +201,11 @@ def exported(learnt_model, learnt_data, tmp_path_factory) -> Path:
         "export.int8_calibration_images=12",
         "--formats",
         "onnx,openvino,ncnn",
+        env={"HOME": str(home), "CI": "", "NNCF_CI": ""},
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    # OpenVINO's converter and NNCF send usage telemetry and keep a client id in ~/intel unless declined
+    assert not (home / "intel").exists(), "export wrote OpenVINO's telemetry client id into the user's home"
     assert f"report {out / 'export.json'}" in r.stdout
     assert f"int8 {out / 'student_int8_openvino_model'} (" in r.stdout and ", ncnn, sha256 " in r.stdout
     return out

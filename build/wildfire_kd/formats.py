@@ -10,9 +10,11 @@ int8 (NNCF post-training quantization on the val images, as ultralytics does; ne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,10 +66,29 @@ def write_sidecar(folder: Path, metadata: dict[str, Any]) -> None:
     path.write_text(json.dumps({**theirs, **model_metadata.encode(metadata)}, indent=1, default=str) + "\n")
 
 
+# OpenVINO's converter and NNCF send usage telemetry (and keep a client id in ~/intel) unless the user opted out or
+# they believe they run in CI; export must send nothing and write nothing outside its folder
+_TELEMETRY_DECLINED = {"CI": "true", "NNCF_CI": "1"}
+
+
+@contextlib.contextmanager
+def _telemetry_declined():
+    saved = {key: os.environ.get(key) for key in _TELEMETRY_DECLINED}
+    os.environ.update(_TELEMETRY_DECLINED)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _ultralytics_export(weights: Path, fmt: str, imgsz: int, full: bool, **options: Any) -> Path:
     from ultralytics import YOLO
 
-    with tempfile.TemporaryDirectory(prefix=f"wildfire-kd-{fmt}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"wildfire-kd-{fmt}-") as tmp, _telemetry_declined():
         staged = Path(tmp) / "student.pt"
         shutil.copyfile(weights, staged)
         try:
