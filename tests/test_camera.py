@@ -266,6 +266,26 @@ def test_confirmation_needs_the_same_class_and_k_of_the_last_n_frames():
         Confirmer(AlarmRule(k=4, n=3))
 
 
+def test_the_default_rule_sums_confidence_and_a_user_rule_starts_from_its_own_modes_defaults():
+    from wildfire_kd.edge.alarms import DEFAULT_RULE, rule_with
+
+    assert rule_with(None, None) == DEFAULT_RULE
+    assert (DEFAULT_RULE.mode, DEFAULT_RULE.n, DEFAULT_RULE.threshold, DEFAULT_RULE.floor) == ("score", 5, 1.25, 0.1)
+    # a faint plume (0.3 a frame) alarms in the 5th frame: 1.5 >= 1.25; a one-frame glare at 0.9 never does
+    confirmer, box = Confirmer(), (10, 10, 40, 40)
+    assert [bool(confirmer.update(f"p{i}", [_det(box, conf=0.3)])) for i in range(5)] == [False] * 4 + [True]
+    glare = Confirmer()
+    assert glare.update("g0", [_det(box, conf=0.9)]) == [] and glare.update("g1", []) == []
+    # k (or mode count) means counting, from count's own defaults: no floor 0.1, no hysteresis carried over
+    assert rule_with(None, {"k": 2, "n": 3}) == AlarmRule("count", n=3, k=2)
+    assert rule_with(None, {"mode": "count"}) == AlarmRule("count")
+    assert rule_with(None, {"threshold": 2.0}) == AlarmRule("score", n=5, threshold=2.0, floor=0.1, release=0.5)
+    shipped = AlarmRule("count", n=8, k=5, floor=0.4)  # what validate chose and export wrote into the model
+    assert rule_with(shipped, {"n": 10}) == AlarmRule("count", n=10, k=5, floor=0.4)
+    with pytest.raises(InputError, match="k <= n"):
+        rule_with(None, {"k": 4, "n": 3})
+
+
 @pytest.mark.slow
 def test_detect_uses_the_operating_point_shipped_in_the_file(exported, learnt_data, tmp_path):
     import onnx

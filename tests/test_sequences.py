@@ -13,7 +13,7 @@ import pytest
 from conftest import MODEL_FIGURES, make_blob_onnx, make_onnx, opts, run_cli, sets
 from wildfire_kd.edge.alarms import AlarmRule, Confirmer
 from wildfire_kd.edge.boxes import Detection
-from wildfire_kd.edge.sequence_figures import choose_rule, detections_of, figures
+from wildfire_kd.edge.sequence_figures import choose_rule, detections_of, early_plume_recall, figures
 from wildfire_kd.edge.sequences import Frame, Sequence, load_sequences
 from wildfire_kd.errors import InputError
 
@@ -104,6 +104,16 @@ def test_time_to_detection_false_alarms_per_day_and_sequence_f1_equal_hand_compu
     assert f.false_alarms == 2 and f.false_alarms_per_camera_day == pytest.approx(2 / (26 * 60 / 86_400))
     a = f.per_sequence[0]
     assert a.detected and a.minutes_to_detection == 1.0 and a.false_alarms == 0 and a.alarms[0]["on_plume"]
+
+
+def test_early_plume_recall_counts_the_frames_of_the_first_minutes_in_which_the_plume_is_touched():
+    seqs = [_sequence("a", 10, onset=2), _sequence("c", 5, onset=None)]
+    off = (300, 300, 320, 320)
+    # a: onset at frame 2; the first 3 minutes are frames 2, 3, 4: touched in 2 (0.6), off it in 3, faint in 4 (0.2)
+    found = {"a": [[], [], [_det()], [_det(off)], [_det(conf=0.2)]] + [[_det()]] * 5, "c": [[_det()]] * 5}
+    assert early_plume_recall(seqs, found, minutes=3) == pytest.approx(2 / 3)
+    assert early_plume_recall(seqs, found, minutes=3, conf=0.5) == pytest.approx(1 / 3)
+    assert early_plume_recall([seqs[1]], found, minutes=3) is None, "no fire, no figure"
 
 
 def test_an_alarm_before_onset_or_off_the_plume_is_a_false_alarm():

@@ -473,7 +473,8 @@ class DetectSettings(_Section):
         None,
         description="--sequence: 'count' = k of the last n frames, 'score' = summed confidence over n frames; the"
         " alarm_* keys left null keep the rule the model file ships (validate chose it on sequences), else the"
-        " default (count, 3 of 5, IoU 0.3)",
+        " default (score: summed confidence >= 1.25 over 5 frames, floor 0.1, held to 0.5, IoU 0.3); another mode"
+        " starts from its own defaults (count: 3 of 5)",
     )
     alarm_k: int | None = Field(None, ge=1, description="count: alarm when a detection recurs in k ...")
     alarm_n: int | None = Field(None, ge=1, description="... of the last n frames (this one included)")

@@ -121,6 +121,10 @@ def test_an_mlflow_server_that_does_not_answer_is_exit_2_before_training(server,
 # --- cameras are kept apart ---------------------------------------------------------------------------------------
 
 
+# these tests are about which frames confirm each other, so they pin a counting rule: 3 of the last 5 frames
+THREE_OF_FIVE = {"mode": "count", "k": 3, "n": 5}
+
+
 def _alerts(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
 
@@ -129,10 +133,10 @@ def test_each_camera_folder_is_confirmed_on_its_own(camera_model, tmp_path):
     from wildfire_kd.edge.detect import detect
 
     c, d = _frames(tmp_path / "camC", 2), _frames(tmp_path / "camD", 2)
-    result = detect(camera_model, [str(c), str(d)], tmp_path / "o1", sequence=True)  # 3 of 5 frames needed
+    result = detect(camera_model, [str(c), str(d)], tmp_path / "o1", sequence=True, alarm=THREE_OF_FIVE)
     assert result.cameras == 2 and result.alarms == 0, "two frames of C and two of D are no four frames of one camera"
     _frames(tmp_path / "camC", 3), _frames(tmp_path / "camD", 3)
-    result = detect(camera_model, [str(c), str(d)], tmp_path / "o2", sequence=True)
+    result = detect(camera_model, [str(c), str(d)], tmp_path / "o2", sequence=True, alarm=THREE_OF_FIVE)
     alerts = _alerts(tmp_path / "o2")
     assert result.alarms == 2 and [a["camera"] for a in alerts] == [str(c), str(d)], "each camera's own fire alarms"
 
@@ -141,7 +145,8 @@ def test_a_frame_named_twice_is_one_frame(camera_model, tmp_path):
     from wildfire_kd.edge.detect import detect
 
     c = _frames(tmp_path / "camC", 3)
-    result = detect(camera_model, [str(c), str(c), str(c / "frame_000.jpg")], tmp_path / "o", sequence=True)
+    files = [str(c), str(c), str(c / "frame_000.jpg")]
+    result = detect(camera_model, files, tmp_path / "o", sequence=True, alarm=THREE_OF_FIVE)
     assert result.images == 3 and result.alarms == 1
     assert _alerts(tmp_path / "o")[0]["confirmed_by"] == [str(c / f"frame_{i:03d}.jpg") for i in range(3)]
 
@@ -152,7 +157,7 @@ def test_a_frame_of_another_size_starts_confirmation_again_and_says_so(camera_mo
     c = _frames(tmp_path / "camC", 2)
     _frames(tmp_path / "other", 1, size=96)
     shutil.move(tmp_path / "other" / "frame_000.jpg", c / "frame_002.jpg")
-    result = detect(camera_model, [str(c)], tmp_path / "o", sequence=True)
+    result = detect(camera_model, [str(c)], tmp_path / "o", sequence=True, alarm=THREE_OF_FIVE)
     assert result.alarms == 0, "two frames of one size, one of another: no three frames of one view"
     assert len(result.warnings) == 1 and "frame_002.jpg is 96x96, earlier frames 64x64" in result.warnings[0]
 

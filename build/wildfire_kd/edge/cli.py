@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--iou", type=float, default=DEFAULT_IOU, help="NMS IoU threshold")
     parser.add_argument("--out", default="detections", help="folder for detections.jsonl / alerts.jsonl")
     parser.add_argument("--sequence", action="store_true", help="frames of one camera in time order: raise alarms")
-    alarm = parser.add_argument_group("alarm rule (each left out: the model file's rule, else count 3 of 5, IoU 0.3)")
+    alarm = parser.add_argument_group(
+        "alarm rule (each left out: the model file's rule, else summed confidence 1.25 over 5 frames, floor 0.1)"
+    )
     alarm.add_argument("--alarm-mode", choices=("count", "score"), default=None, help="k of n frames, or summed score")
     alarm.add_argument("--alarm-k", type=int, default=None, help="count: alarm when confirmed in k ...")
     alarm.add_argument("--alarm-n", type=int, default=None, help="... of the last n frames")

@@ -13,14 +13,14 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from ..guard import refuse_overwriting_inputs
 from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS, MASK_IMAGE
-from .alarms import AlarmRule, Confirmer
+from .alarms import Confirmer, rule_with
 from .boxes import DEFAULT_IOU, Detection
 from .letterbox import IMAGE_SUFFIXES
 from .masks import CameraMask
@@ -171,7 +171,7 @@ def detect(
     owned = [out / DETECTIONS, out / ALERTS] + ([out / ANNOTATED_DIR] if save_images else [])
     refuse_overwriting_inputs(owned, [*files, model_path])
     model = CameraModel(model_path, threads=threads, runtime=runtime)
-    rule = replace(model.alarm_rule or AlarmRule(), **(alarm or {})) if sequence else None
+    rule = rule_with(model.alarm_rule, alarm) if sequence else None
     _prepare_out(out, save_images)
     result = DetectResult(str(out), conf=model.default_conf if conf is None else conf, tiles=tiles)
     result.runtime = model.runtime.runtime

@@ -161,6 +161,20 @@ def detections_of(model, sequences: list[Sequence], conf: float, iou: float, til
     return found
 
 
+def early_plume_recall(
+    sequences: list[Sequence], found: dict[str, list[FrameDetections]], minutes: float, conf: float = 0.0
+) -> float | None:
+    """The share of frames within ``minutes`` of smoke onset (while the plume is small and distant) in which a
+    detection at ``conf`` or above touches the plume's box; None when no such frame has a box."""
+    hits = total = 0
+    for s in sequences:
+        for frame, dets in zip(s.frames, found[s.name], strict=True):
+            if frame.smoke and frame.box and s.onset is not None and frame.time - s.onset < minutes * 60:
+                total += 1
+                hits += any(d.confidence >= conf and _touches(d.box, frame.box) for d in dets or [])
+    return hits / total if total else None
+
+
 def candidate_rules(floor: float) -> list[AlarmRule]:
     """The rules `choose_rule` compares, simplest first: k of n counting and summed confidence, at per-frame floors
     from ``floor`` up, each with and without hysteresis."""
