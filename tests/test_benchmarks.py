@@ -88,3 +88,46 @@ def test_the_benchmark_command_writes_its_table(tmp_path, learnt_data, learnt_mo
     assert all(v > 0 for m in profile.values() for v in m["median_s"].values())
     text = (out / "RESULTS.md").read_text()
     assert "| a_none |" in text and "| d_dense |" in text and "| part | dense | pseudo |" in text
+
+
+def _run_benchmark(script: str, *args: str) -> None:
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+    cmd = [sys.executable, str(REPO / "benchmarks" / script), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_the_runtime_benchmark_times_every_format_and_precision_beside_ultralytics(tmp_path, learnt_data, learnt_model):
+    out = tmp_path / "speed"
+    _run_benchmark(
+        "detect_speed.py", "--weights", str(learnt_model), "--data", str(learnt_data), "--imgsz", "64",
+        "--frames", "2", "--warmup", "1", "--sequence-width", "256", "--out", str(out),
+    )  # fmt: skip
+    rows = json.loads((out / "results.json").read_text())
+    made = {(r["format"], r["variant"]) for r in rows}
+    assert made == {("onnx", v) for v in ("fp32", "fp16", "int8")} | {
+        ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"), ("ncnn", "fp32"), ("ncnn", "fp16"),
+    }  # fmt: skip
+    for r in rows:
+        assert r["ours_total_ms"] > 0 and r["ultralytics_ms"] > 0 and r["ultralytics_onnx_fp32_ms"] > 0
+        assert 0.0 <= r["map50"] <= 1.0
+    fp32 = next(r for r in rows if r["format"] == "onnx" and r["variant"] == "fp32")
+    assert fp32["map50_drop"] == 0.0, "the reference's drop against itself"
+    assert "| 64 | openvino | int8 |" in (out / "RESULTS.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_alarm_benchmark_compares_rules_resolutions_and_held_out_choices(tmp_path, learnt_model):
+    out = tmp_path / "alarms"
+    _run_benchmark(
+        "alarm_tradeoff.py", "--weights", str(learnt_model), "--count", "4", "--frames", "8", "--width", "256",
+        "--imgsz", "64", "96", "--tiles", "2", "--out", str(out),
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["64 px", "96 px", "64 px, 2 tiles", "64 px, no masks"]
+    for setting in results.values():
+        assert {"count 3 of 5", "chosen", "held_out_0", "held_out_1"} <= set(setting)
+        assert setting["count 3 of 5"]["positives"] == 2, "every other synthetic sequence is a fire"
+        assert setting["smoke_free_detections"] >= 0 and setting["ms_per_frame"] > 0
+    assert "**chosen on half 1, judged on half 0**" in (out / "RESULTS.md").read_text()

@@ -86,7 +86,7 @@ def test_build_report_holds_stages_versions_and_hashes(smoke_build, teacher_pt):
         "## What it is",
         "## Data",
         "## Student vs teacher",
-        "## ONNX files and parity with PyTorch",
+        "## Model files and parity with PyTorch",
         "## Intended use",
         "## Limitations",
     ):

@@ -377,6 +377,10 @@ _LEGACY_PARITY_KEYS = {
 }
 
 
+def _tolerances_of(variant: str, description: str) -> Any:
+    return Field(default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS[variant]), description=description)
+
+
 class ParitySettings(_Section):
     """`wildfire-kd parity`: PyTorch vs onnxruntime on the same letterboxed tensors, with tolerances per variant."""
 
@@ -392,22 +396,17 @@ class ParitySettings(_Section):
         description="a detection whose overlap with a stronger box is within this of nms_iou survives NMS by a tie:"
         " unmatched, it counts as borderline, not as a difference",
     )
-    fp32: VariantTolerances = Field(
-        default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["fp32"]),
-        description="fp32: the same numbers, every anchor",
+    fp32: VariantTolerances = _tolerances_of("fp32", "fp32: the same numbers, every anchor")
+    fp16: VariantTolerances = _tolerances_of(
+        "fp16",
+        "fp16: a box whose DFL bins are flat (an uncertain edge) moves a few px, so boxes count only where a"
+        " detection could arise, and the mAP50 drop is judged",
     )
-    fp16: VariantTolerances = Field(
-        default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["fp16"]),
-        description="fp16: a box whose DFL bins are flat (an uncertain edge) moves a few px, so boxes count only"
-        " where a detection could arise, and the mAP50 drop is judged",
+    int8: VariantTolerances = _tolerances_of(
+        "int8", "int8: judged by its mAP50 drop; tensor and detection figures are reported only"
     )
-    int8: VariantTolerances = Field(
-        default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["int8"]),
-        description="int8: judged by its mAP50 drop; tensor and detection figures are reported only",
-    )
-    bf16: VariantTolerances = Field(
-        default_factory=lambda: VariantTolerances(**_VARIANT_DEFAULTS["bf16"]),
-        description="bf16 (OpenVINO on CPUs with BF16): 8 mantissa bits move boxes up to ~2 px and scores ~0.01",
+    bf16: VariantTolerances = _tolerances_of(
+        "bf16", "bf16 (OpenVINO on CPUs with BF16): 8 mantissa bits move boxes up to ~2 px and scores ~0.01"
     )
     formats: dict[Literal["onnx", "openvino", "ncnn"], dict[str, dict[str, float | None]]] = Field(
         default_factory=dict,

@@ -34,7 +34,7 @@ def _import(runtime: str):
         extra = f"'wildfire-kd[{EXTRAS[runtime]}]', or " if runtime in EXTRAS else ""
         raise InputError(
             f"the model needs the {runtime} runtime, which is not installed: pip install {RUNTIMES[runtime]} "
-            f"(or {extra}the edge image built with --build-arg EDGE_RUNTIME={runtime})"
+            f"(or {extra}an edge image for it: wildfire-kd image build --target edge --runtime {runtime})"
         ) from None
 
 
