@@ -16,15 +16,14 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .config import ExportSettings
 from .edge import metadata as model_metadata
-from .errors import InputError, StageFailure
+from .errors import InputError
 from .layout import MODEL_FOLDERS, MODEL_SIDECAR
-from .weights import ultralytics_loading
+from .onnx_files import ultralytics_export
 
 PACKAGES = {"openvino": ("openvino",), "ncnn": ("ncnn", "pnnx")}  # what each format's export needs
 INT8_PACKAGE = "nncf"
@@ -85,24 +84,6 @@ def _telemetry_declined():
                 os.environ[key] = value
 
 
-def _ultralytics_export(weights: Path, fmt: str, imgsz: int, full: bool, **options: Any) -> Path:
-    from ultralytics import YOLO
-
-    with tempfile.TemporaryDirectory(prefix=f"wildfire-kd-{fmt}-") as tmp, _telemetry_declined():
-        staged = Path(tmp) / "student.pt"
-        shutil.copyfile(weights, staged)
-        try:
-            with ultralytics_loading(full):
-                made = YOLO(str(staged)).export(
-                    format=fmt, imgsz=imgsz, device="cpu", batch=1, verbose=False, **options
-                )
-        except Exception as e:
-            raise StageFailure(f"{fmt} export of {weights} failed: {' '.join(str(e).split())[:300]}") from e
-        kept = Path(tempfile.mkdtemp(prefix=f"wildfire-kd-{fmt}-out-"))
-        shutil.move(made, kept / Path(made).name)
-        return kept / Path(made).name
-
-
 def rerun_as(out: Path, fmt: str, source: str, variant: str, metadata: dict[str, Any]) -> Path:
     """A copy of the ``source`` variant's folder that the camera runs at ``variant`` (its metadata says so)."""
     target = out / MODEL_FOLDERS[(fmt, variant)]
@@ -123,11 +104,10 @@ def export_format(
         options["half"] = variant == "fp16"
     if variant == "int8":
         options.update(int8=True, data=data, fraction=1.0)
-    made = _ultralytics_export(weights, fmt, imgsz, full, **options)
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.move(made, target)
-    shutil.rmtree(made.parent, ignore_errors=True)
+    with _telemetry_declined(), ultralytics_export(weights, fmt, imgsz, full, **options) as made:
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(made, target)
     for extra in target.glob("*.py"):  # ultralytics' usage example: not part of the model
         extra.unlink()
     write_sidecar(target, {**metadata, "variant": variant, "format": fmt})

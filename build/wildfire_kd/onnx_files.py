@@ -1,13 +1,17 @@
-"""ONNX files from a model: ultralytics' tracer, the pinned simplifier, the checker, an atomic write.
+"""Model files from a model: ultralytics' exporter (every format), the pinned simplifier, the checker, an atomic write.
 
-What `export` builds its files from and `validate` its temporary camera models (camera sequences) with.
+What `export` builds its files from (formats.py its OpenVINO and NCNN folders) and `validate` its temporary camera
+models (camera sequences) with.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .config import ExportSettings
 from .errors import StageFailure
@@ -27,28 +31,31 @@ def save_checked(model, path: Path) -> None:
             raise StageFailure(f"{path.name}: onnx.checker rejected the model: {e}") from e
 
 
-def traced_graph(weights: Path, settings: ExportSettings, imgsz: int, full_unpickling: bool):
-    """ultralytics' ONNX export of ``weights`` (from a copy: it writes beside the weights), simplified."""
-    import onnx
+@contextlib.contextmanager
+def ultralytics_export(weights: Path, fmt: str, imgsz: int, full_unpickling: bool, **options: Any) -> Iterator[Path]:
+    """ultralytics' export of ``weights`` to ``fmt`` (CPU, batch 1), from a copy: it writes beside the weights it is
+    given. Yields what it made, inside a temporary folder that is removed afterwards: take what you keep."""
     from ultralytics import YOLO
 
-    with tempfile.TemporaryDirectory(prefix="wildfire-kd-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"wildfire-kd-{fmt}-") as tmp:
         staged = Path(tmp) / "student.pt"
         shutil.copyfile(weights, staged)
         try:
             with ultralytics_loading(full_unpickling):
-                traced = YOLO(str(staged)).export(
-                    format="onnx",
-                    imgsz=imgsz,
-                    opset=settings.opset,
-                    dynamic=settings.dynamic,
-                    simplify=False,
-                    device="cpu",
-                    batch=1,
-                    verbose=False,
+                made = YOLO(str(staged)).export(
+                    format=fmt, imgsz=imgsz, device="cpu", batch=1, verbose=False, **options
                 )
         except Exception as e:
-            raise StageFailure(f"ONNX export of {weights} failed: {e}") from e
+            raise StageFailure(f"{fmt} export of {weights} failed: {' '.join(str(e).split())[:300]}") from e
+        yield Path(made)
+
+
+def traced_graph(weights: Path, settings: ExportSettings, imgsz: int, full_unpickling: bool):
+    """ultralytics' ONNX export of ``weights``, simplified."""
+    import onnx
+
+    options = {"opset": settings.opset, "dynamic": settings.dynamic, "simplify": False}
+    with ultralytics_export(weights, "onnx", imgsz, full_unpickling, **options) as traced:
         graph = onnx.load(traced)
     if settings.simplify:
         import onnxslim
