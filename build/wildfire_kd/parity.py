@@ -1,7 +1,8 @@
-"""The `parity` stage: does onnxruntime give the same answers as PyTorch?
+"""The `parity` stage: does the runtime a camera runs give the same answers as PyTorch?
 
 The same letterboxed tensors (real val images plus seeded random tensors) go to the fused PyTorch student
-(eval, fp32, CPU) and to onnxruntime (CPUExecutionProvider, named explicitly). Checks, in order, collecting
+(eval, fp32, CPU) and to the model file in the session the camera opens (edge/runtimes.py: onnxruntime's
+CPUExecutionProvider, OpenVINO or NCNN on the CPU). Checks, in order, collecting
 every failure before judging: the model's metadata against the weights; output0 split into box coordinates
 and class scores, each with its own absolute tolerance (max / mean / p99 of absolute and relative
 differences are reported); then detection-level parity after the camera runtime's own decoding and NMS
@@ -118,22 +119,6 @@ def load_onnx(onnx_path: str | Path):
     except Exception as e:
         raise InputError(f"{path} is not a valid ONNX model (truncated or corrupt?): {str(e).splitlines()[0]}") from e
     return model
-
-
-def open_session(onnx_path: str | Path, imgsz: int, model=None):
-    """An onnxruntime CPU session, after checking the file loads and its input fits ``imgsz`` (else exit 2).
-    ``model``: the file's onnx.ModelProto when the caller already loaded it."""
-    import onnxruntime as ort
-
-    path = Path(onnx_path)
-    model = model if model is not None else load_onnx(path)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.input[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or any(d is not None and d != imgsz for d in dims[2:]):
-        raise InputError(
-            f"{path}: input shape {dims} does not take {imgsz}x{imgsz} images "
-            f"(export again with --imgsz {imgsz}, or pass --imgsz {dims[2] if len(dims) == 4 else '?'})"
-        )
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def _inputs(
@@ -283,32 +268,29 @@ class _UnderTest:
     problems: list[str]  # what its form alone shows (an int8 file without quantized nodes)
 
 
-def _open_onnx(path: Path, imgsz: int | None) -> _UnderTest:
-    model = load_onnx(path)
-    metadata = onnx_metadata.read_onnx(model, path)  # tells the size to compare at when --imgsz is not given
-    imgsz = imgsz or _metadata_imgsz(metadata, path)
-    session = open_session(path, imgsz, model)
-    name = session.get_inputs()[0].name
+def _open(path: Path, imgsz: int | None) -> _UnderTest:
+    """The model file or folder in the session the camera opens (edge/runtimes.py), after the checks of its form: an
+    ONNX file passes onnx.checker (and an int8 one has quantized nodes), a folder holds our metadata."""
+    from .edge.runtimes import open_session
+
     problems = []
-    if metadata.get("variant") == "int8" and not quantized_nodes(model.graph):
-        problems.append(f"{path}: its metadata says int8 but the graph has no QuantizeLinear/DequantizeLinear node")
-    return _UnderTest("onnx", metadata, imgsz, lambda x: session.run(None, {name: x})[0], problems)
-
-
-def _open_folder(path: Path, imgsz: int | None) -> _UnderTest:
-    """An OpenVINO or NCNN folder, through the camera runtime's own session."""
-    from .edge.runtimes import open_session as open_runtime
-
-    if not path.exists():
+    if path.suffix == ".onnx":
+        model = load_onnx(path)
+        if onnx_metadata.read_onnx(model, path).get("variant") == "int8" and not quantized_nodes(model.graph):
+            problems.append(f"{path}: its metadata says int8 but the graph has no QuantizeLinear/DequantizeLinear node")
+    elif not path.exists():
         raise InputError(f"model not found: {path}")
-    session = open_runtime(path)
-    if "imgsz" not in session.metadata:
+    session = open_session(path)
+    if path.suffix != ".onnx" and "imgsz" not in session.metadata:
         raise InputError(f"{path} has no wildfire_kd metadata in its {MODEL_SIDECAR}: export it with wildfire-kd")
-    imgsz = imgsz or _metadata_imgsz(session.metadata, path)
+    imgsz = imgsz or _metadata_imgsz(session.metadata, path)  # the size to compare at when --imgsz is not given
     dims = session.input_shape
     if len(dims) != 4 or any(isinstance(d, int) and d != imgsz for d in dims[2:]):
-        raise InputError(f"{path}: input shape {dims} does not take {imgsz}x{imgsz} images")
-    return _UnderTest(session.runtime, session.metadata, imgsz, lambda x: session.infer(x)[None], [])
+        raise InputError(
+            f"{path}: input shape {dims} does not take {imgsz}x{imgsz} images "
+            f"(export again with --imgsz {imgsz}, or pass --imgsz {dims[2] if len(dims) == 4 else '?'})"
+        )
+    return _UnderTest(session.runtime, session.metadata, imgsz, lambda x: session.infer(x)[None], problems)
 
 
 def compare_tensors(ref: np.ndarray, got: np.ndarray, tol: VariantTolerances) -> list[TensorDiff]:
@@ -411,7 +393,7 @@ def parity(
     student = weights if isinstance(weights, CheckedWeights) else check_weights(weights, *pin)
     model = load_checked(student)
     path = Path(onnx_path)
-    tested = _open_onnx(path, imgsz) if path.suffix == ".onnx" else _open_folder(path, imgsz)
+    tested = _open(path, imgsz)
     meta, imgsz = tested.metadata, tested.imgsz
     variant, fmt = meta.get("variant", "fp32"), "onnx" if tested.fmt == "onnxruntime" else tested.fmt
     if out is not None:
