@@ -92,7 +92,7 @@ def finetune(
 
 def _scores(config: Config, run: Config, info: DatasetInfo, teacher: CheckedWeights, best: CheckedWeights):
     """The teacher before (answering for the dataset's classes) and after, through ultralytics' validator."""
-    from .seam import narrow_classes
+    from .seam import answering_for
     from .validate.metrics import accuracy
 
     scores = []
@@ -102,8 +102,7 @@ def _scores(config: Config, run: Config, info: DatasetInfo, teacher: CheckedWeig
             yolo = load_yolo(checked)
             names = model_class_names(yolo.model)
             mapped = teacher_classes(names, info.names, config.distill.class_map, checked.path, config.train.data)
-            if not mapped.identical:
-                yolo.model = narrow_classes(yolo.model, mapped.keep, mapped.dataset)
+            yolo.model = answering_for(yolo.model, mapped)
             box = accuracy(
                 yolo, data, config.validation, run.train.imgsz, config.validation_device, Path(tmp), role
             ).box

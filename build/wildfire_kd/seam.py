@@ -34,6 +34,7 @@ from ultralytics.utils import LOGGER, RANK, WEIGHTS_DIR  # noqa: E402
 from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
 from .config import DistillSettings  # noqa: E402
+from .data import TeacherClasses  # noqa: E402
 from .layout import MIRROR_DIR  # noqa: E402
 from .reports import replace_durably  # noqa: E402
 
@@ -324,6 +325,12 @@ def narrow_classes(model: torch.nn.Module, keep: list[int], names: list[str]) ->
     if isinstance(getattr(model, "yaml", None), dict):
         model.yaml["nc"] = len(keep)
     return model
+
+
+def answering_for(model: torch.nn.Module, classes: TeacherClasses) -> torch.nn.Module:
+    """``model`` answering for the dataset's classes as ``classes`` (data.teacher_classes) maps them: narrowed in
+    place when they differ from its own, else as it is."""
+    return model if classes.identical else narrow_classes(model, classes.keep, classes.dataset)
 
 
 # --- resuming ------------------------------------------------------------------------------------------------------

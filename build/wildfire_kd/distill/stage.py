@@ -205,12 +205,11 @@ def _mapped(config: Config, model_names: list[str], path: str, info: DatasetInfo
 def _checked_teacher(config: Config, inputs: TrainInputs, student: CheckedWeights | None):
     """The teacher, loaded once, answering for the dataset's classes; for `dense`, its head against the student's."""
     t, d = config.train, config.distill
-    from ..seam import narrow_classes
+    from ..seam import answering_for
 
     teacher = load_checked(inputs.teacher)
     inputs.teacher_classes = _mapped(config, model_class_names(teacher), t.teacher, inputs.info)
-    if not inputs.teacher_classes.identical:
-        teacher = narrow_classes(teacher, inputs.teacher_classes.keep, inputs.teacher_classes.dataset)
+    teacher = answering_for(teacher, inputs.teacher_classes)
     if d.response and d.method == "dense":
         from .loss import check_dense_compatible
 

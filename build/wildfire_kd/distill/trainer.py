@@ -111,13 +111,13 @@ class DistillationTrainer(SeamTrainer):
     def answering_for_the_data(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` answering for the dataset's classes: selected and ordered by name (distill.class_map)."""
         from ..data import teacher_classes
-        from ..seam import narrow_classes
+        from ..seam import answering_for
 
         data_names = [self.data["names"][i] for i in sorted(self.data["names"])]
         if model_class_names(model) == data_names:  # already (the teacher check_inputs narrowed, a resumed run's own)
             return model
         mapped = teacher_classes(model_class_names(model), data_names, self.kd.settings.class_map, "the model", "")
-        return model if mapped.identical else narrow_classes(model, mapped.keep, mapped.dataset)
+        return answering_for(model, mapped)
 
     def _check_no_image_dropped(self) -> None:
         """ultralytics skips an image it cannot read ("N corrupt") and trains on the rest without a word: every

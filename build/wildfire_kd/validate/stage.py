@@ -92,10 +92,9 @@ def validate(
         load_sequences(settings.sequences)  # likewise
     yolos = {"student": load_yolo(student), "teacher": load_yolo(teacher)}  # each file unpickled once
     mapped = teacher_classes(model_class_names(yolos["teacher"].model), info.names, class_map or {}, teacher.path, data)
-    if not mapped.identical:
-        from ..seam import narrow_classes
+    from ..seam import answering_for
 
-        yolos["teacher"].model = narrow_classes(yolos["teacher"].model, mapped.keep, mapped.dataset)
+    yolos["teacher"].model = answering_for(yolos["teacher"].model, mapped)
     student_names = model_class_names(yolos["student"].model)
     if student_names != info.names:
         raise InputError(
