@@ -498,8 +498,9 @@ class DetectSettings(_Section):
 
     def alarm_overrides(self) -> dict[str, Any]:
         """The alarm rule's fields this config sets (the rest come from the model file)."""
-        keys = ("mode", "k", "n", "threshold", "floor", "iou", "release")
-        return {k: getattr(self, f"alarm_{k}") for k in keys if getattr(self, f"alarm_{k}") is not None}
+        from .edge.alarms import overrides_of
+
+        return overrides_of(self)
 
 
 class DemoSettings(_Section):

@@ -101,6 +101,13 @@ def rule_with(base: AlarmRule | None, overrides: dict[str, Any] | None) -> Alarm
     return AlarmRule(**{**base.to_dict(), **overrides})
 
 
+def overrides_of(settings: object, prefix: str = "alarm_") -> dict[str, Any]:
+    """The AlarmRule fields ``settings`` sets as ``<prefix><field>`` attributes (the edge CLI's arguments, detect's
+    config section); those left None are not set."""
+    given = {f.name: getattr(settings, prefix + f.name) for f in fields(AlarmRule)}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 @dataclass
 class Alarm:
     frame: str

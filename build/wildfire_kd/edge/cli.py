@@ -12,8 +12,10 @@ import os
 import sys
 
 from ..errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, WildfireKDError
+from .alarms import overrides_of
 from .boxes import DEFAULT_IOU
 from .detect import detect
+from .runtimes import RUNTIMES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="student.onnx, or an OpenVINO / NCNN folder, from `wildfire-kd export`",
     )
-    parser.add_argument("--runtime", choices=("onnxruntime", "openvino", "ncnn"), default=None, help="default: from it")
+    parser.add_argument("--runtime", choices=tuple(RUNTIMES), default=None, help="default: from it")
     parser.add_argument("--conf", type=float, default=None, help="confidence threshold (default: the model's own)")
     parser.add_argument("--iou", type=float, default=DEFAULT_IOU, help="NMS IoU threshold")
     parser.add_argument("--out", default="detections", help="folder for detections.jsonl / alerts.jsonl")
@@ -48,13 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-ALARM_FIELDS = ("mode", "k", "n", "threshold", "floor", "iou", "release")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        alarm = {k: getattr(args, f"alarm_{k}") for k in ALARM_FIELDS if getattr(args, f"alarm_{k}") is not None}
         result = detect(
             args.onnx,
             args.sources,
@@ -62,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             conf=args.conf,
             iou=args.iou,
             sequence=args.sequence,
-            alarm=alarm,
+            alarm=overrides_of(args),
             save_images=args.save_images,
             threads=args.threads,
             tiles=args.tiles,
