@@ -19,12 +19,13 @@ from typing import Any
 
 from ..errors import InputError
 from ..guard import refuse_overwriting_inputs
-from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS, MASK_IMAGE
+from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS
 from .alarms import Confirmer, rule_with
 from .boxes import DEFAULT_IOU, Detection
 from .letterbox import IMAGE_SUFFIXES
 from .masks import CameraMask
 from .model import CameraModel
+from .sequences import is_frame
 
 COLORS = {0: (160, 160, 160), 1: (0, 90, 255)}  # BGR per class id: smoke grey, fire orange
 
@@ -70,12 +71,8 @@ def expand_sources(sources: list[str], skip: Path | None = None) -> list[Path]:
     for source in sources:
         path = Path(source)
         found: list[Path]
-        if path.is_dir():  # a camera folder's mask.png is its setting, not a frame
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.name != MASK_IMAGE
-            )
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if is_frame(p))
         elif path.exists():
             found = [path]
         elif matches := sorted(glob.glob(source, recursive=True)):

@@ -107,16 +107,19 @@ def _from_names(folder: Path, images: list[Path]) -> Sequence:
     return Sequence(folder.name, folder, frames, onset)
 
 
+def is_frame(path: Path) -> bool:
+    """An image file that is a camera frame (a camera folder's mask.png is its setting, not a frame)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path.name != MASK_IMAGE
+
+
 def frame_files(folder: Path) -> list[Path]:
-    """The image files of a camera's folder that are frames (its mask.png is its setting, not a frame)."""
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.name != MASK_IMAGE
-    )
+    """The frames of a camera's folder, in name order."""
+    return sorted(p for p in folder.iterdir() if is_frame(p))
 
 
 def load_sequence(folder: Path) -> Sequence:
-    images = frame_files(folder)
-    sequence = _from_csv(folder) if (folder / SEQUENCE_FRAMES).is_file() else _from_names(folder, images)
+    listed = (folder / SEQUENCE_FRAMES).is_file()
+    sequence = _from_csv(folder) if listed else _from_names(folder, frame_files(folder))
     if not sequence.frames:
         raise InputError(f"{folder}: a sequence without frames")
     return sequence

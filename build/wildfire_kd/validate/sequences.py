@@ -16,7 +16,7 @@ from typing import Any
 from ..config import ValidateSettings
 from ..edge.boxes import DEFAULT_IOU
 from ..edge.sequence_figures import choose_rule, detections_of, figures
-from ..edge.sequences import load_sequences
+from ..edge.sequences import Sequence
 
 
 def _summary(f) -> dict[str, Any]:
@@ -43,11 +43,13 @@ def camera_onnx(model, imgsz: int, out: Path) -> Path:
     return out
 
 
-def sequence_section(models: dict[str, Any], settings: ValidateSettings, imgsz: int, conf: float) -> dict[str, Any]:
-    """validation.json's ``sequences``: the rule, each model's figures under it, per sequence."""
+def sequence_section(
+    models: dict[str, Any], sequences: list[Sequence], settings: ValidateSettings, imgsz: int, conf: float
+) -> dict[str, Any]:
+    """validation.json's ``sequences``: the rule chosen on ``sequences`` (settings.sequences, loaded), each model's
+    figures under it, per sequence."""
     from ..edge.model import CameraModel
 
-    sequences = load_sequences(settings.sequences)
     floor = min(settings.sequence_floor, conf)
     found, unmasked = {}, None
     with tempfile.TemporaryDirectory(prefix="wildfire-kd-sequences-") as tmp:

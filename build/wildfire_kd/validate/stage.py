@@ -88,8 +88,7 @@ def validate(
             f"teacher on; label some of its images, or choose another validation.split"
         )
     negatives = camera_figures.negative_frames(settings.negatives)  # a bad folder: exit 2 before any work
-    if settings.sequences:
-        load_sequences(settings.sequences)  # likewise
+    sequences = load_sequences(settings.sequences) if settings.sequences else None  # likewise
     yolos = {"student": load_yolo(student), "teacher": load_yolo(teacher)}  # each file unpickled once
     mapped = teacher_classes(model_class_names(yolos["teacher"].model), info.names, class_map or {}, teacher.path, data)
     from ..seam import answering_for
@@ -107,7 +106,7 @@ def validate(
     refuse_overwriting_inputs(owned, given, "--out", datasets=dataset_folders(data))
     out.mkdir(parents=True, exist_ok=True)
     checked = {"student": student, "teacher": teacher}
-    result = _evaluate(yolos, checked, data, settings, out, imgsz, device, info, negatives)
+    result = _evaluate(yolos, checked, data, settings, out, imgsz, device, info, negatives, sequences)
     result.teacher_classes = None if mapped.identical else mapped.to_dict()
     write_json(out / VALIDATION_JSON, result.to_dict())
     report.write(result, out, data, settings, imgsz)
@@ -115,8 +114,9 @@ def validate(
 
 
 def _evaluate(
-    yolos, checked, data: str, settings: ValidateSettings, out: Path, imgsz: int, device: str, info, negatives
-):
+    yolos, checked, data: str, settings: ValidateSettings, out: Path, imgsz: int, device: str, info, negatives,
+    sequences,
+):  # fmt: skip
     from ultralytics.utils.torch_utils import select_device
 
     torch_device = select_device(device or "", verbose=False)
@@ -136,7 +136,7 @@ def _evaluate(
         agreement = metrics.teacher_agreement(yolos["student"].model, yolos["teacher"].model, *args)
         point = metrics.operating_point(boxes["student"], boxes["teacher"], settings)
         camera = camera_figures.both_models(yolos, info, settings, imgsz, device, point, negatives)
-    extra = _camera_path_figures(yolos, info, settings, imgsz, device, camera["conf"])
+    extra = _camera_path_figures(yolos, info, settings, imgsz, device, camera["conf"], sequences)
     t, s = figures["teacher"], figures["student"]
     retention = {k: ratio(getattr(s, k), getattr(t, k)) for k in ACCURACY}
     checked_gates = gates(settings, s, retention, agreement, camera, **extra)
@@ -166,15 +166,17 @@ def _evaluate(
     )
 
 
-def _camera_path_figures(yolos, info, settings: ValidateSettings, imgsz: int, device: str, conf: float) -> dict:
-    """Robustness to what camera pipelines do to frames, and the camera sequences (when configured)."""
+def _camera_path_figures(
+    yolos, info, settings: ValidateSettings, imgsz: int, device: str, conf: float, sequences: list | None
+) -> dict:
+    """Robustness to what camera pipelines do to frames, and the camera ``sequences`` (when configured)."""
     from .robustness import robustness
     from .sequences import sequence_section
 
     extra: dict = {"robustness": None, "sequences": None}
     if settings.robustness:
         extra["robustness"] = robustness(yolos, info, settings.split, conf, imgsz, device)
-    if settings.sequences:
+    if sequences is not None:
         models = {role: yolos[role].model for role in ("student", "teacher")}
-        extra["sequences"] = sequence_section(models, settings, imgsz, conf)
+        extra["sequences"] = sequence_section(models, sequences, settings, imgsz, conf)
     return extra
