@@ -80,14 +80,19 @@ def finetune(
     result = train(run, resume=resume, force=force, info=info, teacher=teacher, finetune=True)
     if not result.best:
         raise InputError(f"finetuning wrote no best.pt into {result.run_dir}")
-    # it holds the teacher's own classes (custom blocks): allowed as the teacher was, by its own pin, as we wrote it
-    best = check_weights(result.best, sha256_file(result.best) if teacher.full_unpickling else None, "teacher")
+    best = finetuned_teacher(result.best, teacher)
     before, after = _scores(config, run, info, teacher, best)
     outcome = FinetuneResult(
         result.run_dir, result.best, before, after, result.epochs_completed, result.seconds, result.teacher_classes
     )
     write_json(Path(result.run_dir) / FINETUNE_REPORT, outcome.to_dict())
     return outcome
+
+
+def finetuned_teacher(best: str, given: CheckedWeights) -> CheckedWeights:
+    """The finetuned teacher's best.pt, checked. It holds the given teacher's own classes (custom blocks), so it is
+    allowed full unpickling where the given teacher was: by its own pin, its digest as we wrote it."""
+    return check_weights(best, sha256_file(best) if given.full_unpickling else None, "teacher")
 
 
 def _scores(config: Config, run: Config, info: DatasetInfo, teacher: CheckedWeights, best: CheckedWeights):

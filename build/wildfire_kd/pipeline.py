@@ -188,8 +188,9 @@ class FinetuneStage(Stage):
         return StageOutcome(True, files, result.to_dict(), status=status)
 
     def hand_on(self, build: Build, record: StageRecord) -> None:
-        best = record.result["best"]  # holds the teacher's own classes: allowed as the teacher was, by its own pin
-        build.teacher = check_weights(best, sha256_file(best) if build.teacher.full_unpickling else None, "teacher")
+        from .finetune import finetuned_teacher
+
+        build.teacher = finetuned_teacher(record.result["best"], build.teacher)
 
 
 class TrainStage(Stage):
