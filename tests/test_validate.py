@@ -235,3 +235,18 @@ def test_images_the_preflight_tolerated_are_skipped_by_the_camera_figures_too(le
     assert report["camera_figures"]["skipped"] == sorted(str(p) for p in val_images[:2])
     objects = sum(b["objects"] for b in report["camera_figures"]["student"]["recall_by_size"].values())
     assert objects > 0, "the other frames are still scored"
+
+
+def test_the_worst_robustness_retention_counts_a_total_loss_and_skips_the_undefined():
+    """Model card, chart and gate read one figure: a perturbation that took all of a model's recall (retention 0) is
+    its worst, not left out as if it had no value."""
+    from wildfire_kd.validate.result import worst_retention
+
+    def row(student, teacher):
+        return {"student": {"recall": None, "retention": student}, "teacher": {"recall": None, "retention": teacher}}
+
+    section = {"perturbed": {"jpeg_q30": row(0.0, None), "downscale_x0.5": row(0.8, 0.9), "darker_-40": row(1.1, None)}}
+    assert worst_retention(section, "student") == 0.0
+    assert worst_retention(section, "teacher") == 0.9
+    assert worst_retention({"perturbed": {"jpeg_q30": row(None, None)}}, "student") is None
+    assert worst_retention(None, "student") is None

@@ -8,7 +8,7 @@ from typing import Any
 from .config import Config, DistillSettings
 from .export import file_key
 from .layout import VALIDATION_DIR, VALIDATION_JSON
-from .validate.result import ValidationResult
+from .validate.result import ValidationResult, worst_retention
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -121,11 +121,7 @@ def _camera_path_rows(val: ValidationResult) -> list[str]:
             f"{_fmt(t['false_alarms_per_camera_day'], 2)} | {_fmt(s['false_alarms_per_camera_day'], 2)} | – |",
         ]
     if val.robustness:
-        worst = {
-            role: min((r[role]["retention"] for r in val.robustness["perturbed"].values() if r[role]["retention"]),
-                      default=None)
-            for role in ("teacher", "student")
-        }  # fmt: skip
+        worst = {role: worst_retention(val.robustness, role) for role in ("teacher", "student")}
         rows.append(
             f"| worst recall retention (JPEG q30-90, rescaling, brightness, contrast) | {_fmt(worst['teacher'])} | "
             f"{_fmt(worst['student'])} | – |"

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import ValidateSettings
 from ..reports import atomic_file, atomic_write_text
-from .result import ACCURACY, LABELS, ValidationResult, ratio
+from .result import ACCURACY, LABELS, ValidationResult, ratio, worst_retention
 
 
 def _fmt(v: float | int | None, digits: int = 3) -> str:
@@ -258,8 +258,7 @@ def _camera_path_panel(axes, result: ValidationResult, width: float) -> None:
     if result.robustness:
         labels.append("worst recall\nretention")
         for role in bars:
-            kept = [r[role]["retention"] for r in result.robustness["perturbed"].values() if r[role]["retention"]]
-            bars[role].append(min(kept) if kept else 0)
+            bars[role].append(worst_retention(result.robustness, role) or 0)
     x = np.arange(len(labels))
     for role, offset, color in (("teacher", -width / 2, "#c0392b"), ("student", width / 2, "#2980b9")):
         axes.bar(x + offset, bars[role], width, color=color)

@@ -19,6 +19,14 @@ def ratio(student: float | None, teacher: float | None) -> float | None:
     return student / teacher if student is not None and teacher is not None and teacher > 0 else None
 
 
+def worst_retention(robustness: dict[str, Any] | None, role: str) -> float | None:
+    """``role``'s lowest recall retention over the perturbations of a robustness section (robustness.py): a retention
+    of 0 (all recall lost) counts, an undefined one (no clean recall to keep) does not; None without any."""
+    kept = [r[role]["retention"] for r in (robustness or {}).get("perturbed", {}).values()]
+    kept = [k for k in kept if k is not None]
+    return min(kept) if kept else None
+
+
 @dataclass
 class ModelFigures:
     weights: str

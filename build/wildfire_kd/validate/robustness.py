@@ -15,7 +15,7 @@ from ..data import DatasetInfo
 from ..edge.boxes import box_iou
 from ..edge.figures import Box
 from .camera_figures import ground_truth
-from .result import ratio
+from .result import ratio, worst_retention
 
 
 def _jpeg(quality: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -92,8 +92,5 @@ def robustness(yolos: dict[str, Any], info: DatasetInfo, split: str, conf: float
             recall = _recall(yolos[role], images, truths, conf, imgsz, device)
             row[role] = {"recall": recall, "retention": ratio(recall, report["clean"][role])}
         report["perturbed"][name] = row
-    retained = [
-        r["student"]["retention"] for r in report["perturbed"].values() if r["student"]["retention"] is not None
-    ]
-    report["worst_student_retention"] = min(retained) if retained else None
+    report["worst_student_retention"] = worst_retention(report, "student")
     return report
