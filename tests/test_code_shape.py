@@ -64,3 +64,16 @@ def test_no_module_imports_a_higher_layer_and_there_are_no_cycles():
 
     cycles = [m for m in graph if reaches(m, m, set())]
     assert cycles == [], "import cycles through: " + ", ".join(sorted(cycles))
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A leading underscore means "this module's own": another module that needs it needs a public name."""
+    from import_graph import PACKAGE
+
+    borrowed = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("wildfire_kd")):
+                names = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                borrowed += [f"{path.relative_to(PACKAGE)}: {node.module or '.'}.{name}" for name in names]
+    assert borrowed == [], "make these public or keep them home: " + "; ".join(borrowed)

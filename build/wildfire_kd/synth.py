@@ -24,10 +24,10 @@ _SPLIT_IDS = {"train": 0, "val": 1}
 def _draw_smoke(draw_layer, rng, w: int, h: int) -> tuple[float, float, float, float]:
     bw, bh = rng.uniform(0.18, 0.4) * w, rng.uniform(0.2, 0.45) * h
     x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
-    return _paint_plume(draw_layer, rng, x0, y0, bw, bh)
+    return paint_plume(draw_layer, rng, x0, y0, bw, bh)
 
 
-def _paint_plume(draw_layer, rng, x0: float, y0: float, bw: float, bh: float) -> tuple[float, float, float, float]:
+def paint_plume(draw_layer, rng, x0: float, y0: float, bw: float, bh: float) -> tuple[float, float, float, float]:
     """Soft grey puffs inside the box (x0, y0, bw, bh) on an RGBA layer; returns the visible extent."""
     from PIL import ImageDraw
 
@@ -142,7 +142,7 @@ def _small_plume(image, extra, size: int) -> tuple[float, float, float, float]:
     bw, bh = extra.uniform(0.03, 0.07) * size, extra.uniform(0.04, 0.09) * size
     x0, y0 = extra.uniform(0, size - bw), extra.uniform(0.15, 0.6) * size
     layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    x1_, y1_, x2_, y2_ = _paint_plume(layer, extra, x0, y0, bw, bh)
+    x1_, y1_, x2_, y2_ = paint_plume(layer, extra, x0, y0, bw, bh)
     layer = layer.filter(ImageFilter.GaussianBlur(radius=max(0.6, size / 320)))
     image.paste(layer, (0, 0), layer)
     return (x1_ + x2_) / 2 / size, (y1_ + y2_) / 2 / size, (x2_ - x1_) / size, (y2_ - y1_) / size

@@ -65,12 +65,12 @@ def _plume(frame, rng_seed: int, base: tuple[float, float], width_px: float) -> 
     """A plume rising from ``base`` (x, y), ``width_px`` wide, painted on ``frame`` (PIL); returns its box."""
     from PIL import Image, ImageFilter
 
-    from .synth import _paint_plume
+    from .synth import paint_plume
 
     bw, bh = width_px, width_px * 1.6
     margin = int(max(4, bw * 0.2))
     layer = Image.new("RGBA", (int(bw) + 2 * margin, int(bh) + 2 * margin), (0, 0, 0, 0))
-    x1, y1, x2, y2 = _paint_plume(layer, np.random.default_rng(rng_seed), margin, margin, bw, bh)
+    x1, y1, x2, y2 = paint_plume(layer, np.random.default_rng(rng_seed), margin, margin, bw, bh)
     layer = layer.filter(ImageFilter.GaussianBlur(radius=max(0.6, bw / 40)))
     left, top = int(base[0] - bw / 2) - margin, int(base[1] - bh) - margin
     frame.paste(layer, (left, top), layer)
