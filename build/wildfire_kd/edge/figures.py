@@ -39,6 +39,12 @@ def size_bucket(box: Box, small: float, large: float) -> str:
     return "small" if area < small else "large" if area >= large else "medium"
 
 
+def is_found(obj: Box, predictions: list[Box], iou: float = 0.5) -> bool:
+    """Whether a prediction of ``obj``'s class overlaps it with IoU >= ``iou``."""
+    same = np.array([p[1:] for p in predictions if p[0] == obj[0]], dtype=np.float64).reshape(-1, 4)
+    return bool(len(same) and (box_iou(np.array([obj[1:]]), same) >= iou).any())
+
+
 def camera_figures(
     predictions: dict[str, list[Box]],
     truths: dict[str, list[Box]],
@@ -59,9 +65,7 @@ def camera_figures(
         for obj in objects:
             bucket = counts[size_bucket(obj, small, large)]
             bucket["objects"] += 1
-            same = np.array([p[1:] for p in found_boxes if p[0] == obj[0]], dtype=np.float64).reshape(-1, 4)
-            if len(same) and (box_iou(np.array([obj[1:]]), same) >= iou).any():
-                bucket["found"] += 1
+            bucket["found"] += is_found(obj, found_boxes, iou)
     for bucket in counts.values():
         bucket["recall"] = bucket["found"] / bucket["objects"] if bucket["objects"] else None
     return CameraFigures(

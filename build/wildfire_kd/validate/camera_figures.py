@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config import ValidateSettings
 from ..data import DatasetInfo, label_path, undecodable
+from ..edge.boxes import DEFAULT_IOU
 from ..edge.figures import BUCKETS, Box, camera_figures
 from ..edge.letterbox import IMAGE_SUFFIXES
 from ..errors import InputError
@@ -27,6 +28,16 @@ def ground_truth(frames: list[Path]) -> dict[str, list[Box]]:
         rows = [r.split() for r in text.splitlines() if r.strip()]
         truths[str(frame)] = [(int(float(r[0])), *_xywh_to_xyxy([float(v) for v in r[1:5]])) for r in rows]
     return truths
+
+
+def predicted_boxes(yolo, source, imgsz: int, conf: float, device: str, iou: float = DEFAULT_IOU) -> list[Box]:
+    """``yolo``'s detections (ultralytics' predictor) in ``source``, a frame's path or its pixels, as normalised
+    boxes."""
+    results = yolo.predict(source, imgsz=imgsz, conf=conf, iou=iou, device=device or None, verbose=False)
+    if not results:  # ultralytics could not read it after all
+        raise InputError(f"{source}: ultralytics cannot read this image; remove or replace it")
+    r = results[0]
+    return [(int(c), *map(float, b)) for c, b in zip(r.boxes.cls, r.boxes.xyxyn, strict=True)]
 
 
 def negative_frames(folder: str | None) -> tuple[list[str], list[str]]:
@@ -74,13 +85,7 @@ def both_models(
     for role in ("student", "teacher"):
         predictions = {}
         for frame in scored:
-            results = yolos[role].predict(
-                frame, imgsz=imgsz, conf=conf, iou=settings.iou, device=device or None, verbose=False
-            )
-            if not results:  # ultralytics could not read it after all: reported with the unreadable ones
-                raise InputError(f"{frame}: ultralytics cannot read this image; remove or replace it")
-            r = results[0]
-            predictions[frame] = [(int(c), *map(float, b)) for c, b in zip(r.boxes.cls, r.boxes.xyxyn, strict=True)]
+            predictions[frame] = predicted_boxes(yolos[role], frame, imgsz, conf, device, settings.iou)
         report[role] = camera_figures(
             predictions, truths, negatives, conf, settings.small_area, settings.large_area, unreadable=unreadable
         ).to_dict()

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..data import DatasetInfo
-from ..edge.boxes import box_iou
-from ..edge.figures import Box
-from .camera_figures import ground_truth
+from ..edge.figures import Box, is_found
+from .camera_figures import ground_truth, predicted_boxes
 from .result import ratio, worst_retention
 
 
@@ -62,12 +61,9 @@ PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def _recall(yolo, images: dict[str, np.ndarray], truths: dict[str, list[Box]], conf: float, imgsz: int, device):
     found = total = 0
     for name, image in images.items():
-        r = yolo.predict(image, imgsz=imgsz, conf=conf, device=device or None, verbose=False)[0]
-        predicted = [(int(c), *map(float, b)) for c, b in zip(r.boxes.cls, r.boxes.xyxyn, strict=True)]
-        for obj in truths[name]:
-            total += 1
-            same = np.array([p[1:] for p in predicted if p[0] == obj[0]], dtype=np.float64).reshape(-1, 4)
-            found += bool(len(same) and (box_iou(np.array([obj[1:]]), same) >= 0.5).any())
+        predicted = predicted_boxes(yolo, image, imgsz, conf, device)
+        total += len(truths[name])
+        found += sum(is_found(obj, predicted) for obj in truths[name])
     return found / total if total else None
 
 
