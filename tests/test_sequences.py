@@ -295,10 +295,12 @@ def test_every_sequence_gate_turns_the_verdict_naming_itself():
     )
 
 
-def test_detect_over_several_cameras_uses_each_folders_mask(tmp_path):
+def test_detect_over_several_cameras_uses_each_folders_mask(tmp_path, monkeypatch):
     from PIL import Image
 
+    from wildfire_kd.edge import detect as detect_module
     from wildfire_kd.edge.detect import detect
+    from wildfire_kd.edge.masks import CameraMask
 
     model = make_onnx(tmp_path / "m.onnx", [(0, 0.9, (8.0, 8.0, 40.0, 40.0))])
     for camera in ("masked", "open"):
@@ -310,4 +312,9 @@ def test_detect_over_several_cameras_uses_each_folders_mask(tmp_path):
     assert result.masked == 4 and result.alarms == 1
     alerts = [json.loads(line) for line in (tmp_path / "out" / "alerts.jsonl").read_text().splitlines()]
     assert [a["camera"] for a in alerts] == [str(tmp_path / "open")]
+    shutil.rmtree(tmp_path / "out")
+    masks_read = []  # each camera's mask files are read once, not once per frame
+    monkeypatch.setattr(detect_module, "CameraMask", lambda folder: masks_read.append(folder) or CameraMask(folder))
+    detect(model, [str(tmp_path / "masked"), str(tmp_path / "open")], tmp_path / "out", sequence=True)
+    assert sorted(masks_read) == [tmp_path / "masked", tmp_path / "open"]
     shutil.rmtree(tmp_path / "out")

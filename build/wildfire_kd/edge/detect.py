@@ -205,7 +205,9 @@ class _Run:
         floor), both outside the camera's masked regions."""
         floor = confirmer.rule.floor if confirmer is not None and confirmer.rule.floor is not None else self.result.conf
         found = self.model.detect(image, conf=min(floor, self.result.conf), iou=self.iou, tiles=self.result.tiles)
-        mask = self.masks.setdefault(path.parent, CameraMask(path.parent))
+        mask = self.masks.get(path.parent)
+        if mask is None:  # once per camera folder (setdefault would read its mask files again for every frame)
+            mask = self.masks[path.parent] = CameraMask(path.parent)
         found, masked = mask.keep(found, image.shape[1], image.shape[0])
         self.result.masked += masked
         return [d for d in found if d.confidence > self.result.conf], found
