@@ -25,7 +25,7 @@ LAYERS = [
     ["wildfire_kd", "wildfire_kd.errors", "wildfire_kd.layout", "wildfire_kd.guard"],  # pure helpers: stdlib only
     ["wildfire_kd.edge", "wildfire_kd.textfiles", "wildfire_kd.reports", "wildfire_kd.ultralytics_env"],
     ["wildfire_kd.config"],
-    ["wildfire_kd.data", "wildfire_kd.weights", "wildfire_kd.synth", "wildfire_kd.synth_sequences"],
+    ["wildfire_kd.data", "wildfire_kd.pool", "wildfire_kd.weights", "wildfire_kd.synth", "wildfire_kd.synth_sequences"],
     ["wildfire_kd.tracking", "wildfire_kd.container"],
     ["wildfire_kd.seam", "wildfire_kd.onnx_files", "wildfire_kd.formats"],  # ultralytics' internals and exporters
     ["wildfire_kd.distill", "wildfire_kd.validate", "wildfire_kd.export", "wildfire_kd.parity"],  # the stages

@@ -57,6 +57,14 @@ ModulesOpt = Annotated[
     ),
 ]
 
+UnlabeledOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--unlabeled",
+        help="folder of frames without labels, taught through the KD terms only (train.unlabeled; repeatable)",
+    ),
+]
+
 
 _output_dir: Path | None = None  # where a command writes; an internal error's traceback goes there
 
@@ -170,6 +178,7 @@ def train(
     ] = False,
     allow_unsafe_weights: UnsafeOpt = None,
     teacher_modules: ModulesOpt = None,
+    unlabeled: UnlabeledOpt = None,
 ) -> None:
     """Distil the teacher into a YOLOv8n student (the main job)."""
     from .distill import train as run_train
@@ -177,7 +186,7 @@ def train(
 
     given = {"data": data, "teacher": teacher, "student": student, "out": out, "name": name, "epochs": epochs}
     given |= {"imgsz": imgsz, "batch": batch, "device": device, "allow_unsafe_weights": allow_unsafe_weights}
-    given["teacher_modules"] = teacher_modules
+    given |= {"teacher_modules": teacher_modules, "unlabeled": unlabeled}
     cfg = _load(config, set_, {f"train.{key}": value for key, value in given.items()})
     _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out")
     result = run_train(cfg, resume=resume, force=force)
@@ -266,6 +275,10 @@ def synth(
     val_images: Annotated[int | None, typer.Option(help="validation images (synth.val_images)")] = None,
     imgsz: Annotated[int | None, typer.Option(help="image side in pixels (synth.imgsz)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (synth.seed)")] = None,
+    unlabeled: Annotated[
+        int | None,
+        typer.Option("--unlabeled", help="also N frames without labels in OUT/unlabeled (synth.unlabeled_images)"),
+    ] = None,
     sequence: Annotated[
         bool, typer.Option("--sequence", help="instead: tower-camera sequences (fires and smoke-free distractors)")
     ] = False,
@@ -276,7 +289,7 @@ def synth(
     force: Annotated[bool, typer.Option(help="replace an earlier output of synth in OUT (nothing else)")] = False,
 ) -> None:
     """Write a deterministic synthetic smoke/fire dataset in YOLO format (or, --sequence, tower-camera sequences)."""
-    from .synth import synthesize
+    from .synth import UNLABELED_DIR, synthesize
     from .synth_sequences import synthesize_sequences
 
     class_list = [c.strip() for c in classes.split(",")] if classes is not None else None
@@ -286,6 +299,7 @@ def synth(
         "val_images": val_images,
         "imgsz": imgsz,
         "seed": seed,
+        "unlabeled_images": unlabeled,
     }
     cfg = _load(config, set_, {f"synth.{key}": value for key, value in given.items()}).synth
     _writes_to(out, "OUT")
@@ -294,7 +308,8 @@ def synth(
         typer.echo(f"synth: wrote {len(made)} sequences of {frames} frames, {width} px wide, into {out}")
         return
     data_yaml = synthesize(out, cfg, force=force)
-    typer.echo(f"synth: wrote {cfg.train_images} train + {cfg.val_images} val images; dataset {data_yaml}")
+    pool = f" + {cfg.unlabeled_images} unlabelled frames in {out / UNLABELED_DIR}" if cfg.unlabeled_images else ""
+    typer.echo(f"synth: wrote {cfg.train_images} train + {cfg.val_images} val images{pool}; dataset {data_yaml}")
 
 
 @command
@@ -389,13 +404,14 @@ def build(
     finetune: Annotated[
         bool | None, typer.Option("--finetune", help="finetune the teacher on the data first (finetune.enabled)")
     ] = None,
+    unlabeled: UnlabeledOpt = None,
 ) -> None:
     """(finetune ->) train -> validate -> export -> parity into one folder; non-zero exit names what failed."""
     from .layout import BUILD_REPORT
     from .pipeline import build as run_build
 
     given = {"data": data, "teacher": teacher, "student": student, "device": device, "teacher_modules": teacher_modules}
-    given["allow_unsafe_weights"] = allow_unsafe_weights
+    given |= {"allow_unsafe_weights": allow_unsafe_weights, "unlabeled": unlabeled}
     cfg = _load(config, set_, {f"train.{key}": value for key, value in given.items()} | {"finetune.enabled": finetune})
     _writes_to(out, "--out")
     result = run_build(cfg, out)

@@ -20,6 +20,9 @@ from .edge.boxes import DEFAULT_IOU
 from .errors import InputError
 from .textfiles import read_yaml
 
+# distill.unlabeled_ratio's default: chosen by measurement (BENCHMARKS.md, issue 28)
+UNLABELED_RATIO = 1.0
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -82,6 +85,11 @@ class TrainSettings(_Section):
     )
     ultralytics: dict[str, Any] = Field(
         default_factory=dict, description="any other ultralytics train argument, e.g. {mosaic: 0.5, nbs: 64}"
+    )
+    unlabeled: list[str] = Field(
+        default_factory=list,
+        description="folders of frames without labels (a camera network's own views), taught only through the KD"
+        " terms, never the ground-truth loss (distill.unlabeled_ratio, distill.unlabeled_weight); never written to",
     )
     loggers: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list,
@@ -147,6 +155,18 @@ class DistillSettings(_Section):
         description="pseudo: class target at each matched anchor: 'detection' = the kept detection's logit vector,"
         " 'anchor' = the teacher's own logits at that anchor (same anchor grid only, else 'detection')",
     )
+    unlabeled_ratio: float = Field(
+        UNLABELED_RATIO,
+        gt=0,
+        description="train.unlabeled: unlabelled images per labelled image in an epoch (each batch holds both in this"
+        " proportion; an epoch is the labelled split once plus this many pool images per labelled one)",
+    )
+    unlabeled_weight: float = Field(
+        1.0,
+        ge=0,
+        description="train.unlabeled: weight of the KD terms on an unlabelled image, per image, relative"
+        " to a labelled image's KD terms",
+    )
     feature_distillation: bool = Field(
         False, description="also run ultralytics' own feature distillation (distill_model) with the same teacher"
     )
@@ -199,6 +219,12 @@ class SynthSettings(_Section):
     classes: list[str] = Field(["smoke", "fire"], min_length=1, description="class names in label-id order")
     train_images: int = Field(96, ge=1, description="training images")
     val_images: int = Field(24, ge=1, description="validation images")
+    unlabeled_images: int = Field(
+        0,
+        ge=0,
+        description="also a pool of frames without labels (unlabeled/), drawn like the train images; their labels go"
+        " to unlabeled_labels/, which training never reads (for the all-labelled comparison of benchmarks)",
+    )
     imgsz: int = Field(160, ge=32, description="image side in pixels")
     max_objects: int = Field(3, ge=1, description="objects per image at most (some images get none)")
     distractor_frames: float = Field(
@@ -553,6 +579,11 @@ class Config(_Section):
         d = self.distill
         if d.response and d.lambda_detection == 0 and d.lambda_distillation == 0:
             raise ValueError("distill.lambda_detection and distill.lambda_distillation are both 0: nothing would train")
+        if self.train.unlabeled and not d.response:
+            raise ValueError(
+                "train.unlabeled: unlabelled frames teach only through the response KD terms, which"
+                " distill.response=false switches off; set distill.response=true or drop train.unlabeled"
+            )
         return self
 
     def digest(self) -> str:

@@ -40,6 +40,7 @@ class DatasetInfo:
     problems: dict[str, list[str]] = field(default_factory=dict)
     bad_images: list[str] = field(default_factory=list)  # images with a problem, tolerated up to max_bad_fraction
     files: dict[str, list[Path]] = field(default_factory=dict, repr=False)  # each checked split's images, in order
+    digests: dict[str, str] = field(default_factory=dict, repr=False)  # sha256 of each image's bytes -> its path
 
     @property
     def nc(self) -> int:
@@ -58,7 +59,7 @@ class DatasetInfo:
 
     def to_dict(self) -> dict[str, Any]:
         report = asdict(self)
-        del report["files"]  # preflight.json counts and names problems; the listing is the dataset's own
+        del report["files"], report["digests"]  # preflight.json counts and names problems; the listing is the data's
         return report
 
 
@@ -131,7 +132,7 @@ class PreflightProblems:
             self.bad_images.add(str(image))
 
 
-def _jpeg_truncated(path: Path) -> bool:
+def jpeg_truncated(path: Path) -> bool:
     if path.suffix.lower() not in (".jpg", ".jpeg"):
         return False
     with open(path, "rb") as f:
@@ -153,32 +154,35 @@ def undecodable(image: Path) -> str | None:
     return None
 
 
-def _check_image(image: Path, problems: PreflightProblems, seen: dict[str, str]) -> None:
+def check_image(image: Path, problems: PreflightProblems, seen: dict[str, str]) -> str | None:
+    """Decode ``image`` whole and hash its bytes: problems into ``problems``, the digest into ``seen`` (digest ->
+    the first image with those bytes; a second one is a duplicate). Returns the digest, None when unreadable."""
     import hashlib
 
     reason = undecodable(image)
     if reason is not None:
         problems.add("unreadable_image", f"{image} ({reason})", image)
-        return
+        return None
     try:
         data = image.read_bytes()
     except OSError as e:
         problems.add("unreadable_image", f"{image} ({type(e).__name__}: {e})", image)
-        return
+        return None
     digest = hashlib.sha256(data).hexdigest()
     if digest in seen:
         problems.add("duplicate_image", f"{image} (same bytes as {seen[digest]})", image)
     else:
         seen[digest] = str(image)
-    if _jpeg_truncated(image):
+    if jpeg_truncated(image):
         problems.add("truncated_jpeg", str(image), image)
+    return digest
 
 
 def _check_split(files: list[Path], nc: int, problems: PreflightProblems, seen: dict[str, str]) -> SplitInfo:
     instances = [0] * nc
     labelled = 0
     for image in files:
-        _check_image(image, problems, seen)
+        check_image(image, problems, seen)
         lbl = label_path(image)
         if not lbl.is_file():
             continue  # background image
@@ -235,6 +239,7 @@ def preflight(
     info.bad_fraction = len(problems.bad_images) / total
     info.problems = {k: v for k, v in problems.by_kind.items() if v}
     info.bad_images = sorted(problems.bad_images)
+    info.digests = seen
     if report is not None:
         write_preflight_report(info, report, max_bad_fraction)
     if info.bad_fraction > max_bad_fraction:
@@ -377,7 +382,7 @@ def mirror(path: str | Path, root: str | Path, info: DatasetInfo | None = None) 
             name = image.name if image.name not in used else f"{i:06d}_{image.name}"
             used.add(name)
             target = img_dir / name
-            if _jpeg_truncated(image):
+            if jpeg_truncated(image):
                 shutil.copyfile(image, target)
             else:
                 _link(image, target)

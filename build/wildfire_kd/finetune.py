@@ -39,7 +39,7 @@ class FinetuneResult:
 
 def run_config(config: Config) -> Config:
     """The config of the finetuning run: the teacher as the model trained (its pin as the model's), the
-    finetune.* settings in place of train's, no distillation, no after-train comparison."""
+    finetune.* settings in place of train's, no distillation (no unlabelled pool), no after-train comparison."""
     c = config.model_copy(deep=True)
     t, f = c.train, c.finetune
     t.student, t.student_sha256, t.teacher, t.teacher_sha256 = t.teacher, t.teacher_sha256, None, None
@@ -53,6 +53,7 @@ def run_config(config: Config) -> Config:
     )
     t.batch, t.imgsz = f.batch or t.batch, f.imgsz or t.imgsz
     c.distill.response = c.distill.feature_distillation = False
+    t.unlabeled = []  # the teacher learns from the labels alone; the pool teaches the student
     c.validation.after_train = False
     return c
 

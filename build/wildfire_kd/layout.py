@@ -6,6 +6,7 @@ RUN/  (a training run, ultralytics' save_dir)          OUT/  (a build)
   batch_log.jsonl, results.csv, train.json               export/         student*.onnx, export.json, parity*.json
   validation/ (the after-train comparison)               build_report.json, build_config.yaml, MODEL_CARD.md,
   tracking.json, tensorboard/, dataset/ (links)          SHA256SUMS, mlflow.db, mlartifacts/
+  unlabeled.txt, unlabeled.json (train.unlabeled)
 
 OUT/  (`detect`)                                        any OUT/
   detections.jsonl, alerts.jsonl, images/ (annotated)    wildfire-kd-error.log (an internal error's traceback)
@@ -26,6 +27,8 @@ PREFLIGHT = "preflight.json"
 BATCH_LOG = "batch_log.jsonl"
 TRAIN_REPORT = "train.json"
 MIRROR_DIR = "dataset"  # the links to the dataset that ultralytics reads (its label caches land there)
+UNLABELED_LIST = "unlabeled.txt"  # train.unlabeled: the frames the run trains on, one per line (frozen for resume)
+UNLABELED_REPORT = "unlabeled.json"  # how many unlabelled frames taught the student, and where they came from
 
 # finetune (a training run, as above, of the teacher)
 FINETUNE_REPORT = "finetune.json"  # the teacher before and after, on the val split

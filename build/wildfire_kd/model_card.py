@@ -8,6 +8,7 @@ from typing import Any
 from .config import Config, DistillSettings
 from .export import file_key
 from .layout import VALIDATION_DIR, VALIDATION_JSON
+from .pool import describe_taught
 from .validate.result import ValidationResult, worst_retention
 
 
@@ -84,13 +85,14 @@ def _what_it_is(config: Config, info, epochs: int, point: dict[str, Any] | None)
     ]
 
 
-def _data(config: Config, info) -> list[str]:
+def _data(config: Config, info, unlabeled: dict[str, Any] | None) -> list[str]:
     splits = "; ".join(
         f"{k} {s.images} images ({s.background_images} background), instances "
         f"{dict(zip(info.names, s.instances, strict=True))}"
         for k, s in info.splits.items()
     )
-    return ["## Data", "", f"`{config.train.data}`: classes {info.names}; {splits}", ""]
+    pool = [describe_taught(unlabeled), ""] if unlabeled else []
+    return ["## Data", "", f"`{config.train.data}`: classes {info.names}; {splits}", "", *pool]
 
 
 def _camera_rows(camera: dict[str, Any] | None) -> list[str]:
@@ -195,7 +197,7 @@ def model_card(config: Config, result, info) -> str:
         "",
         *_what_it_is(config, info, result.stage("train").result["epochs_completed"], point),
         *_teacher_lines(result),
-        *_data(config, info),
+        *_data(config, info, val.unlabeled),
         *_student_vs_teacher(val),
         *_onnx_files(result.stage("export").result["files"], result.stage("parity").result),
         *_USE_AND_LIMITS,

@@ -47,6 +47,7 @@ from .layout import (
     VALIDATION_PNG,
     weights_file,
 )
+from .pool import PoolInfo, preflight_pool
 from .reports import atomic_write_text, package_versions, write_json
 from .weights import CheckedWeights, check_weights, load_modules, sha256_file
 
@@ -125,6 +126,7 @@ class Build:
     best: CheckedWeights | None = None  # train's best.pt, checked once for the stages after it
     exported: list[dict[str, Any]] = field(default_factory=list)  # export's files
     given_teacher: CheckedWeights | None = None  # the teacher as given (set by verify)
+    pool: PoolInfo | None = None  # train.unlabeled, as its preflight accepted it
 
     @classmethod
     def verify(cls, config: Config, out: Path) -> Build:
@@ -133,14 +135,16 @@ class Build:
         if t.teacher_modules:  # before anything is unpickled: the teacher may name their classes
             load_modules(t.teacher_modules)
         info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
+        pool = preflight_pool(t.unlabeled, info, t.max_bad_fraction) if t.unlabeled else None
         owned = [out / name for name in (TRAIN_DIR, VALIDATION_DIR, EXPORT_DIR, BUILD_REPORT, BUILD_CONFIG, MODEL_CARD)]
         owned.append(out / SHA256SUMS)  # and OUT/train is cleared when its inputs change
         owned += [out / config.finetune.name] if config.finetune.enabled else []
         given = [t.data, t.teacher, t.student if t.student.endswith(".pt") else None]
-        refuse_overwriting_inputs(owned, given, "--out", datasets=dataset_folders(t.data))
+        refuse_overwriting_inputs(owned, given, "--out", datasets=[*dataset_folders(t.data), *t.unlabeled])
         teacher = check_weights(t.teacher, t.teacher_sha256, "teacher", t.allow_unsafe_weights)
         student = sha256_file(t.student) if Path(t.student).is_file() else t.student
-        return cls(config, out, info, teacher, student, dataset_fingerprint(info), given_teacher=teacher)
+        fingerprint = dataset_fingerprint(info)
+        return cls(config, out, info, teacher, student, fingerprint, given_teacher=teacher, pool=pool)
 
 
 class Stage:
@@ -200,7 +204,9 @@ class TrainStage(Stage):
         t = build.config.train
         settings = t.model_dump(exclude={"device", "workers", "out", "name", "exist_ok"})
         distill = build.config.distill.model_dump()
-        return _digest("train", settings, distill, build.data_fingerprint, build.teacher.sha256, build.student_input)
+        pool = build.pool.sha256 if build.pool else None  # the pool's content, not only its folders' names
+        inputs = (build.data_fingerprint, build.teacher.sha256, build.student_input, pool)
+        return _digest("train", settings, distill, *inputs)
 
     def run(self, build: Build) -> StageOutcome:
         from . import distill
@@ -214,12 +220,12 @@ class TrainStage(Stage):
         stage_config.validation.after_train = False  # the build validates in its own stage
         status = "ran"
         given = {"info": build.info, "teacher": build.teacher}
-        if weights_file(run, LAST).is_file() and not (run / TRAIN_REPORT).is_file():
+        if weights_file(run, LAST).is_file() and not (run / TRAIN_REPORT).is_file():  # the run's own pool list
             result, status = distill.train(stage_config, resume=str(run), **given), "resumed"
         else:
             if run.exists():
                 shutil.rmtree(run)  # inputs changed: start clean, never mix two runs' epochs
-            result = distill.train(stage_config, **given)
+            result = distill.train(stage_config, **given, pool=build.pool)
         if not result.best:
             return StageOutcome(False, [], result.to_dict(), ["training wrote no best.pt"], "failed")
         files = [Path(result.best), Path(result.results_csv), Path(result.batch_log), run / TRAIN_REPORT]
@@ -461,6 +467,8 @@ def _write_outputs(build: Build, result: BuildResult, seconds: float) -> None:
         "outputs": outputs,
         "versions": package_versions(),
     }
+    if build.pool is not None:
+        report["inputs"]["unlabeled"] = build.pool.summary()
     if build.teacher is not build.given_teacher:
         report["inputs"]["finetuned_teacher"] = {"path": build.teacher.path, "sha256": build.teacher.sha256}
     write_json(out / BUILD_REPORT, report)

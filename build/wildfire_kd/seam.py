@@ -109,6 +109,22 @@ UPSTREAM: dict[str, tuple[str, str]] = {
         "35794bdb707704c5",
         "SeamTrainer.get_model: upstream rebuilds the model from its yaml (custom blocks cannot be rebuilt)",
     ),
+    "ultralytics.data.build.build_dataloader": (
+        "4f01bd7501fe661a",
+        "pooled_dataloader: the same InfiniteDataLoader, workers, seed and collate, with the pool's sampler",
+    ),
+    "ultralytics.engine.trainer.BaseTrainer._close_dataloader_mosaic": (
+        "ee5b6df05c4167d6",
+        "PooledDataset: mosaic off on train_loader.dataset (its mosaic attribute and close_mosaic)",
+    ),
+    "ultralytics.data.dataset.YOLODataset.collate_fn": (
+        "124bfcaa17398abe",
+        "PooledDataset.collate_fn: the labelled flag added to what YOLODataset's collate makes",
+    ),
+    "ultralytics.models.yolo.detect.train.DetectionTrainer.get_dataloader": (
+        "981b10cf054f7a1b",
+        "DistillationTrainer.get_dataloader: the datasets built by build_dataset under torch_distributed_zero_first",
+    ),
     "ultralytics.utils.tal.TaskAlignedAssigner.forward": (
         "ef22692946368b14",
         "on_ground_truth_assignment: its outputs (labels, boxes, scores, fg_mask, gt_idx)",
@@ -180,6 +196,7 @@ class KDRun:
     full_unpickling: bool = False  # a .pt ultralytics loads was allowed full unpickling (pinned or opted in)
     teacher_modules: list[str] = field(default_factory=list)  # train.teacher_modules: loaded in every process
     finetune: bool = False  # the model trained is a loaded checkpoint finetuned as it is (`wildfire-kd finetune`)
+    unlabeled_list: str | None = None  # train.unlabeled: the run's list of pool frames (unlabeled.txt)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -287,6 +304,11 @@ def ground_truth_loss(detection, preds, batch: dict) -> tuple[dict[str, torch.Te
     return parsed, vector, items
 
 
+def loss_names(detection) -> tuple[str, ...]:
+    """The ground-truth loss's item names, as ``get_assigned_targets_and_loss`` keys its items dict."""
+    return tuple(detection.loss_names)
+
+
 def on_ground_truth_assignment(detection, record: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
     """Call ``record(target_scores, fg_mask)`` each time the ground-truth loss assigns anchors to boxes.
 
@@ -298,6 +320,90 @@ def on_ground_truth_assignment(detection, record: Callable[[torch.Tensor, torch.
         record(target_scores, fg_mask)
 
     detection.assigner.register_forward_hook(hook)
+
+
+# --- the unlabelled pool's loader ----------------------------------------------------------------------------
+
+
+class PooledDataset(torch.utils.data.Dataset):
+    """The labelled training set and the unlabelled pool (each a YOLODataset with its own augmentation) as one
+    dataset: indices 0..L-1 are the labelled images, then the pool's frames; each item says which it is
+    (``labelled``). Mosaic, mixup, cutmix and copy-paste draw their extra images from their own dataset, so a
+    labelled image never carries a pool frame's pixels (whose smoke the ground truth would call background), and a
+    pool frame never carries boxes. What ultralytics reads off ``train_loader.dataset`` (labels for its plots and
+    class weights, im_files) is the labelled set's."""
+
+    def __init__(self, labelled, pool):
+        self.labelled_set, self.pool_set = labelled, pool
+
+    def __len__(self) -> int:
+        return len(self.labelled_set) + len(self.pool_set)
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self.labelled_set)
+        item = self.labelled_set[index] if index < n else self.pool_set[index - n]
+        item["labelled"] = index < n
+        return item
+
+    @property
+    def labels(self):
+        return self.labelled_set.labels
+
+    @property
+    def im_files(self):
+        return self.labelled_set.im_files
+
+    @property
+    def mosaic(self) -> bool:
+        return bool(getattr(self.labelled_set, "mosaic", False))
+
+    @mosaic.setter
+    def mosaic(self, on: bool) -> None:  # BaseTrainer._close_dataloader_mosaic sets it, then calls close_mosaic
+        for dataset in (self.labelled_set, self.pool_set):
+            dataset.mosaic = on
+
+    def close_mosaic(self, hyp) -> None:
+        from copy import copy
+
+        for dataset in (self.labelled_set, self.pool_set):
+            dataset.close_mosaic(hyp=copy(hyp))  # each rebuilds its transforms from the hyperparameters it is given
+
+    @staticmethod
+    def collate_fn(batch: list[dict]) -> dict:
+        from ultralytics.data.dataset import YOLODataset
+
+        flags = [item.pop("labelled") for item in batch]
+        collated = YOLODataset.collate_fn(batch)
+        collated["labelled"] = torch.tensor(flags, dtype=torch.bool)
+        return collated
+
+
+def pooled_dataloader(dataset: PooledDataset, sampler, batch: int, workers: int, device):
+    """Mirrors ``build_dataloader`` for training (an InfiniteDataLoader, its worker count and seeding) with the pool's
+    sampler in place of its shuffle or DistributedSampler."""
+    from ultralytics.data.build import InfiniteDataLoader, seed_worker
+    from ultralytics.utils.torch_utils import get_torch_device_backend
+
+    batches = -(-len(sampler) // batch)
+    device_type = getattr(device, "type", str(device).split(":")[0])
+    nd = get_torch_device_backend(device).device_count() if device_type not in {"cpu", "mps"} else 0
+    nw = min(os.cpu_count() // max(nd, 1), workers, 0 if batches <= 1 else batches)
+    seed = torch.initial_seed() - RANK - 1
+    generator = torch.Generator()
+    generator.manual_seed((6148914691236517205 + RANK + seed) % (1 << 64))
+    return InfiniteDataLoader(
+        dataset=dataset,
+        batch_size=batch,
+        shuffle=False,
+        num_workers=nw,
+        sampler=sampler,
+        prefetch_factor=4 if nw > 0 else None,
+        pin_memory=nd > 0,
+        collate_fn=PooledDataset.collate_fn,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=False,
+    )
 
 
 # --- the teacher's classes ---------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from .config import SynthSettings
 from .errors import InputError
 from .layout import SYNTH_MARKER
 
-_SPLIT_IDS = {"train": 0, "val": 1}
+_SPLIT_IDS = {"train": 0, "val": 1, "unlabeled": 2}  # each split its own random streams: never the same frame
+UNLABELED_DIR = "unlabeled"  # synth --unlabeled: the pool of frames without labels
+UNLABELED_TRUTH_DIR = "unlabeled_labels"  # what their labels would be; training never reads it
 
 
 def _draw_smoke(draw_layer, rng, w: int, h: int) -> tuple[float, float, float, float]:
@@ -148,6 +150,21 @@ def _small_plume(image, extra, size: int) -> tuple[float, float, float, float]:
     return (x1_ + x2_) / 2 / size, (y1_ + y2_) / 2 / size, (x2_ - x1_) / size, (y2_ - y1_) / size
 
 
+def _frame(s: SynthSettings, split: str, i: int):
+    """Frame ``i`` of ``split``: (PIL image, boxes as (class, cx, cy, w, h) normalised)."""
+    import numpy as np
+
+    classes = list(s.classes)
+    rng = np.random.default_rng([s.seed, _SPLIT_IDS[split], i])
+    extra = np.random.default_rng([s.seed, _SPLIT_IDS[split], i, 1])
+    if extra.random() < s.distractor_frames:
+        return _distractor_frame(rng, extra, s.imgsz), []
+    image, boxes = _synth_image(rng, s.imgsz, classes, s.max_objects)
+    if "smoke" in classes and extra.random() < s.small_plumes:
+        boxes.append((classes.index("smoke"), *_small_plume(image, extra, s.imgsz)))
+    return image, boxes
+
+
 def synthesize(out: str | Path, settings: SynthSettings | None = None, force: bool = False, **changes: Any) -> Path:
     """Write a deterministic synthetic smoke/fire dataset in YOLO format; returns its data.yaml.
 
@@ -159,30 +176,28 @@ def synthesize(out: str | Path, settings: SynthSettings | None = None, force: bo
     smoke-free with a cloud bank, haze, sun glare or dust (the false alarms a camera network fears);
     ``small_plumes`` of the others also get a small, distant plume. Each frame draws these from its own extra
     random stream, so with both at 0 the files are those of earlier versions. Same arguments, same files.
+    ``unlabeled_images``: also a pool of frames drawn the same way (streams of their own) in ``unlabeled/``, with the
+    labels they would have in ``unlabeled_labels/`` (outside ultralytics' images/ -> labels/ rule: never read as
+    labels; benchmarks use them for the all-labelled comparison).
     ``out`` must be new or empty, or (with ``force``) an earlier output of `synth`, which is cleared first.
     """
-    import numpy as np
-
     s = _settings(settings, changes)
-    classes, max_objects, seed, imgsz = list(s.classes), s.max_objects, s.seed, s.imgsz
+    classes = list(s.classes)
     root = Path(out)
     prepare_output(root, force, {"kind": "dataset", **s.model_dump()})
-    for split, count in (("train", s.train_images), ("val", s.val_images)):
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+    folders = {split: (root / "images" / split, root / "labels" / split) for split in ("train", "val")}
+    folders["unlabeled"] = (root / UNLABELED_DIR, root / UNLABELED_TRUTH_DIR)  # off ultralytics' images/ -> labels/
+    counts = {"train": s.train_images, "val": s.val_images, "unlabeled": s.unlabeled_images}
+    for split, count in counts.items():
+        images, labels = folders[split]
+        for folder in (images, labels) if count else ():
+            folder.mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-            extra = np.random.default_rng([seed, _SPLIT_IDS[split], i, 1])
-            if extra.random() < s.distractor_frames:
-                image, boxes = _distractor_frame(rng, extra, imgsz), []
-            else:
-                image, boxes = _synth_image(rng, imgsz, classes, max_objects)
-                if "smoke" in classes and extra.random() < s.small_plumes:
-                    boxes.append((classes.index("smoke"), *_small_plume(image, extra, imgsz)))
+            image, boxes = _frame(s, split, i)
             stem = f"{split}_{i:05d}"
-            image.save(root / "images" / split / f"{stem}.jpg", quality=92)
+            image.save(images / f"{stem}.jpg", quality=92)
             rows = "".join(f"{c} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}\n" for c, x, y, bw, bh in boxes)
-            (root / "labels" / split / f"{stem}.txt").write_text(rows, encoding="utf-8")
+            (labels / f"{stem}.txt").write_text(rows, encoding="utf-8")
     data_yaml = root / "data.yaml"
     data_yaml.write_text(
         "# synthetic smoke/fire dataset written by `wildfire-kd synth` (deterministic; for demos and tests)\n"

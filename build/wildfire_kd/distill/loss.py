@@ -42,6 +42,8 @@ log = logging.getLogger("wildfire_kd")
 
 # each KD term and the DistillSettings attribute that is its weight inside the KD sum
 TERM_WEIGHTS = {"kd_cls": "cls_weight", "kd_ld": "lambda_dist_ld", "kd_box": "box_weight"}
+UNLABELED_SUFFIX = "_u"  # a KD term on the unlabelled pool's frames: kd_cls_u, kd_ld_u, kd_box_u
+NORMALISER_MOMENTUM = 0.9  # the running mean of the class term's divisor per labelled image (for pool frames)
 ALPHA_END = 0.01  # the cosine schedule's α in the last epoch
 
 
@@ -125,6 +127,22 @@ def teacher_forward(teacher: nn.Module, images: torch.Tensor) -> tuple[torch.Ten
     return decoded, raw
 
 
+def images_of(preds: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The training outputs (boxes, scores, feats) of the images ``index`` of the batch."""
+    return {k: [f[index] for f in v] if k == "feats" else v[index] for k, v in preds.items()}
+
+
+def labelled_targets(batch: dict, index: torch.Tensor) -> dict:
+    """The batch's ground truth for its images ``index`` as a batch of those images alone (batch_idx renumbered);
+    boxes of images outside ``index`` are left out."""
+    position = torch.full((len(batch["labelled"]),), -1, dtype=torch.long, device=index.device)
+    position[index] = torch.arange(len(index), device=index.device)
+    image = position[batch["batch_idx"].long().to(index.device)]
+    keep = image >= 0
+    return {"batch_idx": image[keep].to(batch["batch_idx"].dtype), "cls": batch["cls"][keep],
+            "bboxes": batch["bboxes"][keep]}  # fmt: skip
+
+
 # --- the criteria --------------------------------------------------------------------------------------------------
 
 
@@ -145,6 +163,7 @@ class ResponseKDLoss:
         self.settings = settings
         self.alpha = 1.0
         self.last_teacher_detections: float | None = None  # per image, for the batch log (pseudo only)
+        self.last_images: dict[str, int] | None = None  # a pooled batch's labelled and unlabelled image counts
 
     def __deepcopy__(self, memo):
         # ModelEMA and checkpoint snapshots deepcopy the student: they must not carry the teacher along.
@@ -160,6 +179,8 @@ class ResponseKDLoss:
         return torch.tensor(weights, device=device)
 
     def __call__(self, preds, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if "labelled" in batch:  # a training batch that mixes labelled images and unlabelled pool frames
+            return self.pooled(preds, batch, batch["labelled"])
         preds, det_loss, items = seam.ground_truth_loss(self.detection, preds, batch)  # det_loss: × batch size
         terms = self.kd_terms(preds, batch["img"])
         bs = batch["img"].shape[0]
@@ -167,12 +188,43 @@ class ResponseKDLoss:
         loss = torch.cat([det_loss * self.settings.lambda_detection, kd.to(det_loss.dtype)])
         return loss, {**items, **{k: terms[k].detach() for k in self.TERMS}}
 
+    def pooled(self, preds, batch: dict, labelled: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A batch of labelled images and unlabelled frames (``labelled``: one flag per image). The ground-truth
+        loss sees the labelled images only, as if they were the whole batch: an unlabelled frame has no boxes, and
+        the ground truth would teach "background" wherever its smoke is. The KD terms see both, each kind apart: the
+        labelled images' terms as without a pool, the frames' (items ``<term>_u``) × ``distill.unlabeled_weight``.
+        Each is × its image count, as the ground truth's vector is × batch size: every image weighs the same."""
+        parsed = self.detection.parse_output(preds)
+        decoded, raw = self.run_teacher(batch["img"])
+        groups = {"": labelled.nonzero().flatten(), UNLABELED_SUFFIX: (~labelled).nonzero().flatten()}
+        self.last_images = {"labelled": len(groups[""]), "unlabelled": len(groups[UNLABELED_SUFFIX])}
+        det_loss = parsed["scores"].sum() * 0 + torch.zeros(3, device=batch["img"].device)  # stays in the graph
+        items = dict.fromkeys(seam.loss_names(self.detection), torch.zeros((), device=det_loss.device))
+        if len(groups[""]):
+            det_loss, items = self.detection.loss(images_of(parsed, groups[""]), labelled_targets(batch, groups[""]))
+        weights, parts, detections = self.term_weights(det_loss.device), [det_loss * self.settings.lambda_detection], 0
+        for suffix, index in groups.items():
+            terms = dict.fromkeys(self.TERMS, torch.zeros((), device=det_loss.device))
+            if len(index):
+                teacher = (decoded[index], {k: v[index] for k, v in raw.items() if k != "feats"})
+                terms = self.terms(images_of(parsed, index), *teacher, unlabelled=bool(suffix))
+                detections += (self.last_teacher_detections or 0.0) * len(index)
+            weight = len(index) * (self.settings.unlabeled_weight if suffix else 1.0)
+            parts.append((torch.stack([terms[k] for k in self.TERMS]) * weights * weight).to(det_loss.dtype))
+            items |= {f"{k}{suffix}": terms[k].detach() for k in self.TERMS}
+        if self.last_teacher_detections is not None:
+            self.last_teacher_detections = detections / max(len(labelled), 1)
+        return torch.cat(parts), items
+
     def kd_terms(self, preds: dict, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each of ``TERMS`` (unweighted) for a batch: the teacher's forward pass, then :meth:`terms`."""
         return self.terms(preds, *self.run_teacher(images))
 
-    def terms(self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The KD terms from the student's raw outputs and the teacher's (decoded, raw) outputs."""
+    def terms(
+        self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor], unlabelled: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """The KD terms from the student's raw outputs and the teacher's (decoded, raw) outputs; ``unlabelled``:
+        the images are pool frames, which have no ground-truth assignment."""
         raise NotImplementedError
 
     def run_teacher(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -199,14 +251,28 @@ class DenseKDLoss(ResponseKDLoss):
         super().__init__(student, teacher, settings)
         check_dense_compatible(teacher, student)
         self.cls_normaliser: torch.Tensor | float = 1.0
+        self.normaliser_per_image: torch.Tensor | None = None  # its running mean per labelled image (pool frames)
         # the ground-truth loss assigns anchors to boxes first on each batch: read the normaliser off that
         seam.on_ground_truth_assignment(self.detection, self._record_cls_normaliser)
 
     def _record_cls_normaliser(self, target_scores: torch.Tensor, fg_mask: torch.Tensor) -> None:
         counted = fg_mask if self.settings.cls_normaliser == "foreground" else target_scores
         self.cls_normaliser = counted.detach().float().sum().clamp(min=1)
+        per_image = self.cls_normaliser / max(fg_mask.shape[0], 1)
+        previous = self.normaliser_per_image
+        self.normaliser_per_image = per_image if previous is None else previous.lerp(per_image, 1 - NORMALISER_MOMENTUM)
 
-    def terms(self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def unlabelled_normaliser(self, images: int) -> torch.Tensor | float:
+        """The class term's divisor for ``images`` unlabelled frames, which have no ground-truth assignment: the
+        labelled images' divisor per image (a running mean over batches) × ``images``, so a frame's class term is on
+        a labelled image's scale; before any labelled batch, the assigner's top-k anchors per image."""
+        per_image = self.normaliser_per_image
+        per_image = float(self.detection.assigner.topk) if per_image is None else per_image
+        return (per_image * images).clamp(min=1) if torch.is_tensor(per_image) else max(per_image * images, 1.0)
+
+    def terms(
+        self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor], unlabelled: bool = False
+    ) -> dict[str, torch.Tensor]:
         s_cls, t_cls = preds["scores"].permute(0, 2, 1), raw["scores"].permute(0, 2, 1)  # (B, A, nc) logits
         s_bins, t_bins = preds["boxes"].permute(0, 2, 1), raw["boxes"].permute(0, 2, 1)  # (B, A, 4·reg_max)
         if s_cls.shape != t_cls.shape or s_bins.shape != t_bins.shape:
@@ -216,7 +282,8 @@ class DenseKDLoss(ResponseKDLoss):
             )
         s = self.settings
         # the ground-truth loss ran just before on this batch and recorded its normaliser
-        kd_cls = quality_focal_kd(s_cls, t_cls, s.cls_beta).sum() / self.cls_normaliser
+        normaliser = self.unlabelled_normaliser(s_cls.shape[0]) if unlabelled else self.cls_normaliser
+        kd_cls = quality_focal_kd(s_cls, t_cls, s.cls_beta).sum() / normaliser
         weight = t_cls.float().sigmoid().amax(-1)  # (B, A): how sure the teacher is that anything is there
         weight_sum = weight.sum().clamp(min=1e-9)
         kd_ld = (dfl_kl(s_bins, t_bins, s.ld_temperature) * weight).sum() / weight_sum
@@ -350,8 +417,10 @@ class PseudoTargetKDLoss(ResponseKDLoss):
         kl = bernoulli_kl(matched_logits[fg], pred_logits[fg], self.settings.temperature)
         return box_term, (kl * match.weight).sum() / weight_sum
 
-    def terms(self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """kd_box and kd_cls: both exactly 0 when the teacher keeps no detection."""
+    def terms(
+        self, preds: dict, decoded: torch.Tensor, raw: dict[str, torch.Tensor], unlabelled: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """kd_box and kd_cls: both exactly 0 when the teacher keeps no detection (label-free: the same on frames)."""
         zero = torch.zeros((), device=decoded.device)
         targets = pseudo_targets(decoded, raw["scores"], self.settings)
         self.last_teacher_detections = targets.count / decoded.shape[0]

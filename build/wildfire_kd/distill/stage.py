@@ -19,6 +19,7 @@ from ..data import DatasetInfo, TeacherClasses, dataset_folders, preflight, teac
 from ..errors import InputError
 from ..guard import refuse_overwriting_inputs
 from ..layout import BATCH_LOG, LAST, PREFLIGHT, RUN_CONFIG, TRAIN_REPORT, VALIDATION_DIR, VALIDATION_JSON, weights_file
+from ..pool import PoolInfo, preflight_pool, read_run_list, update_run_report, write_run_files
 from ..reports import write_json
 from ..ultralytics_env import prepare_ultralytics
 from ..weights import CheckedWeights, check_weights, load_checked, load_modules, model_class_names, ultralytics_loading
@@ -49,6 +50,7 @@ class TrainResult:
     validation: dict[str, Any] | None = None  # the after-train comparison: passed, report, failed gates
     peak_gpu_memory_mb: float | None = None  # torch.cuda.max_memory_allocated during training (CUDA only)
     teacher_classes: dict[str, Any] | None = None  # the teacher's classes and which answered for the dataset's
+    unlabeled: dict[str, Any] | None = None  # train.unlabeled: how many frames taught, from where (unlabeled.json)
 
     @property
     def passed(self) -> bool:
@@ -83,6 +85,7 @@ class TrainInputs:
     teacher_model: Any = None  # the teacher as loaded for the checks, answering for the dataset's classes
     full_unpickling: bool = False  # a file ultralytics loads itself needs full unpickling (pinned or opted in)
     teacher_classes: TeacherClasses | None = None
+    pool: PoolInfo | None = None  # train.unlabeled, as its preflight accepted it
 
 
 def _ultralytics_overrides(config: Config) -> dict[str, Any]:
@@ -139,13 +142,14 @@ def check_inputs(
     info: DatasetInfo | None = None,
     teacher: CheckedWeights | None = None,
     finetune: bool = False,
+    pool: PoolInfo | None = None,
 ) -> TrainInputs:
     """Everything that can be checked before training starts: exit 2 now rather than an hour in.
 
-    ``info`` and ``teacher``: the preflight of ``train.data`` and the checked teacher when the caller already has
-    them (the build). Returns what was verified, with the teacher loaded once; when a file ultralytics loads itself
-    needs full unpickling (allowed: pinned or opted in; see wildfire_kd.weights) the trainer runs inside
-    ``ultralytics_loading(True)``.
+    ``info``, ``teacher`` and ``pool``: the preflight of ``train.data``, the checked teacher and the unlabelled
+    pool's preflight when the caller already has them (the build). Returns what was verified, with the teacher loaded
+    once; when a file ultralytics loads itself needs full unpickling (allowed: pinned or opted in; see
+    wildfire_kd.weights) the trainer runs inside ``ultralytics_loading(True)``.
     """
     t, d = config.train, config.distill
     if not t.data:
@@ -154,14 +158,40 @@ def check_inputs(
         load_modules(t.teacher_modules)
     if info is None:
         info = preflight(t.data, max_bad_fraction=t.max_bad_fraction)
+    if t.unlabeled and pool is None:  # resuming: the frames the run trained on, not the folders as they are now
+        listed = read_run_list(resume_checkpoint.parent.parent) if resume_checkpoint is not None else None
+        pool = preflight_pool(t.unlabeled, info, t.max_bad_fraction, listed)
     if resume_checkpoint is None:  # a new run folder, or with exist_ok an existing one written into
         given = [t.teacher, t.student if t.student.endswith(".pt") else None] if t.exist_ok else []
         flag = "--out (train.out / train.name)"
-        refuse_overwriting_inputs([Path(t.out) / t.name], given, flag, datasets=dataset_folders(t.data))
+        datasets = [*dataset_folders(t.data), *t.unlabeled]  # neither a dataset nor a pool is ever written to
+        refuse_overwriting_inputs([Path(t.out) / t.name], given, flag, datasets=datasets)
     if t.loggers:
         from ..tracking import check_available
 
         check_available(t.loggers)
+    student, full = _checked_student(config, resume_checkpoint, teacher, finetune)
+    inputs = TrainInputs(info, None, None, full, pool=pool)
+    teacher = None if finetune else teacher
+    if finetune:  # the model trained is the teacher itself: it must answer for the dataset's classes
+        inputs.teacher_classes = _mapped(config, model_class_names(load_checked(student)), t.student, info)
+    if d.response or d.feature_distillation:
+        if not t.teacher:
+            raise InputError(
+                "no teacher: pass --teacher path/to/teacher.pt (or set distill.response=false for plain training)"
+            )
+        inputs.teacher = teacher or check_weights(t.teacher, t.teacher_sha256, "teacher", t.allow_unsafe_weights)
+        inputs.full_unpickling |= inputs.teacher.full_unpickling
+        inputs.teacher_model = _checked_teacher(config, inputs, student)
+    return inputs
+
+
+def _checked_student(
+    config: Config, resume_checkpoint: Path | None, teacher: CheckedWeights | None, finetune: bool
+) -> tuple[CheckedWeights | None, bool]:
+    """The student .pt checked (None for a model yaml), and whether a file ultralytics loads needs full
+    unpickling (the student, or the run's own checkpoint when resuming)."""
+    t = config.train
     full = False
     if resume_checkpoint is not None:  # the run's own checkpoint: weights-only like any other file, except that a
         # finetuned teacher holds the teacher's own classes, allowed as the teacher was (its pin)
@@ -178,19 +208,7 @@ def check_inputs(
         raise InputError(
             f"train.student={t.student!r}: expected a .pt checkpoint or a model .yaml such as yolov8n.yaml"
         )
-    inputs = TrainInputs(info, None, None, full)
-    teacher = None if finetune else teacher
-    if finetune:  # the model trained is the teacher itself: it must answer for the dataset's classes
-        inputs.teacher_classes = _mapped(config, model_class_names(load_checked(student)), t.student, info)
-    if d.response or d.feature_distillation:
-        if not t.teacher:
-            raise InputError(
-                "no teacher: pass --teacher path/to/teacher.pt (or set distill.response=false for plain training)"
-            )
-        inputs.teacher = teacher or check_weights(t.teacher, t.teacher_sha256, "teacher", t.allow_unsafe_weights)
-        inputs.full_unpickling |= inputs.teacher.full_unpickling
-        inputs.teacher_model = _checked_teacher(config, inputs, student)
-    return inputs
+    return student, full
 
 
 def _mapped(config: Config, model_names: list[str], path: str, info: DatasetInfo) -> TeacherClasses:
@@ -271,13 +289,14 @@ def train(
     info: DatasetInfo | None = None,
     teacher: CheckedWeights | None = None,
     finetune: bool = False,
+    pool: PoolInfo | None = None,
 ) -> TrainResult:
     """Distil ``config.train.teacher`` into ``config.train.student``; returns where everything was written.
     ``finetune``: train ``config.train.student`` (a loaded teacher) as it is, custom blocks and all, on the data's
     classes (`wildfire-kd finetune`; the config then has no teacher).
 
     ``resume``: a run folder (or its weights/last.pt) to continue; a finished run is returned as it is.
-    ``info``, ``teacher``: the preflight of ``train.data`` and the checked teacher, when the caller has them.
+    ``info``, ``teacher``, ``pool``: the preflights of ``train.data`` and the pool, the checked teacher, if known.
     SIGTERM finishes the current step and raises TrainingTerminated (exit 143); completed epochs are kept.
     """
     prepare_ultralytics()
@@ -288,12 +307,10 @@ def train(
         if report.is_file():
             log.info("%s already finished; nothing to resume", last_ckpt.parent.parent)
             return TrainResult.load(report)
-    inputs = check_inputs(config, last_ckpt, info, teacher, finetune)
+    inputs = check_inputs(config, last_ckpt, info, teacher, finetune, pool)
     trainer = _trainer(config, inputs, last_ckpt, callbacks, finetune)
     run_dir = Path(trainer.save_dir)
-    if last_ckpt is None:
-        save_config(config, run_dir / RUN_CONFIG)
-        write_preflight_report(inputs.info, run_dir / PREFLIGHT, config.train.max_bad_fraction)
+    _record_inputs(config, inputs, trainer, resumed=last_ckpt is not None)
     start = time.time()
     with _terminate_on_sigterm(trainer), ultralytics_loading(inputs.full_unpickling):
         _run(trainer, run_dir, resumed=last_ckpt is not None)
@@ -310,6 +327,7 @@ def train(
         config_sha256=config.digest(),
         peak_gpu_memory_mb=_peak_gpu_memory_mb(trainer),
         teacher_classes=inputs.teacher_classes.to_dict() if inputs.teacher_classes else None,
+        unlabeled=_pool_taught(trainer, run_dir),
     )
     if config.validation.after_train and config.train.teacher and result.best:
         validation = _validate_against_teacher(config, result.best, run_dir / VALIDATION_DIR, inputs)
@@ -323,6 +341,34 @@ def train(
         track_summary(config, run_dir, {"validation": validation.summary()})
     write_json(run_dir / TRAIN_REPORT, result.to_dict())
     return result
+
+
+def _record_inputs(config: Config, inputs: TrainInputs, trainer, resumed: bool) -> None:
+    """Into the new run folder: the resolved config and the preflight; with a pool, its frames (unlabeled.txt,
+    which the trainer then reads) and unlabeled.json."""
+    run_dir = Path(trainer.save_dir)
+    if not resumed:
+        save_config(config, run_dir / RUN_CONFIG)
+        write_preflight_report(inputs.info, run_dir / PREFLIGHT, config.train.max_bad_fraction)
+    if inputs.pool is not None:
+        d = config.distill
+        settings = {"ratio": d.unlabeled_ratio, "weight": d.unlabeled_weight}
+        trainer.use_pool(write_run_files(inputs.pool, run_dir, settings))
+
+
+def _pool_taught(trainer, run_dir: Path) -> dict[str, Any] | None:
+    """What the pool gave the run, added to its unlabeled.json (validation and the model card read it there)."""
+    sampler = trainer.pool_sampler
+    if sampler is None:
+        return None
+    epochs = trainer.epoch + 1
+    return update_run_report(
+        run_dir,
+        per_epoch=sampler.per_epoch,
+        epochs_completed=epochs,
+        frames_drawn=sampler.per_epoch * epochs,  # over all ranks
+        distinct_frames_seen=sampler.distinct_frames_seen(epochs),
+    )
 
 
 def _trainer(

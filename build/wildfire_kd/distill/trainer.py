@@ -21,12 +21,30 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK  # noqa: E402
 
 from ..errors import InputError, TrainingDiverged, TrainingTerminated  # noqa: E402
 from ..layout import BATCH_LOG  # noqa: E402
+from ..pool import MIRROR_SPLIT  # noqa: E402
 from ..reports import atomic_write_text  # noqa: E402
-from ..seam import RUN_ENV, KDRun, SeamTrainer, student_of, switch_off_ultralytics_trackers  # noqa: E402
+from ..seam import (  # noqa: E402
+    RUN_ENV,
+    KDRun,
+    PooledDataset,
+    SeamTrainer,
+    pooled_dataloader,
+    student_of,
+    switch_off_ultralytics_trackers,
+)
 from ..weights import load_detection_model, model_class_names  # noqa: E402
-from .loss import ResponseKDLoss, kd_alpha, make_criterion  # noqa: E402
+from .loss import UNLABELED_SUFFIX, ResponseKDLoss, kd_alpha, make_criterion  # noqa: E402
 
 __all__ = ["RUN_ENV", "DistillationTrainer", "KDRun"]
+
+
+def _refuse_dropped(names: list[str], split: str, mirror: Path) -> None:
+    if names:
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        raise InputError(
+            f"ultralytics could not use {len(names)} of the {split} images that the preflight accepted and would "
+            f"train without them: {shown} (links in {mirror}); remove or replace those files"
+        )
 
 
 class DistillationTrainer(SeamTrainer):
@@ -57,12 +75,13 @@ class DistillationTrainer(SeamTrainer):
         self._batch_index = 0
         self._batch_t0 = 0.0
         self._finite_sums: dict[str, float] = {}
-        self._finite_count = 0
+        self._finite_weights: dict[str, int] = {}
         self._log_file = None
         self.terminate_requested = False  # set by the SIGTERM handler of wildfire_kd.distill.train
         self._buffers: list[torch.Tensor] = []
         self.trackers = None  # wildfire_kd.tracking.Trackers while training, when train.loggers asks for any
         self._buffer_backup: list[torch.Tensor] = []
+        self.pool_sampler = None  # train.unlabeled: the sampler that mixes the pool into the batches
         for event, fn in (
             ("on_train_start", DistillationTrainer._open_trackers),
             ("on_fit_epoch_end", DistillationTrainer._track_epoch),
@@ -131,17 +150,48 @@ class DistillationTrainer(SeamTrainer):
                 continue
             used = {Path(f).name for f in dataset.im_files}
             dropped = [p.name for p in split_images(self.args.data, split) if p.name not in used]
-            unexpected = [n for n in dropped if not any(n.endswith(t) for t in self.kd.tolerated_images)]
-            if unexpected:
-                shown = ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
-                mirror = Path(self.args.data).parent / "images" / split
-                raise InputError(
-                    f"ultralytics could not use {len(unexpected)} of the {split} images that the preflight accepted "
-                    f"and would train without them: {shown} (links in {mirror}); remove or replace those files"
-                )
+            dropped = [n for n in dropped if not any(n.endswith(t) for t in self.kd.tolerated_images)]
+            _refuse_dropped(dropped, split, Path(self.args.data).parent / "images" / split)
+        pool = getattr(self.train_loader.dataset, "pool_set", None)
+        if pool is not None:
+            mirror = Path(self.args.data).parent / "images" / MIRROR_SPLIT
+            used = {Path(f).name for f in pool.im_files}
+            _refuse_dropped([p.name for p in mirror.iterdir() if p.name not in used], "unlabelled pool", mirror)
+
+    def get_dataloader(self, dataset_path: str, batch_size: int = 16, rank: int = 0, mode: str = "train"):
+        """Training with an unlabelled pool (train.unlabeled): the labelled split and the pool's frames, each a
+        dataset of its own (their augmentations never mix the two), drawn together by the pool's sampler."""
+        if mode != "train" or not self.kd.unlabeled_list:
+            return super().get_dataloader(dataset_path, batch_size, rank, mode)
+        from ultralytics.utils.torch_utils import torch_distributed_zero_first
+
+        from ..pool import mirror_pool
+        from .pool_sampler import PoolSampler
+
+        folder = Path(self.args.data).parent / "images" / MIRROR_SPLIT  # beside the mirror of the dataset
+        with torch_distributed_zero_first(rank):  # the mirror and ultralytics' label caches: once, on rank 0
+            if RANK in {-1, 0}:
+                frames = Path(self.kd.unlabeled_list).read_text(encoding="utf-8").splitlines()
+                mirror_pool([f for f in frames if f.strip()], folder)
+            labelled = self.build_dataset(dataset_path, "train", batch_size)
+            pool = self.build_dataset(str(folder), "train", batch_size)
+        settings = self.kd.settings
+        world = max(self.world_size, 1) if RANK != -1 else 1
+        self.pool_sampler = PoolSampler(len(labelled), len(pool), settings.unlabeled_ratio, batch_size,
+                                        self.args.seed, max(RANK, 0), world)  # fmt: skip
+        workers = self.args.workers
+        return pooled_dataloader(PooledDataset(labelled, pool), self.pool_sampler, batch_size, workers, self.device)
+
+    def use_pool(self, listing: Path) -> None:
+        """Train with the unlabelled pool listed in ``listing`` (the run's unlabeled.txt, written once the run folder
+        exists); DDP workers receive it with the rest of the settings."""
+        self.kd.unlabeled_list = str(listing)
+        os.environ[RUN_ENV] = self.kd.to_env()
 
     def resume_training(self, ckpt):
         super().resume_training(ckpt)
+        if self.pool_sampler is not None:  # a resumed run continues the pool's stream where it stopped
+            self.pool_sampler.set_epoch(self.start_epoch)
         if ckpt is not None and self.resume and RANK in {-1, 0}:
             self._trim_after(self.start_epoch)
 
@@ -203,7 +253,7 @@ class DistillationTrainer(SeamTrainer):
         return batch
 
     def _on_epoch_start(self):
-        self._finite_sums, self._finite_count, self._batch_index = {}, 0, 0
+        self._finite_sums, self._finite_weights, self._batch_index = {}, {}, 0
         alpha = kd_alpha(self.kd.settings.schedule, self.epoch, self.epochs)
         for criterion in (self.kd_criterion, self.ema_criterion):
             if criterion is not None:
@@ -222,11 +272,12 @@ class DistillationTrainer(SeamTrainer):
         loss_finite = self.loss is not None and bool(torch.isfinite(self.loss))
         if loss_finite and all(math.isfinite(v) for v in items.values()):
             # keep results.csv and the progress bar free of a skipped step's NaN
-            self._finite_count += 1
+            weights = self._item_weights(items)
             for k, v in items.items():
-                self._finite_sums[k] = self._finite_sums.get(k, 0.0) + v
-        if self._finite_count:
-            self.set_epoch_means({k: v / self._finite_count for k, v in self._finite_sums.items()})
+                self._finite_sums[k] = self._finite_sums.get(k, 0.0) + v * weights[k]
+                self._finite_weights[k] = self._finite_weights.get(k, 0) + weights[k]
+        if self._finite_weights:
+            self.set_epoch_means({k: v / max(self._finite_weights[k], 1) for k, v in self._finite_sums.items()})
         if not loss_finite:
             with torch.no_grad():
                 torch._foreach_copy_(self._buffers, self._buffer_backup)
@@ -240,6 +291,20 @@ class DistillationTrainer(SeamTrainer):
             if self.last.exists():
                 kept = f"{self.last} holds every completed epoch; resume: wildfire-kd train --resume {self.save_dir}"
             raise TrainingTerminated(f"{where}; {kept}")
+
+    def _pool_counts(self) -> dict[str, int] | None:
+        """This batch's labelled and unlabelled image counts when an unlabelled pool teaches, else None."""
+        return self.kd_criterion.last_images if self.pool_sampler is not None and self.kd_criterion else None
+
+    def _item_weights(self, items: dict[str, float]) -> dict[str, int]:
+        """Each item's weight in the epoch's mean: 1 per batch; with a pool, the images of its kind in the batch
+        (the ground truth's and the KD terms' on labelled images, ``_u`` terms on frames), so a batch without one
+        kind does not pull that kind's mean towards 0."""
+        counts = self._pool_counts()
+        if counts is None:
+            return dict.fromkeys(items, 1)
+        kinds = {k: "unlabelled" if k.endswith(UNLABELED_SUFFIX) else "labelled" for k in items}
+        return {k: counts[kind] if k != "dis_loss" else sum(counts.values()) for k, kind in kinds.items()}
 
     def _write_batch_log(self, items: dict[str, float], loss_finite: bool) -> None:
         if self._log_file is None:
@@ -256,6 +321,7 @@ class DistillationTrainer(SeamTrainer):
             "cls": items.get("cls_loss"),
             "dfl": items.get("dfl_loss"),
             **{k: items.get(k) for k in ("kd_cls", "kd_ld", "kd_box")},
+            **self._pool_log(items),
             "kd_alpha": self.kd_criterion.alpha if self.kd_criterion else None,
             "feature_kd": items.get("dis_loss"),
             "teacher_dets_per_image": self.kd_criterion.last_teacher_detections if self.kd_criterion else None,
@@ -268,6 +334,18 @@ class DistillationTrainer(SeamTrainer):
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         self._log_file.write(json.dumps(record) + "\n")
         self._log_file.flush()
+
+    def _pool_log(self, items: dict[str, float]) -> dict:
+        """With a pool: the batch's image counts and the KD terms on its frames (a kind absent from it: null)."""
+        counts = self._pool_counts()
+        if counts is None:
+            return {}
+        log = {f"{k}{UNLABELED_SUFFIX}": items.get(f"{k}{UNLABELED_SUFFIX}") for k in ("kd_cls", "kd_ld", "kd_box")}
+        if not counts["unlabelled"]:
+            log = dict.fromkeys(log)
+        if not counts["labelled"]:  # nothing measured the ground truth or the labelled KD terms in this batch
+            log |= dict.fromkeys(("box", "cls", "dfl", "kd_cls", "kd_ld", "kd_box"))
+        return {**log, "labelled_images": counts["labelled"], "unlabelled_images": counts["unlabelled"]}
 
     def _close_log(self):
         if self._log_file is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ValidateSettings
+from ..pool import describe_taught
 from ..reports import atomic_file, atomic_write_text
 from .result import ACCURACY, LABELS, ValidationResult, ratio, worst_retention
 
@@ -61,6 +62,8 @@ def markdown(result: ValidationResult, data: str, settings: ValidateSettings, im
             f"\\* the teacher predicts nothing at confidence ≥ {settings.agreement_conf} on this split, so "
             "there is nothing to agree with (validation.agreement_conf).",
         ]
+    if result.unlabeled:
+        lines += ["", "## Unlabelled frames", "", describe_taught(result.unlabeled)]
     lines += _operating_point_markdown(result.operating_point)
     lines += _camera_markdown(result.camera_figures)
     lines += _sequences_markdown(result.sequences)

@@ -80,6 +80,7 @@ class ValidationResult:
     teacher_classes: dict[str, Any] | None = None  # a teacher of other classes: which of them answered for the data's
     robustness: dict[str, Any] | None = None  # recall under JPEG, rescaling, brightness and contrast (robustness.py)
     sequences: dict[str, Any] | None = None  # camera sequences: the alarm rule and both models under it (sequences.py)
+    unlabeled: dict[str, Any] | None = None  # the student's run learnt from unlabelled frames: how many, from where
 
     @property
     def alarm_rule(self) -> dict[str, Any] | None:

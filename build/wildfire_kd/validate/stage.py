@@ -18,6 +18,7 @@ from ..edge.sequences import load_sequences
 from ..errors import InputError
 from ..guard import refuse_overwriting_inputs
 from ..layout import VALIDATION_JSON, VALIDATION_MD, VALIDATION_PNG
+from ..pool import run_report
 from ..reports import package_versions, write_json
 from ..ultralytics_env import prepare_ultralytics
 from ..weights import CheckedWeights, check_weights, load_modules, load_yolo, model_class_names, sha256_file
@@ -108,6 +109,7 @@ def validate(
     checked = {"student": student, "teacher": teacher}
     result = _evaluate(yolos, checked, data, settings, out, imgsz, device, info, negatives, sequences)
     result.teacher_classes = None if mapped.identical else mapped.to_dict()
+    result.unlabeled = run_report(student.path)  # RUN/unlabeled.json beside the student's weights, if it had a pool
     write_json(out / VALIDATION_JSON, result.to_dict())
     report.write(result, out, data, settings, imgsz)
     return result
