@@ -381,3 +381,24 @@ def test_train_with_an_unlabelled_pool_end_to_end(tmp_path, fire_smoke_data, tea
     assert validation["unlabeled"]["images"] == 6
     assert "6 unlabelled frames from" in (run / "validation" / "validation.md").read_text()
     assert {p: p.stat().st_mtime_ns for p in pool_dir.rglob("*")} == before, "the pool is never written to"
+
+
+def test_the_builds_train_fingerprint_follows_the_pools_content_and_verify_checks_it_once(
+    tmp_path, fire_smoke_data, teacher_pt, pool_dir
+):
+    from wildfire_kd.config import load_config
+    from wildfire_kd.errors import InputError
+    from wildfire_kd.pipeline import Build, TrainStage
+
+    def fingerprint(*unlabeled: Path) -> str:
+        given = [f"train.data={fire_smoke_data}", f"train.teacher={teacher_pt}"]
+        config = load_config(None, [*given, f"train.unlabeled={[str(p) for p in unlabeled]}"])
+        return TrainStage().fingerprint(Build.verify(config, tmp_path / "build"))
+
+    without, with_pool = fingerprint(), fingerprint(pool_dir)
+    frame = pool_dir / "unlabeled_00003.jpg"
+    frame.write_bytes((pool_dir / "unlabeled_00004.jpg").read_bytes())  # same names, other content
+    assert len({without, with_pool, fingerprint(pool_dir)}) == 3
+    frame.write_bytes(b"not an image")
+    with pytest.raises(InputError, match="unlabelled frames cannot be used"):
+        fingerprint(pool_dir)
