@@ -13,6 +13,7 @@ import pytest
 from conftest import MODEL_FIGURES, make_blob_onnx, make_onnx, opts, run_cli, sets
 from wildfire_kd.edge.alarms import AlarmRule, Confirmer
 from wildfire_kd.edge.boxes import Detection
+from wildfire_kd.edge.camera import CameraSettings
 from wildfire_kd.edge.sequence_figures import choose_rule, detections_of, early_plume_recall, figures
 from wildfire_kd.edge.sequences import Frame, Sequence, load_sequences
 from wildfire_kd.errors import InputError
@@ -95,7 +96,7 @@ def test_time_to_detection_false_alarms_per_day_and_sequence_f1_equal_hand_compu
         # c (smoke-free): a glare at (10, 10) in frames 3 and 4 (one alarm), again in 15 and 17 (another)
         "c": [[_det((10, 10, 30, 30))] if i in (3, 4, 15, 17) else [] for i in range(20)],
     }
-    f = figures(seqs, detections, rule)
+    f = figures(seqs, detections, CameraSettings(rule, static=None, events=None))  # the alarm rule alone
     assert (f.true_positives, f.false_negatives, f.false_positives, f.true_negatives) == (1, 1, 1, 0)
     assert f.precision == 0.5 and f.recall == 0.5 and f.f1 == pytest.approx(0.5) and f.false_positive_rate == 1.0
     assert f.median_minutes_to_detection == 1.0 and f.median_frames_to_detection == 1
@@ -104,6 +105,11 @@ def test_time_to_detection_false_alarms_per_day_and_sequence_f1_equal_hand_compu
     assert f.false_alarms == 2 and f.false_alarms_per_camera_day == pytest.approx(2 / (26 * 60 / 86_400))
     a = f.per_sequence[0]
     assert a.detected and a.minutes_to_detection == 1.0 and a.false_alarms == 0 and a.alarms[0]["on_plume"]
+    assert f.alerts_per_fire == 1.0 and f.judged_by_frame_labels == 0
+    # the camera's whole path: the glare recurs at one place for 12 minutes without growing, so static suppression
+    # takes it before its second alarm (the first came before it was learnt)
+    whole = figures(seqs, detections, rule)
+    assert whole.false_alarms == 1 and whole.suppressed == 2 and whole.recall == 0.5, "frames 15 and 17 suppressed"
 
 
 def test_early_plume_recall_counts_the_frames_of_the_first_minutes_in_which_the_plume_is_touched():

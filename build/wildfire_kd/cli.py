@@ -8,6 +8,7 @@ imported at module level, so `--help` never imports torch or ultralytics.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -286,6 +287,10 @@ def synth(
     frames: Annotated[int, typer.Option(help="--sequence: frames per sequence")] = 40,
     width: Annotated[int, typer.Option(help="--sequence: frame width in pixels (tower cameras: 2048-3072)")] = 2048,
     interval: Annotated[float, typer.Option(help="--sequence: seconds between frames")] = 60.0,
+    static_distractors: Annotated[
+        bool,
+        typer.Option(help="--sequence: a static smoke-like artefact in each view, drifting plumes, history/ frames"),
+    ] = True,
     force: Annotated[bool, typer.Option(help="replace an earlier output of synth in OUT (nothing else)")] = False,
 ) -> None:
     """Write a deterministic synthetic smoke/fire dataset in YOLO format (or, --sequence, tower-camera sequences)."""
@@ -304,7 +309,7 @@ def synth(
     cfg = _load(config, set_, {f"synth.{key}": value for key, value in given.items()}).synth
     _writes_to(out, "OUT")
     if sequence:
-        made = synthesize_sequences(out, sequences, frames, width, interval, seed=cfg.seed, force=force)
+        made = synthesize_sequences(out, sequences, frames, width, interval, cfg.seed, force, static_distractors)
         typer.echo(f"synth: wrote {len(made)} sequences of {frames} frames, {width} px wide, into {out}")
         return
     data_yaml = synthesize(out, cfg, force=force)
@@ -449,58 +454,54 @@ def demo(
         raise GateFailure("; ".join(result.build.failures))
 
 
-@command
-def detect(
-    sources: Annotated[list[str], typer.Argument(help="images, folders or globs (frames in name order)")],
-    onnx: Annotated[
-        str,
-        typer.Option("--model", "--onnx", help="student.onnx (or a variant, or an OpenVINO / NCNN folder) from export"),
-    ],
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    out: Annotated[Path, typer.Option(help="folder for detections.jsonl (and alerts.jsonl)")] = Path("runs/detect"),
-    conf: Annotated[
-        float | None, typer.Option(help="confidence threshold (detect.conf; default: the model's operating point)")
-    ] = None,
-    iou: Annotated[float | None, typer.Option(help="NMS IoU threshold (detect.iou)")] = None,
-    sequence: Annotated[
-        bool, typer.Option("--sequence", help="the sources are one camera's frames in time order: raise alarms")
-    ] = False,
-    save_images: Annotated[
-        bool | None, typer.Option("--save-images", help="annotated copies (detect.save_images)")
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="inference threads (detect.threads)")] = None,
-    tiles: Annotated[
-        int | None,
-        typer.Option(help="also N overlapping tiles along the longer side, for distant plumes (detect.tiles)"),
-    ] = None,
-    runtime: Annotated[
-        str | None, typer.Option(help="onnxruntime, openvino or ncnn (detect.runtime; default: from the model)")
-    ] = None,
-) -> None:
+def detect(sources: list[str], onnx: str, config, set_, out: Path, sequence: bool, **options) -> None:
     """Run an exported model over images as a camera does (numpy, OpenCV, its runtime); --sequence raises alarms."""
     from .edge.detect import detect as run_detect
+    from .edge.options import detect_keywords
 
-    given = {"conf": conf, "iou": iou, "save_images": save_images, "threads": threads, "tiles": tiles}
-    given["runtime"] = runtime
-    d = _load(config, set_, {f"detect.{key}": value for key, value in given.items()}).detect
+    d = _load(config, set_, {f"detect.{key}": value for key, value in options.items()}).detect
     _writes_to(out, "--out")
-    result = run_detect(
-        onnx,
-        sources,
-        out,
-        conf=d.conf,
-        iou=d.iou,
-        sequence=sequence,
-        alarm=d.alarm_overrides(),
-        save_images=d.save_images,
-        threads=d.threads,
-        tiles=d.tiles,
-        runtime=d.runtime,
-    )
+    result = run_detect(onnx, sources, out, sequence=sequence, **detect_keywords(d.model_dump()))
     for warning in result.warnings:
         typer.echo(f"detect: warning: {warning}", err=True)
     typer.echo(f"detect: {result.summary()}")
+
+
+def _detect_signature() -> inspect.Signature:
+    """`detect`'s parameters: its own (sources, model, config, out, sequence), then edge/options.py's table, which
+    `wildfire-kd-edge` is built from too: one table, so the two entry points take the same options."""
+    from .edge.options import DETECT_OPTIONS, tiles_value
+
+    def option_type(option):
+        kinds = {"float": float, "int": int, "str": str, "flag": bool, "switch": bool, "tiles": str}
+        return kinds[option.kind] | None
+
+    def param(name, annotation, default=None):
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+    params = [
+        inspect.Parameter("sources", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          annotation=Annotated[list[str], typer.Argument(help="images, folders or globs")]),
+        param("onnx", Annotated[str, typer.Option("--model", "--onnx", help="a model file or folder from export")],
+              inspect.Parameter.empty),
+        param("config", ConfigOpt), param("set_", SetOpt),
+        param("out", Annotated[Path, typer.Option(help="folder for detections.jsonl (and alerts.jsonl)")],
+              Path("runs/detect")),
+        param("sequence", Annotated[bool, typer.Option("--sequence", help="each folder is one camera's frames in "
+                                                       "time order: raise alarms")], False),
+    ]  # fmt: skip
+    for option in DETECT_OPTIONS:
+        flags = ("/".join(option.flags),) if option.kind == "switch" else option.flags
+        flags = (f"{option.flags[0]}",) if option.kind == "flag" else flags
+        extra = {"parser": tiles_value} if option.kind == "tiles" else {}
+        help_text = f"{option.help} (detect.{option.dest})"
+        annotated = Annotated[option_type(option), typer.Option(*flags, help=help_text, **extra)]
+        params.append(param(option.dest, annotated))
+    return inspect.Signature(params)
+
+
+detect.__signature__ = _detect_signature()
+detect = command(detect)
 
 
 image_app = typer.Typer(help="Build the container image, or run a pipeline command in it with all GPUs.")

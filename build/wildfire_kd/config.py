@@ -244,8 +244,37 @@ class SynthSettings(_Section):
         return v
 
 
+class CameraProfileSetting(_Section):
+    """One camera profile for validate to try on the sequences: the model's input size and its tiles."""
+
+    imgsz: int | None = Field(None, ge=32, description="input size (multiple of 32); null = the validation size")
+    tiles: int | Literal["auto"] = Field(1, description="tiles along the frame's longer side, or 'auto' (by size)")
+
+    @field_validator("imgsz")
+    @classmethod
+    def _stride_multiple(cls, v: int | None) -> int | None:
+        return TrainSettings._stride_multiple(v) if v is not None else v
+
+    @field_validator("tiles")
+    @classmethod
+    def _tiles(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("1 (the whole frame only) or more, or 'auto'")
+        return v
+
+
 class ValidateSettings(_Section):
     """`wildfire-kd validate`: teacher and student on the same split with the same settings, and the gates."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_sequence_tiles(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "sequence_tiles" in data:
+            data = dict(data)
+            _warn_renamed("validation.sequence_tiles", "validation.camera_profiles (a profile with those tiles)")
+            data.setdefault("camera_profiles", [{"tiles": data.pop("sequence_tiles")}])
+            data.pop("sequence_tiles", None)
+        return data
 
     after_train: bool = Field(True, description="`train` ends with this comparison against its teacher")
     split: Literal["val", "test"] = Field("val", description="dataset split both models are scored on")
@@ -299,7 +328,12 @@ class ValidateSettings(_Section):
     sequence_floor: float = Field(
         0.05, gt=0, le=1, description="lowest per-frame confidence an alarm rule may look at (the search's floor)"
     )
-    sequence_tiles: int = Field(1, ge=1, description="the camera path's tiles over each frame (detect --tiles)")
+    camera_profiles: list[CameraProfileSetting] = Field(
+        default_factory=lambda: [CameraProfileSetting(tiles=1), CameraProfileSetting(tiles="auto")],
+        description="the input sizes and tiles tried on the sequences, e.g. [{imgsz: 640, tiles: 1}, {imgsz: 640,"
+        " tiles: 3}, {imgsz: 1024, tiles: 1}]; the one that finds the most fires within sequence_budget, then the"
+        " earliest, then the cheapest per frame ships in the model file (export then uses its imgsz)",
+    )
     sequence_masks: bool = Field(True, description="apply each sequence folder's mask.png / mask.json before alarms")
     max_minutes_to_detection: float | None = Field(
         None, gt=0, description="gate: the student's median minutes from smoke onset to its alarm (null = off)"
@@ -518,9 +552,33 @@ class DetectSettings(_Section):
     runtime: Literal["onnxruntime", "openvino", "ncnn"] | None = Field(
         None, description="null = from the model given (.onnx: onnxruntime, an OpenVINO IR: openvino, an NCNN folder)"
     )
-    tiles: int = Field(
-        1, ge=1, description="also run N overlapping tiles along the frame's longer side (distant plumes; N^2-ish cost)"
+    tiles: int | Literal["auto"] | None = Field(
+        None,
+        description="overlapping tiles along the frame's longer side besides the whole frame (distant plumes; N^2-ish"
+        " cost): a number (1 = the whole frame only), 'auto' (by the frame's size: no tile shrunk more than 2x, 3 at"
+        " most), or null = the model file's camera profile, else 'auto'",
     )
+    static: bool = Field(
+        True, description="--sequence: suppress detections that stay put (a lens artefact), learnt per camera"
+    )
+    events: bool = Field(
+        True, description="--sequence: one event per fire (opened / updated / closed), not an alert per alarm"
+    )
+    static_memory: str | None = Field(
+        None, description="--sequence: a file of the cameras' static memories, read at the start and written back"
+    )
+    learn_static: str | None = Field(
+        None,
+        description="--sequence: a folder of each camera's smoke-free frames (a sub-folder per camera, named as its"
+        " folder) whose detections are static from the start",
+    )
+
+    @field_validator("tiles")
+    @classmethod
+    def _tiles(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("1 (the whole frame only) or more, 'auto', or null (the model's camera profile)")
+        return v
 
     def alarm_overrides(self) -> dict[str, Any]:
         """The alarm rule's fields this config sets (the rest come from the model file)."""

@@ -9,6 +9,7 @@ every score to zero, which is what makes naive int8 YOLO exports collapse.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from .reports import git_commit, package_versions, write_json
 from .textfiles import read_yaml
 from .ultralytics_env import prepare_ultralytics
 from .weights import CheckedWeights, check_weights, load_checked, model_class_names, sha256_file
+
+log = logging.getLogger("wildfire_kd")
 
 
 @dataclass
@@ -84,6 +87,7 @@ def run_context(
         "validation": None,
         "operating_point": None,
         "alarm": None,
+        "camera_profile": None,
     }
     config = run / RUN_CONFIG
     if config.is_file():
@@ -108,6 +112,7 @@ def run_context(
         }
         context["operating_point"] = v.shipped_operating_point
         context["alarm"] = v.alarm_rule
+        context["camera_profile"] = v.camera_profile
     return context
 
 
@@ -348,16 +353,30 @@ def _metadata(model, student: CheckedWeights, imgsz: int, context: dict[str, Any
         "validation": context["validation"],
         "operating_point": context["operating_point"],  # the confidence threshold detect uses by default
         "alarm": context["alarm"],  # the alarm rule validate chose on camera sequences; detect's default
+        "camera_profile": _profile_at(context["camera_profile"], imgsz),  # the input size and tiles it chose
         "version": __version__,
         "git_commit": git_commit(),
         "variant": "fp32",
     }
 
 
-def _checked_settings(model, settings: ExportSettings, imgsz: int | None, calibration: object) -> int:
-    """The input size to export at (given, configured, else as trained), after the settings' own checks."""
+def _profile_at(profile: dict[str, Any] | None, imgsz: int) -> dict[str, Any] | None:
+    """The camera profile validate chose, for a file exported at ``imgsz``: its tiles were chosen at its own size,
+    so a file of another size (export.imgsz set apart from it) ships none, and the camera tiles automatically."""
+    if profile is None or profile.get("imgsz") not in (None, imgsz):
+        if profile is not None:
+            log.warning("export at %d px: the camera profile chosen at %s px does not ship", imgsz, profile["imgsz"])
+        return None
+    return {**profile, "imgsz": imgsz}
+
+
+def _checked_settings(
+    model, settings: ExportSettings, imgsz: int | None, calibration: object, profile: dict[str, Any] | None = None
+) -> int:
+    """The input size to export at (given, configured, the chosen camera profile's, else as trained), after the
+    settings' own checks."""
     trained_imgsz = int((model.args or {}).get("imgsz", 640)) if isinstance(model.args, dict) else 640
-    imgsz = imgsz or settings.imgsz or trained_imgsz
+    imgsz = imgsz or settings.imgsz or (profile or {}).get("imgsz") or trained_imgsz
     if imgsz % 32:
         raise InputError(f"export imgsz {imgsz} is not a multiple of 32 (the model's largest stride)")
     if settings.int8 and not calibration:
@@ -393,8 +412,9 @@ def export(
     )
     weights = Path(student.path)
     model = load_checked(student)
-    imgsz = _checked_settings(model, settings, imgsz, data or calibration_images)
-    metadata = _metadata(model, student, imgsz, run_context(weights, validation_report, teacher_sha256))
+    context = run_context(weights, validation_report, teacher_sha256)
+    imgsz = _checked_settings(model, settings, imgsz, data or calibration_images, context["camera_profile"])
+    metadata = _metadata(model, student, imgsz, context)
     out = Path(out)
     owned = [out / EXPORT_REPORT] + [out / name for name in [*ONNX_FILES.values(), *MODEL_FOLDERS.values()]]
     refuse_overwriting_inputs(owned, [weights, data], "--out", datasets=dataset_folders(data) if data else ())

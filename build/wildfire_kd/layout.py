@@ -70,6 +70,8 @@ SYNTH_MARKER = ".wildfire-kd-synth.json"  # what an output folder of `synth` hol
 
 # camera sequences (edge/sequences.py) and a camera's own settings, in its folder of frames
 SEQUENCE_FRAMES = "frames.csv"  # file,time,smoke[,x1,y1,x2,y2]
+SEQUENCE_SMOKE = "smoke.json"  # {"region": [x1, y1, x2, y2]}: where a sequence's smoke is, when frames carry no box
+STATIC_MEMORY = "static_memory.json"  # `detect --sequence`: each camera's learnt static spots (edge/static.py)
 MASK_IMAGE, MASK_POLYGONS = "mask.png", "mask.json"  # regions of the view that never alarm
 
 # `detect` (the camera runtime)

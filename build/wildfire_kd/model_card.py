@@ -113,10 +113,12 @@ def _camera_path_rows(val: ValidationResult) -> list[str]:
     rows = []
     if val.sequences:
         t, s = val.sequences["teacher"], val.sequences["student"]
-        rule = val.sequences["rule_text"]
+        rule, profile = val.sequences["rule_text"], val.sequences.get("profile_text", "the model's size")
         rows += [
-            f"| fire sequences found ({s['positives']}; alarm {rule}) | {_fmt(t['recall'])} | "
+            f"| fire sequences found ({s['positives']}; {profile}, alarm {rule}) | {_fmt(t['recall'])} | "
             f"{_fmt(s['recall'])} | – |",
+            f"| alerts per fire found (one event per fire: 1) | {_fmt(t.get('alerts_per_fire'), 2)} | "
+            f"{_fmt(s.get('alerts_per_fire'), 2)} | – |",
             f"| median minutes from smoke onset to the alarm | {_fmt(t['median_minutes_to_detection'], 1)} | "
             f"{_fmt(s['median_minutes_to_detection'], 1)} | – |",
             f"| false alarms per camera-day ({s['negatives']} smoke-free sequences) | "

@@ -276,7 +276,7 @@ class ExportStage(Stage):
             build.best,
             edir,
             c.export,
-            imgsz=c.export.imgsz or c.train.imgsz,
+            imgsz=c.export.imgsz,  # else the camera profile validate chose, else as trained
             data=c.train.data,
             validation_report=build.out / VALIDATION_DIR / VALIDATION_JSON,
             teacher_sha256=build.teacher.sha256,

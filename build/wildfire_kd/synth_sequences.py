@@ -7,6 +7,13 @@ the foot of the ridge grows over tens of minutes; their frames carry HPWREN's na
 over many frames (a drifting cloud, haze, a fog bank, a low sun), the false alarms camera networks fear. Each folder:
 the frames, ``frames.csv`` (file, time, smoke, the plume's box) and ``mask.png`` (the camera's own ignore regions:
 the vignette's dark corners and the mast). Same arguments, same files.
+
+What real towers add, and the camera path must handle (``static_distractors``, on by default): each view has a static
+artefact that looks like smoke to a detector and never changes, outside the hand-drawn mask (a bright smoke-coloured
+glare blob near a corner, or a haze patch at the frame's edge); and a fire's plume drifts with the wind and, grown,
+lifts off its source, so its box rises out of its first position (IoU-based identity breaks; one event per fire must
+hold it). ``history/<camera>/`` holds frames of each view from before its sequence, smoke-free: what a camera that has
+been watching knows of its artefacts (``detect --learn-static OUT/history``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ ONSET_PX = 0.004  # a plume's width at onset, of the frame's width: 8 px at 2048
 FULL_PX = 0.06  # its width once grown
 GROWTH_FRAMES = 25  # frames it takes to grow (25 minutes at a frame a minute)
 MIN_FRAMES = 8
+HISTORY_FRAMES = 12  # the smoke-free frames of each view before the sequence (history/<camera>/)
+HISTORY_DIR = "history"
+ARTEFACTS = ("glare blob", "edge haze")  # the static distractors, by camera
+DRIFT = 0.6  # a plume's sideways drift over its growth, in full plume widths (the wind)
+LIFT = 1.2  # ... and how far it lifts off its source by the end, in full plume heights
 
 
 @dataclass
@@ -104,7 +116,41 @@ def _distractor(frame, kind: str, t: float, rng, scene: Scene) -> None:
     frame.paste(layer, (0, 0), layer)
 
 
-def _write_sequence(folder: Path, index: int, frames: int, width: int, interval: float, seed: int) -> None:
+def _artefact(frame, index: int, seed: int, scene: Scene) -> None:
+    """The view's static artefact (ARTEFACTS[index % 2]), the same pixels in every frame: smoke-like to a detector,
+    outside the camera's mask, never growing or moving."""
+    from PIL import Image, ImageFilter
+
+    from .synth import paint_plume
+
+    w, h = frame.size
+    rng = np.random.default_rng([seed, 14, index])
+    if ARTEFACTS[index % len(ARTEFACTS)] == "glare blob":  # near a corner, where a lens flare or vignette sits
+        bw, bh = rng.uniform(0.04, 0.06) * w, rng.uniform(0.05, 0.07) * h
+        x0 = rng.choice([rng.uniform(0.1, 0.14), rng.uniform(0.82, 0.86)]) * w
+        y0 = rng.uniform(0.12, 0.16) * h
+    else:  # a haze patch at the frame's edge, around the horizon
+        bw, bh = rng.uniform(0.035, 0.05) * w, rng.uniform(0.08, 0.11) * h
+        x0 = rng.choice([rng.uniform(0.005, 0.02), rng.uniform(0.93, 0.945)]) * w
+        y0 = scene.horizon - rng.uniform(0.06, 0.1) * h
+    layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    paint_plume(layer, rng, x0, y0, bw, bh)
+    layer = layer.filter(ImageFilter.GaussianBlur(radius=max(0.8, bw / 40)))
+    frame.paste(layer, (0, 0), layer)
+
+
+def _plume_base(base: tuple[float, float], i: int, onset: int, frames: int, width: int, drift: float) -> tuple:
+    """Where the plume's foot is in frame ``i``: drifting with the wind while it grows, lifting off its source once
+    grown, so that its last boxes no longer overlap its first."""
+    grown = min(1.0, (i - onset) / GROWTH_FRAMES)
+    late = max(0.0, (i - onset - GROWTH_FRAMES / 2) / max(frames - onset - GROWTH_FRAMES / 2, 1))
+    full_w = FULL_PX * width
+    return base[0] + drift * DRIFT * full_w * grown, base[1] - LIFT * 1.6 * full_w * min(1.0, late)
+
+
+def _write_sequence(
+    folder: Path, index: int, frames: int, width: int, interval: float, seed: int, static: bool = True
+) -> None:
     from PIL import Image
 
     rng = np.random.default_rng([seed, 11, index])
@@ -115,17 +161,23 @@ def _write_sequence(folder: Path, index: int, frames: int, width: int, interval:
     onset = int(rng.integers(frames // 5, frames // 2)) if positive else None
     base = (rng.uniform(0.2, 0.8) * width, scene.horizon + rng.uniform(0.01, 0.06) * height)
     plume_seed = int(rng.integers(1 << 31))
+    drift = float(np.random.default_rng([seed, 13, index]).choice([-1.0, 1.0])) if static else 0.0
     folder.mkdir(parents=True)
     Image.fromarray((scene.ignore * 255).astype(np.uint8)).save(folder / MASK_IMAGE)
+    if static:
+        _write_history(folder.parent / HISTORY_DIR / folder.name, scene, index, width, interval, seed)
     rows = []
     for i in range(frames):
         unix = START_UNIX + index * 86_400 + int(i * interval)
         pixels = (scene.base + rng.normal(0, 3, scene.base.shape)) * scene.vignette[..., None]
         frame = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+        if static:
+            _artefact(frame, index, seed, scene)
         box = None
         if onset is not None and i >= onset:
             grown = min(1.0, (i - onset) / GROWTH_FRAMES)
-            box = _plume(frame, plume_seed, base, (ONSET_PX + (FULL_PX - ONSET_PX) * grown) * width)
+            foot = _plume_base(base, i, onset, frames, width, drift) if static else base
+            box = _plume(frame, plume_seed, foot, (ONSET_PX + (FULL_PX - ONSET_PX) * grown) * width)
         if not positive:
             _distractor(frame, kind, i / max(frames - 1, 1), np.random.default_rng([seed, 12, index]), scene)
         name = f"{unix}_{int((i - onset) * interval):+06d}.jpg" if positive else f"{unix}.jpg"
@@ -137,6 +189,20 @@ def _write_sequence(folder: Path, index: int, frames: int, width: int, interval:
         writer.writerows(rows)
 
 
+def _write_history(folder: Path, scene: Scene, index: int, width: int, interval: float, seed: int) -> None:
+    """The view's HISTORY_FRAMES smoke-free frames from before the sequence: the artefact, no fire, no distractor."""
+    from PIL import Image
+
+    rng = np.random.default_rng([seed, 15, index])
+    folder.mkdir(parents=True)
+    for i in range(HISTORY_FRAMES):
+        unix = START_UNIX + index * 86_400 - int((HISTORY_FRAMES - i) * interval)
+        pixels = (scene.base + rng.normal(0, 3, scene.base.shape)) * scene.vignette[..., None]
+        frame = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+        _artefact(frame, index, seed, scene)
+        frame.save(folder / f"{unix}.jpg", quality=90)
+
+
 def synthesize_sequences(
     out: str | Path,
     sequences: int = 6,
@@ -145,9 +211,12 @@ def synthesize_sequences(
     interval: float = 60.0,
     seed: int = 0,
     force: bool = False,
+    static_distractors: bool = True,
 ) -> list[Path]:
     """Write ``sequences`` camera sequences (every other one with a fire) of ``frames`` frames ``width`` px wide
-    into ``out``; returns their folders. ``out`` must be new or empty, or (``force``) an earlier synth output."""
+    into ``out``; returns their folders. ``out`` must be new or empty, or (``force``) an earlier synth output.
+    ``static_distractors``: each view's static artefact, its history/ and plumes that drift and lift (the module's
+    doc); off, the sequences of earlier versions."""
     from .synth import prepare_output
 
     if frames < MIN_FRAMES:
@@ -158,10 +227,10 @@ def synthesize_sequences(
         raise InputError(f"--sequences {sequences}, --width {width}, --interval {interval}: at least 1, 64 px, > 0 s")
     root = Path(out)
     marker = {"kind": "sequences", "sequences": sequences, "frames": frames, "width": width, "seed": seed}
-    prepare_output(root, force, marker | {"interval": interval})
+    prepare_output(root, force, marker | {"interval": interval, "static_distractors": static_distractors})
     folders = []
     for index in range(sequences):
         folder = root / f"{'fire' if index % 2 == 0 else 'clear'}_{index:02d}"
-        _write_sequence(folder, index, frames, width, interval, seed)
+        _write_sequence(folder, index, frames, width, interval, seed, static_distractors)
         folders.append(folder)
     return folders

@@ -146,6 +146,11 @@ class Confirmer:
     def _follows(self, a: Detection, d: Detection) -> bool:
         return a.class_id == d.class_id and float(box_iou(np.array([a.box]), np.array([d.box]))[0, 0]) >= self.rule.iou
 
+    @property
+    def held(self) -> list[Detection]:
+        """The objects whose alarm is still on (hysteresis), where each was last seen."""
+        return list(self._active)
+
     def update(self, frame: str, detections: list[Detection]) -> list[Alarm]:
         """Add the next frame; returns the alarms it raises."""
         floor = self.rule.floor

@@ -12,10 +12,8 @@ import os
 import sys
 
 from ..errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, WildfireKDError
-from .alarms import overrides_of
-from .boxes import DEFAULT_IOU
 from .detect import detect
-from .runtimes import RUNTIMES
+from .options import DETECT_OPTIONS, detect_keywords, tiles_value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,43 +27,35 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="student.onnx, or an OpenVINO / NCNN folder, from `wildfire-kd export`",
     )
-    parser.add_argument("--runtime", choices=tuple(RUNTIMES), default=None, help="default: from it")
-    parser.add_argument("--conf", type=float, default=None, help="confidence threshold (default: the model's own)")
-    parser.add_argument("--iou", type=float, default=DEFAULT_IOU, help="NMS IoU threshold")
     parser.add_argument("--out", default="detections", help="folder for detections.jsonl / alerts.jsonl")
     parser.add_argument("--sequence", action="store_true", help="frames of one camera in time order: raise alarms")
-    alarm = parser.add_argument_group(
-        "alarm rule (each left out: the model file's rule, else summed confidence 1.25 over 5 frames, floor 0.1)"
-    )
-    alarm.add_argument("--alarm-mode", choices=("count", "score"), default=None, help="k of n frames, or summed score")
-    alarm.add_argument("--alarm-k", type=int, default=None, help="count: alarm when confirmed in k ...")
-    alarm.add_argument("--alarm-n", type=int, default=None, help="... of the last n frames")
-    alarm.add_argument("--alarm-threshold", type=float, default=None, help="score: summed confidence that alarms")
-    alarm.add_argument("--alarm-floor", type=float, default=None, help="per-frame confidence the alarm still sees")
-    alarm.add_argument("--alarm-iou", type=float, default=None, help="overlap that counts as the same object")
-    alarm.add_argument("--alarm-release", type=float, default=None, help="hysteresis: fraction of the trigger")
-    parser.add_argument("--save-images", action="store_true", help="also write annotated copies")
-    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
-    parser.add_argument("--tiles", type=int, default=1, help="also N overlapping tiles along the longer side")
+    groups = {"": parser}
+    for option in DETECT_OPTIONS:  # the same table as `wildfire-kd detect` (options.py)
+        where = groups.get(option.group) or groups.setdefault(option.group, parser.add_argument_group(option.group))
+        where.add_argument(*option.flags[:1], dest=option.dest, help=option.help, default=None, **_kind(option))
     return parser
+
+
+def _kind(option) -> dict:
+    if option.kind == "flag":
+        return {"action": "store_const", "const": True}
+    if option.kind == "switch":
+        return {"action": argparse.BooleanOptionalAction}
+    convert = {"float": float, "int": int, "str": str, "tiles": _tiles}[option.kind]
+    return {"type": convert, "choices": option.choices} if option.choices else {"type": convert}
+
+
+def _tiles(text: str) -> int | str:
+    try:
+        return tiles_value(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        result = detect(
-            args.onnx,
-            args.sources,
-            args.out,
-            conf=args.conf,
-            iou=args.iou,
-            sequence=args.sequence,
-            alarm=overrides_of(args),
-            save_images=args.save_images,
-            threads=args.threads,
-            tiles=args.tiles,
-            runtime=args.runtime,
-        )
+        result = detect(args.onnx, args.sources, args.out, sequence=args.sequence, **detect_keywords(vars(args)))
     except WildfireKDError as e:
         print(f"wildfire-kd-edge: error: {e}", file=sys.stderr)
         return e.exit_code

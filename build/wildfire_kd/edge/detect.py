@@ -19,13 +19,16 @@ from typing import Any
 
 from ..errors import InputError
 from ..guard import refuse_overwriting_inputs
-from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS
-from .alarms import Confirmer, rule_with
+from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS, SEQUENCE_FRAMES, STATIC_MEMORY
+from .alarms import rule_with
 from .boxes import DEFAULT_IOU, Detection
+from .camera import CameraPath, CameraSettings
+from .events import EventRule
 from .letterbox import IMAGE_SUFFIXES
 from .masks import CameraMask
-from .model import CameraModel
-from .sequences import is_frame
+from .model import AUTO, CameraModel
+from .sequences import DEFAULT_INTERVAL_S, frame_files, is_frame, is_sequence, load_sequence
+from .static import StaticMemory, StaticRule
 
 COLORS = {0: (160, 160, 160), 1: (0, 90, 255)}  # BGR per class id: smoke grey, fire orange
 
@@ -36,24 +39,33 @@ class DetectResult:
     images: int = 0
     unreadable: list[str] = field(default_factory=list)
     detections: int = 0
-    alarms: int = 0
+    alarms: int = 0  # alarms the rule raised (with --sequence)
     conf: float = 0.0
     seconds: float = 0.0
     cameras: int = 0  # camera folders; with --sequence each is confirmed on its own
     warnings: list[str] = field(default_factory=list)
-    tiles: int = 1  # tiled passes along the longer side (1: the whole frame only)
+    tiles: dict[str, Any] = field(default_factory=dict)  # tiles per frame size, and where that number came from
     masked: int = 0  # detections dropped in the cameras' masked regions
     alarm_rule: dict[str, Any] | None = None  # --sequence: the rule the alarms were raised under
+    camera: dict[str, Any] | None = None  # --sequence: the camera path (static suppression, events)
     runtime: str = ""  # onnxruntime, openvino or ncnn
+    suppressed: int = 0  # detections static suppression took (--sequence)
+    events: dict[str, int] = field(default_factory=dict)  # alerts by status: opened, updated, closed
 
     def summary(self) -> str:
         bad = f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""
-        alarms = f", {self.alarms} alarm(s)" if self.alarms else ""
         cameras = f" from {self.cameras} camera(s)" if self.cameras > 1 else ""
         masked = f" ({self.masked} in masked regions, dropped)" if self.masked else ""
+        static = f", {self.suppressed} suppressed as static" if self.suppressed else ""
+        alarms = ""
+        if self.alarm_rule is not None:
+            opened = self.events.get("opened", 0)
+            alarms = f", {self.alarms} alarm(s) in {opened} event(s)" if self.alarms else ", no alarm"
+        tiles = "; ".join(f"{t['tiles']} tile(s) on {size} frames ({t['source']})" for size, t in self.tiles.items())
         return (
             f"{self.images} image(s){bad}{cameras}, {self.detections} detection(s) at conf {self.conf:g}{masked}"
-            f"{alarms}, {self.seconds:.1f}s in {self.runtime}; {Path(self.out_dir) / DETECTIONS}"
+            f"{static}{alarms}, {self.seconds:.1f}s in {self.runtime}; {tiles or 'no frame read'}; "
+            f"{Path(self.out_dir) / DETECTIONS}"
         )
 
 
@@ -153,96 +165,214 @@ def detect(
     alarm: dict[str, Any] | None = None,
     save_images: bool = False,
     threads: int | None = None,
-    tiles: int = 1,
+    tiles: int | str | None = None,
     runtime: str | None = None,
+    static: bool = True,
+    events: bool = True,
+    static_memory: str | Path | None = None,
+    learn_static: str | Path | None = None,
 ) -> DetectResult:
-    """Run ``model_path`` over ``sources``; ``conf`` None = the operating point shipped in the file. With
-    ``sequence`` each folder of frames is one camera, confirmed on its own under the alarm rule shipped in the file
-    (else the default), with ``alarm``'s fields (AlarmRule's) in place of its own. A camera folder's mask
-    (masks.py) drops the detections in its ignored regions; ``tiles`` > 1 adds tiled passes (CameraModel.detect)."""
+    """Run ``model_path`` over ``sources``; ``conf`` None = the operating point shipped in the file; ``tiles`` None =
+    the file's camera profile, else automatic by the frame's size (model.py). With ``sequence`` each folder of frames
+    is one camera, its frames in time order (its frames.csv or HPWREN names, else name order a minute apart), through
+    the camera path (camera.py): static suppression (``static``; the memory read from ``static_memory`` when it
+    exists, seeded from ``learn_static``'s smoke-free frames, written to OUT/static_memory.json and back to
+    ``static_memory``), the alarm rule shipped in the file (else the default) with ``alarm``'s fields in place of its
+    own, and one event per fire (``events``). A camera folder's mask (masks.py) drops detections in its ignored
+    regions."""
     check_thresholds(conf, iou, threads)
-    if tiles < 1:
-        raise InputError(f"--tiles {tiles}: 1 (the whole frame only) or more")
+    if tiles is not None and tiles != AUTO and (not isinstance(tiles, int) or tiles < 1):
+        raise InputError(f"--tiles {tiles}: 1 (the whole frame only) or more, or '{AUTO}' (by the frame's size)")
     out = Path(out)
     files = expand_sources(sources, skip=out / ANNOTATED_DIR)
-    owned = [out / DETECTIONS, out / ALERTS] + ([out / ANNOTATED_DIR] if save_images else [])
+    owned = [out / DETECTIONS, out / ALERTS, out / STATIC_MEMORY] + ([out / ANNOTATED_DIR] if save_images else [])
     refuse_overwriting_inputs(owned, [*files, model_path])
     model = CameraModel(model_path, threads=threads, runtime=runtime)
-    rule = rule_with(model.alarm_rule, alarm) if sequence else None
+    settings = None
+    if sequence:
+        settings = CameraSettings(rule_with(model.alarm_rule, alarm), StaticRule() if static else None,
+                                  EventRule() if events else None)  # fmt: skip
+    memories = read_memories(static_memory) if settings and settings.static else {}
     _prepare_out(out, save_images)
-    result = DetectResult(str(out), conf=model.default_conf if conf is None else conf, tiles=tiles)
+    result = DetectResult(str(out), conf=model.default_conf if conf is None else conf)
     result.runtime = model.runtime.runtime
-    result.alarm_rule = rule.to_dict() if rule else None
+    result.alarm_rule = settings.rule.to_dict() if settings else None
+    result.camera = settings.to_dict() if settings else None
     start = time.perf_counter()
     with (
         open(out / DETECTIONS, "w", encoding="utf-8") as log,
         open(out / ALERTS, "w", encoding="utf-8") if sequence else contextlib.nullcontext() as alerts,
     ):
-        run = _Run(model, result, iou, log, alerts, out if save_images else None, annotated_names(files))
-        cameras = cameras_of(files)
-        result.cameras = len(cameras)
-        for camera, frames in cameras.items() if sequence else [(None, files)]:
-            run.camera(camera, frames, Confirmer(rule) if rule else None)
+        run = _Run(model, result, iou, tiles, log, alerts, out if save_images else None, annotated_names(files))
+        result.cameras = len(cameras_of(files))
+        if settings is None:
+            run.camera(None, [(f, 0.0) for f in files], None)
+        else:
+            _cameras(run, files, settings, memories, Path(learn_static) if learn_static is not None else None)
     result.seconds = time.perf_counter() - start
+    if memories:
+        write_memories(memories, out / STATIC_MEMORY, static_memory)
     if result.images == 0:
         raise InputError(f"none of the {len(files)} image(s) could be read: {', '.join(result.unreadable[:5])}")
     return result
 
 
-class _Run:
-    """One detect run's frames through the model, the masks, the log, the alarms and the annotated copies."""
+def _cameras(
+    run: _Run, files: list[Path], settings: CameraSettings, memories: dict[str, StaticMemory], learn: Path | None
+) -> None:
+    """Each camera folder through its own camera path; its static memory ends in ``memories``."""
+    cameras = cameras_of(files)
+    for camera, frames in cameras.items():
+        path = CameraPath(str(camera), settings, memories.get(str(camera)))
+        timed = timed_frames(camera, frames, run.result)
+        if learn is not None and path.memory is not None and timed:
+            run.learn(path, camera_history(learn, camera, len(cameras)), before=timed[0][1])
+        run.camera(camera, timed, path)
+        if path.memory is not None:
+            memories[str(camera)] = path.memory
 
-    def __init__(self, model: CameraModel, result: DetectResult, iou: float, log, alerts, annotate_into, copies):
-        self.model, self.result, self.iou, self.log, self.alerts = model, result, iou, log, alerts
+
+def timed_frames(camera: Path, frames: list[Path], result: DetectResult) -> list[tuple[Path, float]]:
+    """A camera's frames in time order with their times (seconds): as its sequence says (frames.csv, HPWREN names;
+    sequences.py, as validate reads it), else in name order a minute apart. Frames a frames.csv leaves out are
+    left out, with a warning."""
+    try:
+        listed = load_sequence(camera) if is_sequence(camera) else None
+    except InputError as e:
+        result.warnings.append(f"{camera}: {e}; its frames are taken in name order, a minute apart")
+        listed = None
+    if listed is None:
+        return [(f, i * DEFAULT_INTERVAL_S) for i, f in enumerate(frames)]
+    given = {f.resolve() for f in frames}
+    ordered = [(f.path, f.time) for f in listed.frames if f.path.resolve() in given]
+    left_out = len(frames) - len(ordered)
+    if left_out:
+        result.warnings.append(f"{camera}: {left_out} frame(s) not in its {SEQUENCE_FRAMES}, left out")
+    return ordered
+
+
+def camera_history(folder: Path, camera: Path, cameras: int) -> list[Path]:
+    """A camera's smoke-free frames to learn its static spots from: ``folder``/<its folder's name>/, or ``folder``
+    itself when it holds frames and there is one camera."""
+    own = folder / camera.name
+    if own.is_dir():
+        return frame_files(own)
+    if cameras == 1 and folder.is_dir() and frame_files(folder):
+        return frame_files(folder)
+    raise InputError(
+        f"--learn-static {folder}: no folder {own.name}/ of smoke-free frames for camera {camera} (one sub-folder per "
+        "camera, named as its folder of frames; or the frames themselves when there is one camera)"
+    )
+
+
+def read_memories(path: str | Path | None) -> dict[str, StaticMemory]:
+    """Each camera's static memory from ``path`` (a file `detect` wrote), or none when it does not exist yet."""
+    if path is None or not Path(path).exists():
+        return {}
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"--static-memory {path}: not readable JSON ({e}); pass a file detect wrote") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"--static-memory {path}: not a file of static memories (a mapping camera -> memory)")
+    return {camera: StaticMemory.from_dict(memory, f"{path}: camera {camera}") for camera, memory in raw.items()}
+
+
+def write_memories(memories: dict[str, StaticMemory], out: Path, back_to: str | Path | None) -> None:
+    text = json.dumps({camera: memory.to_dict() for camera, memory in memories.items()}, indent=1) + "\n"
+    for target in {out, Path(back_to)} if back_to is not None else {out}:
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+
+
+class _Run:
+    """One detect run's frames through the model, the masks, the log, the camera path and the annotated copies."""
+
+    def __init__(self, model: CameraModel, result: DetectResult, iou: float, tiles, log, alerts, annotate_into, copies):
+        self.model, self.result, self.iou, self.tiles, self.log, self.alerts = model, result, iou, tiles, log, alerts
         self.annotate_into, self.copies, self.done, self.total = annotate_into, copies, 0, len(copies)
         self.masks: dict[Path, CameraMask] = {}
 
     def _write(self, stream, row: dict) -> None:
         stream.write(json.dumps(row) + "\n")
 
-    def _detections(self, path: Path, image, confirmer: Confirmer | None) -> tuple[list[Detection], list[Detection]]:
-        """(the frame's detections at the confidence threshold, those the alarm logic sees: down to the rule's
-        floor), both outside the camera's masked regions."""
-        floor = confirmer.rule.floor if confirmer is not None and confirmer.rule.floor is not None else self.result.conf
-        found = self.model.detect(image, conf=min(floor, self.result.conf), iou=self.iou, tiles=self.result.tiles)
+    def _detections(self, path: Path, image, floor: float) -> list[Detection]:
+        """The frame's detections down to ``floor``, outside the camera's masked regions."""
+        h, w = image.shape[:2]
+        tiles, source = self.model.tiles_for(w, h, self.tiles)
+        self.result.tiles.setdefault(f"{w}x{h}", {"tiles": tiles, "source": source})
+        found = self.model.detect(image, conf=floor, iou=self.iou, tiles=tiles)
         mask = self.masks.get(path.parent)
         if mask is None:  # once per camera folder (setdefault would read its mask files again for every frame)
             mask = self.masks[path.parent] = CameraMask(path.parent)
-        found, masked = mask.keep(found, image.shape[1], image.shape[0])
+        found, masked = mask.keep(found, w, h)
         self.result.masked += masked
-        return [d for d in found if d.confidence > self.result.conf], found
+        return found
 
-    def camera(self, camera: Path | None, frames: list[Path], confirmer: Confirmer | None) -> None:
-        """Frames of one camera in time order (``confirmer`` None: single images, no alarms)."""
+    def learn(self, path: CameraPath, history: list[Path], before: float) -> None:
+        """The camera's smoke-free frames, taken as the minutes ``before`` its first frame: every detection in them
+        is a static spot to suppress."""
+        import cv2
+
+        floor = min(self._floor(path), self.result.conf)
+        for i, frame in enumerate(history):
+            image = cv2.imread(str(frame))
+            if image is not None:
+                when = before - (len(history) - i) * DEFAULT_INTERVAL_S
+                path.memory.learn(when, self._detections(frame, image, floor))
+
+    def _floor(self, path: CameraPath | None) -> float:
+        rule = path.settings.rule if path is not None else None
+        return rule.floor if rule is not None and rule.floor is not None else self.result.conf
+
+    def camera(self, camera: Path | None, frames: list[tuple[Path, float]], path: CameraPath | None) -> None:
+        """Frames of one camera in time order (``path`` None: single images, no alarms)."""
         import cv2
 
         size = None
-        for path in frames:
+        for frame, when in frames:
             self.done += 1
             _progress(self.done, self.total)
-            image = cv2.imread(str(path))  # None for a file OpenCV cannot decode
+            image = cv2.imread(str(frame))  # None for a file OpenCV cannot decode
             if image is None:
-                self.result.unreadable.append(str(path))
-                self._write(self.log, {"file": str(path), "error": "unreadable image (OpenCV could not decode it)"})
+                self.result.unreadable.append(str(frame))
+                self._write(self.log, {"file": str(frame), "error": "unreadable image (OpenCV could not decode it)"})
                 continue
             h, w = image.shape[:2]
-            if confirmer is not None and size not in (None, (w, h)):  # another view: boxes no longer line up
+            if path is not None and size not in (None, (w, h)):  # another view: boxes no longer line up
                 self.result.warnings.append(
-                    f"{camera}: frame {path.name} is {w}x{h}, earlier frames {size[0]}x"
+                    f"{camera}: frame {frame.name} is {w}x{h}, earlier frames {size[0]}x"
                     f"{size[1]}; alarm confirmation starts again from this frame"
                 )
-                confirmer = Confirmer(confirmer.rule)
+                path.new_view()
             size = (w, h)
-            detections, seen = self._detections(path, image, confirmer)
-            self.result.images += 1
-            self.result.detections += len(detections)
-            row = {"file": str(path), "width": w, "height": h, "detections": [d.to_dict() for d in detections]}
-            self._write(self.log, row)
-            raised = confirmer.update(str(path), seen) if confirmer else []
-            for alarm in raised:
-                self._write(self.alerts, {"camera": str(camera), **alarm.to_dict()})
-            self.result.alarms += len(raised)
-            if self.annotate_into is not None:
-                target = self.annotate_into / ANNOTATED_DIR / self.copies[path]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(target), _annotate(image, detections, bool(raised)))
+            found = self._detections(frame, image, min(self._floor(path), self.result.conf))
+            self._frame(camera, frame, when, image, found, path)
+
+    def _frame(self, camera, frame: Path, when: float, image, found: list[Detection], path: CameraPath | None) -> None:
+        import cv2
+
+        conf = self.result.conf
+        outcome = path.frame(str(frame), when, found) if path is not None else None
+        suppressed = [s for s in outcome.suppressed if s.detection.confidence > conf] if outcome else []
+        taken = {id(s.detection) for s in suppressed}
+        detections = [d for d in found if d.confidence > conf and id(d) not in taken]
+        self.result.images += 1
+        self.result.detections += len(detections)
+        h, w = image.shape[:2]
+        row = {"file": str(frame), "width": w, "height": h, "detections": [d.to_dict() for d in detections]}
+        if outcome is not None:
+            row["time"] = when
+            row["suppressed"] = [s.to_dict() for s in suppressed]
+            self.result.suppressed += len(outcome.suppressed)
+            self.result.alarms += len(outcome.alarms)
+            for alert in outcome.alerts:
+                self._write(self.alerts, alert.to_dict())
+                self.result.events[alert.status] = self.result.events.get(alert.status, 0) + 1
+        self._write(self.log, row)
+        if self.annotate_into is not None:
+            target = self.annotate_into / ANNOTATED_DIR / self.copies[frame]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            alarmed = bool(outcome and outcome.alarms)
+            cv2.imwrite(str(target), _annotate(image, detections, alarmed))

@@ -8,6 +8,7 @@ ultralytics' predictor does (boxes.py), and returns detections in the frame's pi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,30 @@ class CameraModel:
         self.operating_point: dict[str, Any] | None = metadata.get("operating_point")
         raw_rule = metadata.get("alarm")  # the rule validate chose on camera sequences, when it had them
         self.alarm_rule = AlarmRule.from_dict(raw_rule, f"{path}: metadata wildfire_kd.alarm") if raw_rule else None
+        raw_profile = metadata.get("camera_profile")  # the input size and tiles validate chose, when it had sequences
+        where = f"{path}: metadata wildfire_kd.camera_profile"
+        self.profile = CameraProfile.from_dict(raw_profile, where) if raw_profile else None
+        if self.profile is not None and self.profile.imgsz not in (None, self.imgsz):
+            raise InputError(
+                f"{where} is for {self.profile.imgsz} px, the model takes {self.imgsz} px; export it again"
+            )
+
+    def tiles_for(self, width: int, height: int, tiles: int | str | None = None) -> tuple[int, str]:
+        """(tiles for a ``width`` x ``height`` frame, where that number comes from): ``tiles`` when given (a number,
+        or AUTO), else the model file's camera profile, else AUTO."""
+        if tiles is not None:
+            source = "--tiles"
+        elif self.profile is not None:
+            tiles, source = self.profile.tiles, "the model file's camera profile"
+        else:
+            tiles, source = AUTO, "no camera profile in the model file"
+        if tiles == AUTO:
+            n = auto_tiles(width, height, self.imgsz)
+            return (
+                n,
+                f"{source}: automatic, {width}x{height} frames are {max(width, height) / self.imgsz:.1f}x its input",
+            )
+        return int(tiles), source
 
     @property
     def default_conf(self) -> float:
@@ -115,6 +140,51 @@ class CameraModel:
 
 
 TILE_OVERLAP = 0.25  # of a tile's side: a plume on a seam lies whole in one of the two tiles
+AUTO = "auto"  # tiles chosen by the frame's size (auto_tiles)
+AUTO_MAX_DOWNSCALE = 2.0  # automatic tiling shrinks a tile by at most this to the input: a plume keeps half its pixels
+AUTO_MAX_TILES = 3  # ... with at most this many tiles along the longer side (7 passes on a 3:2 frame)
+
+
+def auto_tiles(width: int, height: int, imgsz: int) -> int:
+    """Tiles along the longer side so that no tile is shrunk by more than AUTO_MAX_DOWNSCALE (1: the whole frame
+    is small enough already), at most AUTO_MAX_TILES. A 3072 px tower frame and a 640 px model: 3; 2048 px: 2."""
+    scale = max(width, height) / imgsz
+    if scale <= AUTO_MAX_DOWNSCALE:
+        return 1
+    return min(AUTO_MAX_TILES, math.ceil((scale / AUTO_MAX_DOWNSCALE - TILE_OVERLAP) / (1 - TILE_OVERLAP)))
+
+
+@dataclass(frozen=True)
+class CameraProfile:
+    """How a camera runs the model: its input size (None: the file's own) and tiles (a number, or AUTO). Chosen by
+    `validate --sequences` among validation.camera_profiles and shipped in the file (``wildfire_kd.camera_profile``)."""
+
+    imgsz: int | None = None
+    tiles: int | str = AUTO
+
+    def __post_init__(self) -> None:
+        if self.imgsz is not None and not (isinstance(self.imgsz, int) and self.imgsz > 0 and self.imgsz % 32 == 0):
+            raise InputError(f"camera profile: imgsz {self.imgsz!r} is not a positive multiple of 32")
+        if self.tiles != AUTO and not (
+            isinstance(self.tiles, int) and not isinstance(self.tiles, bool) and self.tiles >= 1
+        ):
+            raise InputError(f"camera profile: tiles {self.tiles!r}: a number >= 1, or '{AUTO}' (by the frame's size)")
+
+    def describe(self) -> str:
+        size = f"{self.imgsz} px" if self.imgsz else "the model's size"
+        tiles = (
+            "automatic tiles" if self.tiles == AUTO else "the whole frame" if self.tiles == 1 else f"{self.tiles} tiles"
+        )
+        return f"{size}, {tiles}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"imgsz": self.imgsz, "tiles": self.tiles}
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: object = "the camera profile") -> CameraProfile:
+        if not isinstance(raw, dict) or set(raw) - {"imgsz", "tiles"}:
+            raise InputError(f"{source}: not a camera profile ({raw!r}); expected {{imgsz: 640, tiles: 3}}")
+        return cls(**raw)
 
 
 def tile_grid(width: int, height: int, tiles: int) -> list[tuple[int, int, int, int]]:

@@ -1,11 +1,14 @@
 """How a camera network judges a detector: over its cameras' streams of frames, not single images.
 
-Per sequence (sequences.py): whether its fire was detected and how long after onset (minutes and frames), and the
-false alarms it raised on frames without smoke. In total, at the sequence level as Pyronear scores its models: a
-fire sequence alarmed on its plume is a true positive (else a false negative), a smoke-free sequence with any alarm a
-false positive (else a true negative): precision, recall, F1 and false-positive rate; and false alarms per
-camera-day, from the time the smoke-free frames stand for (frames x interval). An alarm counts on the plume when it
-comes at or after onset and, where the plume's box is known, touches it; any other alarm is a false alarm.
+Each sequence (sequences.py) runs through the camera's path (camera.py: static suppression, the alarm rule, one
+event per fire), as `detect --sequence` runs it. Per sequence: whether its fire was found and how long after onset
+(minutes and frames), the alerts a dispatcher got (events opened), on the fire and false. In total, at the sequence
+level as Pyronear scores its models: a fire sequence alarmed on its plume is a true positive (else a false negative),
+a smoke-free sequence with any alert a false positive (else a true negative): precision, recall, F1 and false-positive
+rate; false alarms per camera-day, from the time the smoke-free frames stand for (frames x interval); alerts per fire
+found (one event per fire: 1). An alert counts on the plume when it comes at or after onset and touches the plume's
+box; where a sequence has no box (frame labels only), any alert after onset does, and the figures count those
+sequences (``judged_by_frame_labels``). Any other alert is a false alarm.
 
 `choose_rule` picks the alarm rule (alarms.py) that finds the most fires within a false-alarm budget per camera-day.
 """
@@ -13,13 +16,14 @@ comes at or after onset and, where the plume's box is known, touches it; any oth
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .alarms import AlarmRule, Confirmer
+from .alarms import AlarmRule
 from .boxes import Detection, box_iou
+from .camera import CameraPath, CameraSettings
 from .sequences import Sequence
 
 DAY_S = 86_400.0
@@ -34,10 +38,13 @@ class SequenceOutcome:
     interval_s: float
     smoke_free_frames: int
     detected: bool | None  # None for a smoke-free sequence
-    minutes_to_detection: float | None  # from onset to the alarm on the plume
+    minutes_to_detection: float | None  # from onset to the first alert on the plume
     frames_to_detection: int | None  # frames after the first smoke frame (0: alarmed on it)
-    false_alarms: int
-    alarms: list[dict[str, Any]] = field(default_factory=list)
+    false_alarms: int  # events opened off the plume (or before onset)
+    alerts_on_fire: int = 0  # events opened on the plume: one event per fire is 1
+    suppressed: int = 0  # detections static suppression took
+    located: bool = True  # the plume's box is known (else judged by the frame labels alone)
+    alarms: list[dict[str, Any]] = field(default_factory=list)  # every alert: opened, updated, closed
 
 
 @dataclass
@@ -60,6 +67,10 @@ class SequenceFigures:
     false_alarms: int
     smoke_free_hours: float
     false_alarms_per_camera_day: float | None
+    alerts_per_fire: float | None = None  # events opened on the plume per fire found (1: one event per fire)
+    suppressed: int = 0  # detections static suppression took, in all sequences
+    judged_by_frame_labels: int = 0  # fire sequences without a box or region: any alert after onset counted
+    camera: dict[str, Any] | None = None  # the camera path's settings: static suppression, events
     per_sequence: list[SequenceOutcome] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,19 +81,33 @@ def _touches(box: tuple[float, ...], plume: tuple[float, ...] | None) -> bool:
     return plume is None or bool(box_iou(np.array([box]), np.array([plume]))[0, 0] > 0)
 
 
-def outcome(sequence: Sequence, detections: list[FrameDetections], rule: AlarmRule) -> SequenceOutcome:
-    """One sequence under ``rule``: the alarms ``detections`` (per frame, in order) raise, and what they were."""
-    confirmer, alarms, false_alarms, detected_at = Confirmer(rule), [], 0, None
+def settings_of(rule: AlarmRule | CameraSettings) -> CameraSettings:
+    """A camera path's settings: a bare rule runs with the default static suppression and event grouping."""
+    return rule if isinstance(rule, CameraSettings) else CameraSettings(rule)
+
+
+def outcome(sequence: Sequence, detections: list[FrameDetections], rule: AlarmRule | CameraSettings) -> SequenceOutcome:
+    """One sequence through the camera path: the alerts ``detections`` (per frame, in order) raise, and what they
+    were."""
+    path = CameraPath(sequence.name, settings_of(rule))
+    alerts, false_alarms, on_fire, suppressed, detected_at = [], 0, 0, 0, None
     first_smoke = next((i for i, f in enumerate(sequence.frames) if f.smoke), None)
     for i, (frame, dets) in enumerate(zip(sequence.frames, detections, strict=True)):
         if dets is None:
             continue
-        for alarm in confirmer.update(frame.path.name, dets):
-            on_plume = frame.smoke and _touches(alarm.detection.box, frame.box)
-            false_alarms += not on_plume
+        result = path.frame(frame.path.name, frame.time, dets)
+        suppressed += len(result.suppressed)
+        for alert in result.alerts:
+            if alert.status == "closed":
+                alerts.append({**alert.to_dict(), "on_plume": None})
+                continue
+            on_plume = frame.smoke and _touches(alert.detection.box, frame.box)
+            if alert.status == "opened":
+                false_alarms += not on_plume
+                on_fire += on_plume
             if on_plume and detected_at is None:
                 detected_at = i
-            alarms.append({"frame": frame.path.name, "time": frame.time, "on_plume": on_plume, **alarm.to_dict()})
+            alerts.append({**alert.to_dict(), "on_plume": on_plume})
     detected = detected_at is not None if sequence.positive else None
     return SequenceOutcome(
         name=sequence.name,
@@ -94,7 +119,10 @@ def outcome(sequence: Sequence, detections: list[FrameDetections], rule: AlarmRu
         minutes_to_detection=(sequence.frames[detected_at].time - sequence.onset) / 60 if detected else None,
         frames_to_detection=detected_at - first_smoke if detected else None,
         false_alarms=false_alarms,
-        alarms=alarms,
+        alerts_on_fire=on_fire,
+        suppressed=suppressed,
+        located=sequence.located or not sequence.positive,
+        alarms=alerts,
     )
 
 
@@ -103,10 +131,12 @@ def _ratio(a: int, b: int) -> float | None:
 
 
 def figures(
-    sequences: list[Sequence], detections: dict[str, list[FrameDetections]], rule: AlarmRule
+    sequences: list[Sequence], detections: dict[str, list[FrameDetections]], rule: AlarmRule | CameraSettings
 ) -> SequenceFigures:
-    """Every sequence under ``rule``, and the totals (module doc)."""
-    outcomes = [outcome(s, detections[s.name], rule) for s in sequences]
+    """Every sequence through the camera path under ``rule`` (a bare rule: the default camera path), and the
+    totals (module doc)."""
+    settings = settings_of(rule)
+    outcomes = [outcome(s, detections[s.name], settings) for s in sequences]
     tp = sum(o.positive and o.detected for o in outcomes)
     fn = sum(o.positive and not o.detected for o in outcomes)
     fp = sum(not o.positive and o.false_alarms > 0 for o in outcomes)
@@ -117,8 +147,9 @@ def figures(
     frames = [o.frames_to_detection for o in outcomes if o.frames_to_detection is not None]
     watched_s = sum(o.smoke_free_frames * o.interval_s for o in outcomes)
     false_alarms = sum(o.false_alarms for o in outcomes)
+    found = [o.alerts_on_fire for o in outcomes if o.detected]
     return SequenceFigures(
-        rule=rule.to_dict(),
+        rule=settings.rule.to_dict(),
         sequences=len(outcomes),
         positives=tp + fn,
         negatives=fp + tn,
@@ -136,13 +167,20 @@ def figures(
         false_alarms=false_alarms,
         smoke_free_hours=watched_s / 3600,
         false_alarms_per_camera_day=false_alarms / (watched_s / DAY_S) if watched_s else None,
+        alerts_per_fire=statistics.fmean(found) if found else None,
+        suppressed=sum(o.suppressed for o in outcomes),
+        judged_by_frame_labels=sum(not o.located for o in outcomes),
+        camera=settings.to_dict(),
         per_sequence=outcomes,
     )
 
 
-def detections_of(model, sequences: list[Sequence], conf: float, iou: float, tiles: int = 1, masks: bool = True):
-    """Each sequence's frames through ``model`` (a CameraModel) at ``conf``, the camera's mask applied (masks.py):
-    sequence name -> per frame its detections (None: unreadable). Run once at the lowest floor a rule will use."""
+def detections_of(
+    model, sequences: list[Sequence], conf: float, iou: float, tiles: int | str | None = 1, masks: bool = True
+):
+    """Each sequence's frames through ``model`` (a CameraModel) at ``conf`` and ``tiles`` (a number, AUTO, or None:
+    the model's camera profile), the camera's mask applied (masks.py): sequence name -> per frame its detections
+    (None: unreadable). Run once at the lowest floor a rule will use."""
     import cv2
 
     from .masks import CameraMask
@@ -153,7 +191,10 @@ def detections_of(model, sequences: list[Sequence], conf: float, iou: float, til
         frames: list[FrameDetections] = []
         for frame in sequence.frames:
             image = cv2.imread(str(frame.path))
-            dets = None if image is None else model.detect(image, conf=conf, iou=iou, tiles=tiles)
+            dets = None
+            if image is not None:
+                n, _ = model.tiles_for(image.shape[1], image.shape[0], tiles)
+                dets = model.detect(image, conf=conf, iou=iou, tiles=n)
             if dets is not None and mask is not None:
                 dets = mask.keep(dets, image.shape[1], image.shape[0])[0]
             frames.append(dets)
@@ -191,12 +232,18 @@ def candidate_rules(floor: float) -> list[AlarmRule]:
 
 
 def choose_rule(
-    sequences: list[Sequence], detections: dict[str, list[FrameDetections]], budget: float, floor: float
+    sequences: list[Sequence],
+    detections: dict[str, list[FrameDetections]],
+    budget: float,
+    floor: float,
+    camera: CameraSettings | None = None,
 ) -> tuple[AlarmRule, SequenceFigures]:
     """The rule with the highest sequence recall whose false alarms per camera-day stay within ``budget``; among
     equals, the earliest median detection, then the fewest false alarms, then the simplest (listed first). With no
-    rule within budget: the one with the fewest false alarms per camera-day."""
-    scored = [(rule, figures(sequences, detections, rule)) for rule in candidate_rules(floor)]
+    rule within budget: the one with the fewest false alarms per camera-day. Each rule runs in the camera path of
+    ``camera`` (its static suppression and events; default: CameraSettings's)."""
+    camera = camera or CameraSettings()
+    scored = [(rule, figures(sequences, detections, replace(camera, rule=rule))) for rule in candidate_rules(floor)]
 
     def key(item):
         f = item[1]

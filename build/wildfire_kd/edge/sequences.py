@@ -9,12 +9,19 @@ A sequence folder says it one of two ways (``frames.csv`` wins when both are the
 - HPWREN's names, ``<unix seconds>_<±seconds from ignition>.jpg`` (e.g. ``1528221422_-00240.jpg``): smoke from
   ignition on, which is the onset.
 
+Where the smoke is: the frames' boxes (frames.csv), or one region for the whole sequence in ``smoke.json``
+(``{"region": [x1, y1, x2, y2]}``, frame pixels: draw it once around where the plume rises), used for every smoke frame
+without a box of its own. An alarm is found on the fire only when it touches the smoke's box; a sequence with neither
+is judged by its frame labels alone (any alarm after onset counts), and the figures say how many were.
+
 A folder given as the sequences' root holds sequence folders, or is one sequence itself.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import math
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -22,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import InputError
-from ..layout import MASK_IMAGE, SEQUENCE_FRAMES
+from ..layout import MASK_IMAGE, SEQUENCE_FRAMES, SEQUENCE_SMOKE
 from .letterbox import IMAGE_SUFFIXES
 
 HPWREN_NAME = re.compile(r"^(\d{9,11})_([+-]\d+)$")  # <unix seconds>_<±seconds from ignition>
@@ -47,6 +54,11 @@ class Sequence:
     @property
     def positive(self) -> bool:
         return self.onset is not None
+
+    @property
+    def located(self) -> bool:
+        """Where the smoke is is known (boxes or a region): an alarm elsewhere after onset is a false alarm."""
+        return any(f.box is not None for f in self.frames if f.smoke)
 
     @property
     def interval(self) -> float:
@@ -117,11 +129,37 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_frame(p))
 
 
+def _region(folder: Path) -> tuple[float, float, float, float] | None:
+    """The sequence's smoke region (smoke.json), if it has one."""
+    path = folder / SEQUENCE_SMOKE
+    if not path.is_file():
+        return None
+    try:
+        box = tuple(float(v) for v in json.loads(path.read_text(encoding="utf-8"))["region"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        hint = 'write {"region": [x1, y1, x2, y2]}'
+        raise InputError(f"{path}: not a smoke region ({type(e).__name__}: {e}); {hint}") from None
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+        raise InputError(f"{path}: region {list(box)} is not a box x1 < x2, y1 < y2 in the frame's pixels")
+    return box
+
+
+def is_sequence(folder: Path) -> bool:
+    """A camera folder that says its frames' times: a frames.csv, or frames all named as HPWREN names them."""
+    if (folder / SEQUENCE_FRAMES).is_file():
+        return True
+    frames = frame_files(folder) if folder.is_dir() else []
+    return bool(frames) and all(HPWREN_NAME.match(f.stem) for f in frames)
+
+
 def load_sequence(folder: Path) -> Sequence:
     listed = (folder / SEQUENCE_FRAMES).is_file()
     sequence = _from_csv(folder) if listed else _from_names(folder, frame_files(folder))
     if not sequence.frames:
         raise InputError(f"{folder}: a sequence without frames")
+    region = _region(folder)
+    if region is not None:
+        sequence.frames = [Frame(f.path, f.time, f.smoke, f.box or region) if f.smoke else f for f in sequence.frames]
     return sequence
 
 

@@ -135,10 +135,12 @@ def _sequences_markdown(section: dict[str, Any] | None) -> list[str]:
         ("F1", "f1", 3),
         ("false-positive rate (smoke-free sequences with an alarm)", "false_positive_rate", 3),
         ("false alarms per camera-day", "false_alarms_per_camera_day", 2),
+        ("alerts per fire found (one event per fire: 1)", "alerts_per_fire", 2),
+        ("detections suppressed as static", "suppressed", 0),
     ]
     lines = [
         "",
-        f"## Camera sequences: alarm rule {section['rule_text']}",
+        f"## Camera sequences: {section.get('profile_text', 'the model size')}, alarm rule {section['rule_text']}",
         "",
         f"`{section['folder']}`: {s['positives']} fire and {s['negatives']} smoke-free sequences through the camera "
         f"path; the rule was chosen on the student's detections (it ships in the model file): "
@@ -163,12 +165,32 @@ def _sequences_markdown(section: dict[str, Any] | None) -> list[str]:
             for o in (ts, ss)
         ]
         lines.append(f"| {ss['name']} | {'yes' if ss['positive'] else 'no'} | {cells[0]} | {cells[1]} |")
+    lines += _profiles_markdown(section, s)
     unmasked = section.get("student_without_masks")
     if unmasked:
         lines += [
             "",
             f"Without the cameras' masks the student raises {_fmt(unmasked['false_alarms_per_camera_day'], 2)} false "
             f"alarms per camera-day ({unmasked['false_alarms']} in all; recall {_fmt(unmasked['recall'])}).",
+        ]
+    return lines
+
+
+def _profiles_markdown(section: dict[str, Any], student: dict[str, Any]) -> list[str]:
+    """The camera profiles tried (the chosen one ships in the model file) and how the fires were judged."""
+    lines = []
+    if student.get("judged_by_frame_labels"):
+        lines += ["", f"{student['judged_by_frame_labels']} fire sequence(s) carry no box or smoke region: any alarm "
+                  "after onset counted as finding the fire there (frame labels alone)."]  # fmt: skip
+    profiles = section.get("profiles") or []
+    if len(profiles) > 1:
+        lines += ["", "| camera profile (student) | rule | fires found | median minutes | false alarms / camera-day | "
+                  "input Mpx / frame | ms / frame |", "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            f"| {p['profile_text']} | {p['rule_text']} | {_fmt(p['recall'])} | "
+            f"{_fmt(p['median_minutes_to_detection'], 1)} | {_fmt(p['false_alarms_per_camera_day'], 2)} | "
+            f"{p['input_megapixels_per_frame']:.2f} | {p['ms_per_frame']:.0f} |"
+            for p in profiles
         ]
     return lines
 

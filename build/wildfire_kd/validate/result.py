@@ -88,6 +88,11 @@ class ValidationResult:
         return (self.sequences or {}).get("rule")
 
     @property
+    def camera_profile(self) -> dict[str, Any] | None:
+        """The camera profile (input size, tiles) chosen on camera sequences, when there were any: it ships too."""
+        return (self.sequences or {}).get("profile")
+
+    @property
     def failed_gates(self) -> list[Gate]:
         return [g for g in self.gates if not g.passed]
 
