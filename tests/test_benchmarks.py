@@ -118,16 +118,20 @@ def test_the_runtime_benchmark_times_every_format_and_precision_beside_ultralyti
 
 
 @pytest.mark.slow
-def test_the_alarm_benchmark_compares_rules_resolutions_and_held_out_choices(tmp_path, learnt_model):
+def test_the_alarm_benchmark_compares_the_camera_paths_parts_at_each_profile(tmp_path, learnt_model):
     out = tmp_path / "alarms"
     _run_benchmark(
         "alarm_tradeoff.py", "--weights", str(learnt_model), "--count", "4", "--frames", "8", "--width", "256",
         "--imgsz", "64", "96", "--tiles", "2", "--out", str(out),
     )  # fmt: skip
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["64 px", "96 px", "64 px, 2 tiles", "64 px, no masks"]
+    assert list(results) == ["64 px", "64 px, 2 tiles", "96 px"]
     for setting in results.values():
-        assert {"count 3 of 5", "chosen", "held_out_0", "held_out_1"} <= set(setting)
-        assert setting["count 3 of 5"]["positives"] == 2, "every other synthetic sequence is a fire"
-        assert setting["smoke_free_detections"] >= 0 and setting["ms_per_frame"] > 0
-    assert "**chosen on half 1, judged on half 0**" in (out / "RESULTS.md").read_text()
+        assert {"bare alarm rule", "+ static + events (cold start)", "+ static (seeded) + events", "chosen"} <= set(
+            setting
+        )
+        bare, both = setting["bare alarm rule"], setting["+ static (seeded) + events"]
+        assert bare["positives"] == 2, "every other synthetic sequence is a fire"
+        assert bare["suppressed"] == 0 and bare["camera"]["static"] is None and both["camera"]["events"]
+        assert setting["ms_per_frame"] > 0
+    assert "| 64 px · + static (seeded) + events |" in (out / "RESULTS.md").read_text()

@@ -20,7 +20,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, GateFailure, WildfireKDError
+from .errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, DiskFull, GateFailure, WildfireKDError
+from .guard import disk_full
 
 app = typer.Typer(
     name="wildfire-kd",
@@ -78,13 +79,17 @@ def _options(
         os.environ[DEBUG_ENV] = "1"
 
 
-def _writes_to(folder: str | Path, flag: str) -> None:
-    """Check, before any work, that this command can write into ``folder`` (exit 2 naming it), and remember it
-    for an internal error's traceback file."""
+def _writes_to(folder: str | Path, flag: str, lock: bool = True) -> None:
+    """Check, before any work, that this command can write into ``folder`` (exit 2 naming it), remember it for an
+    internal error's traceback file, and (``lock``) take it for this run: a second run into it is refused (exit 2
+    naming the holder). `train` and `finetune` lock their run folder once they know it (distill/stage.py)."""
+    from .guard import lock_folder
     from .reports import ensure_writable_dir
 
     global _output_dir
     _output_dir = ensure_writable_dir(folder, flag)
+    if lock:
+        lock_folder(folder, flag)
 
 
 def _save_traceback(command: str) -> Path | None:
@@ -112,7 +117,7 @@ def _handle_errors(fn):
     def wrapper(*args, **kwargs):
         command = fn.__name__.replace("_", " ")
         try:
-            return fn(*args, **kwargs)
+            return _run_releasing_locks(fn, *args, **kwargs)
         except WildfireKDError as e:
             typer.echo(f"wildfire-kd {command}: error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
@@ -122,6 +127,10 @@ def _handle_errors(fn):
         except Exception as e:
             if type(e).__module__.split(".")[0] in {"typer", "click"}:  # usage errors and Exit: typer's own codes
                 raise
+            full = disk_full(e, _output_dir)
+            if full is not None:  # the environment, not a bug: no traceback to write (there is no room for one)
+                typer.echo(f"wildfire-kd {command}: error: {full}", err=True)
+                raise typer.Exit(DiskFull.exit_code) from None
             if os.environ.get(DEBUG_ENV) == "1":
                 traceback.print_exc()
                 where = "traceback above"
@@ -134,6 +143,15 @@ def _handle_errors(fn):
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
     return wrapper
+
+
+def _run_releasing_locks(fn, *args, **kwargs):
+    from .guard import release_folders
+
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        release_folders()  # the process usually ends here anyway; a CLI run in-process must not keep them
 
 
 def command(fn):
@@ -189,7 +207,7 @@ def train(
     given |= {"imgsz": imgsz, "batch": batch, "device": device, "allow_unsafe_weights": allow_unsafe_weights}
     given |= {"teacher_modules": teacher_modules, "unlabeled": unlabeled}
     cfg = _load(config, set_, {f"train.{key}": value for key, value in given.items()})
-    _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out")
+    _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out", lock=False)
     result = run_train(cfg, resume=resume, force=force)
     typer.echo(f"train: run folder {result.run_dir}; report {Path(result.run_dir) / TRAIN_REPORT}")
     typer.echo(f"train: best weights {result.best}")
@@ -219,7 +237,7 @@ def finetune(
     given = {"train.data": data, "train.teacher": teacher, "train.out": out, "finetune.epochs": epochs}
     given |= {"train.device": device, "train.allow_unsafe_weights": allow_unsafe_weights}
     cfg = _load(config, set_, given | {"train.teacher_modules": teacher_modules})
-    _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out")
+    _writes_to(resume or cfg.train.out, "--resume folder" if resume else "--out", lock=False)
     result = run_finetune(cfg, resume=resume)
     for role in ("before", "after"):
         scores = getattr(result, role)

@@ -1,7 +1,8 @@
 """Error types whose class decides the process exit code (the README's "When things go wrong").
 
 0 success · 1 the model is not good enough (a gate, parity out of tolerance, training diverged) · 2 bad input or
-configuration · 3 the tool broke (a stage's own tool failed, or any unexpected exception) · 143 SIGTERM.
+configuration · 3 the tool broke (a stage's own tool failed, or any unexpected exception) · 4 the disk the output goes
+to is full (the machine, not the input nor the tool: the previous complete outputs are kept) · 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -42,3 +43,10 @@ class TrainingTerminated(WildfireKDError):
     """SIGTERM (e.g. `docker stop`): the current step finished, the last epoch checkpoint is intact."""
 
     exit_code = 143
+
+
+class DiskFull(WildfireKDError):
+    """No space left where the output goes: free some or write elsewhere. What was complete before is kept (every
+    output is written beside its final name and renamed over it)."""
+
+    exit_code = 4

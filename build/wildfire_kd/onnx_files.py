@@ -15,7 +15,7 @@ from typing import Any
 
 from .config import ExportSettings
 from .errors import StageFailure
-from .reports import atomic_file
+from .guard import atomic_file
 from .weights import ultralytics_loading
 
 

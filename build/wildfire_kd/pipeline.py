@@ -29,7 +29,7 @@ from .config import Config, save_config
 from .data import DatasetInfo, dataset_folders, label_path, preflight
 from .errors import GateFailure, InputError, StageFailure, WildfireKDError
 from .export import file_key
-from .guard import refuse_overwriting_inputs
+from .guard import atomic_write_text, refuse_overwriting_inputs
 from .layout import (
     BUILD_CONFIG,
     BUILD_REPORT,
@@ -48,7 +48,7 @@ from .layout import (
     weights_file,
 )
 from .pool import PoolInfo, preflight_pool
-from .reports import atomic_write_text, package_versions, write_json
+from .reports import package_versions, write_json
 from .weights import CheckedWeights, check_weights, load_modules, sha256_file
 
 

@@ -22,8 +22,9 @@ from typing import Any
 from .data import BAD, MAX_LISTED, DatasetInfo, PreflightProblems, check_image, jpeg_truncated, label_path
 from .edge.letterbox import IMAGE_SUFFIXES
 from .errors import InputError
+from .guard import atomic_write_text
 from .layout import UNLABELED_LIST, UNLABELED_REPORT
-from .reports import atomic_write_text, write_json
+from .reports import write_json
 
 KEY = "train.unlabeled"
 MIRROR_SPLIT = "unlabeled"  # the pool's folder in a run's dataset mirror: images/unlabeled, no labels

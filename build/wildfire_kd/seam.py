@@ -35,8 +35,8 @@ from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
 from .config import DistillSettings  # noqa: E402
 from .data import TeacherClasses  # noqa: E402
+from .guard import replace_durably  # noqa: E402
 from .layout import MIRROR_DIR  # noqa: E402
-from .reports import replace_durably  # noqa: E402
 
 # The upstream methods the hooks below mirror or depend on, with the sha256 (first 16 hex digits) of their source in
 # the ultralytics release the project pins (pyproject.toml). After an upgrade, re-check the hook named in each failing

@@ -52,7 +52,7 @@ def camera_model(tmp_path) -> Path:
         (["--conf", "-1"], "--conf -1.0: a confidence threshold is between 0 and 1"),
         (["--iou", "5"], "--iou 5.0: the NMS IoU threshold is between 0 and 1"),
         (["--iou", "-1"], "--iou -1.0: the NMS IoU threshold is between 0 and 1"),
-        (["--threads", "0"], "--threads 0: at least 1"),
+        (["--threads", "0"], "--threads 0: 1 to 256"),
         (["--sequence", "--alarm-k", "4", "--alarm-n", "3"], "needs 1 <= k <= n, got k=4, n=3"),
         (["--sequence", "--alarm-iou", "0"], "alarm IoU 0.0"),
     ],

@@ -17,7 +17,7 @@ from typing import Any
 from ..config import Config, load_config, save_config
 from ..data import DatasetInfo, TeacherClasses, dataset_folders, preflight, teacher_classes, write_preflight_report
 from ..errors import InputError
-from ..guard import refuse_overwriting_inputs
+from ..guard import lock_folder, refuse_overwriting_inputs
 from ..layout import BATCH_LOG, LAST, PREFLIGHT, RUN_CONFIG, TRAIN_REPORT, VALIDATION_DIR, VALIDATION_JSON, weights_file
 from ..pool import PoolInfo, preflight_pool, read_run_list, update_run_report, write_run_files
 from ..reports import write_json
@@ -308,8 +308,10 @@ def train(
             log.info("%s already finished; nothing to resume", last_ckpt.parent.parent)
             return TrainResult.load(report)
     inputs = check_inputs(config, last_ckpt, info, teacher, finetune, pool)
+    if last_ckpt is not None or config.train.exist_ok:  # a run folder named in advance: one run at a time in it
+        _lock_run(last_ckpt.parent.parent if last_ckpt is not None else Path(config.train.out) / config.train.name)
     trainer = _trainer(config, inputs, last_ckpt, callbacks, finetune)
-    run_dir = Path(trainer.save_dir)
+    run_dir = _lock_run(Path(trainer.save_dir))  # a new folder ultralytics numbered is ours alone: a no-op then
     _record_inputs(config, inputs, trainer, resumed=last_ckpt is not None)
     start = time.time()
     with _terminate_on_sigterm(trainer), ultralytics_loading(inputs.full_unpickling):
@@ -330,17 +332,28 @@ def train(
         unlabeled=_pool_taught(trainer, run_dir),
     )
     if config.validation.after_train and config.train.teacher and result.best:
-        validation = _validate_against_teacher(config, result.best, run_dir / VALIDATION_DIR, inputs)
-        result.validation = {
-            "passed": validation.passed,
-            "report": str(run_dir / VALIDATION_DIR / VALIDATION_JSON),
-            "failed_gates": [g.describe() for g in validation.failed_gates],
-            "map50_retention": validation.retention["map50"],
-            "teacher_agreement": validation.teacher_agreement,
-        }
-        track_summary(config, run_dir, {"validation": validation.summary()})
+        result.validation = _after_train_validation(config, result.best, run_dir, inputs)
     write_json(run_dir / TRAIN_REPORT, result.to_dict())
     return result
+
+
+def _after_train_validation(config: Config, best: str, run_dir: Path, inputs: TrainInputs) -> dict[str, Any]:
+    """best.pt against its teacher into RUN/validation: train.json's summary of it."""
+    validation = _validate_against_teacher(config, best, run_dir / VALIDATION_DIR, inputs)
+    track_summary(config, run_dir, {"validation": validation.summary()})
+    return {
+        "passed": validation.passed,
+        "report": str(run_dir / VALIDATION_DIR / VALIDATION_JSON),
+        "failed_gates": [g.describe() for g in validation.failed_gates],
+        "map50_retention": validation.retention["map50"],
+        "teacher_agreement": validation.teacher_agreement,
+    }
+
+
+def _lock_run(run_dir: Path) -> Path:
+    """One run at a time per run folder (guard.lock_folder: exit 2 naming the other run's pid)."""
+    lock_folder(run_dir, "--out (train.out / train.name)")
+    return run_dir
 
 
 def _record_inputs(config: Config, inputs: TrainInputs, trainer, resumed: bool) -> None:

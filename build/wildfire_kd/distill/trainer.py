@@ -20,9 +20,9 @@ import torch  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK  # noqa: E402
 
 from ..errors import InputError, TrainingDiverged, TrainingTerminated  # noqa: E402
+from ..guard import atomic_write_text  # noqa: E402
 from ..layout import BATCH_LOG  # noqa: E402
 from ..pool import MIRROR_SPLIT  # noqa: E402
-from ..reports import atomic_write_text  # noqa: E402
 from ..seam import (  # noqa: E402
     RUN_ENV,
     KDRun,

@@ -11,6 +11,10 @@ model.py.
     runtimes.py   onnxruntime, OpenVINO and NCNN behind one interface, picked from what the model is
     model.py      CameraModel: a file, checked, run on a frame -> detections
     alarms.py     AlarmRule and Confirmer: a camera's frames in time order -> alarms
+    static.py     a camera's memory of detections that stay put, suppressed before the alarm rule
+    events.py     one event per fire: alarms grouped into opened / updated / closed events
+    camera.py     CameraPath: detections -> static memory -> alarm rule -> events (detect and the figures share it)
+    options.py    detect's options, once, for both command lines
     masks.py      the regions a camera ignores (its folder's mask.png / mask.json)
     figures.py    the camera figures: false alarms on smoke-free frames, recall by object size
     sequences.py  camera sequences on disk (frames.csv or HPWREN names): frames, times, smoke onset

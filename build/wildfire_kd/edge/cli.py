@@ -11,7 +11,8 @@ import argparse
 import os
 import sys
 
-from ..errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, WildfireKDError
+from ..errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, DiskFull, WildfireKDError
+from ..guard import disk_full
 from .detect import detect
 from .options import DETECT_OPTIONS, detect_keywords, tiles_value
 
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wildfire-kd-edge: error: {e}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a bug, not the input: one line and exit 3, as the full CLI does
+        if (full := disk_full(e, args.out)) is not None:  # unless the disk is full: the machine, exit 4
+            print(f"wildfire-kd-edge: error: {full}", file=sys.stderr)
+            return DiskFull.exit_code
         if os.environ.get(DEBUG_ENV) == "1":
             raise
         print(

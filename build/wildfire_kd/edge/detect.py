@@ -8,6 +8,7 @@ An unreadable image is reported and the rest go on; only when nothing could be r
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..guard import refuse_overwriting_inputs
+from ..guard import atomic_file, atomic_write_text, disk_full, lock_folder, refuse_overwriting_inputs
 from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS, SEQUENCE_FRAMES, STATIC_MEMORY
 from .alarms import rule_with
 from .boxes import DEFAULT_IOU, Detection
@@ -26,7 +27,7 @@ from .camera import CameraPath, CameraSettings
 from .events import EventRule
 from .letterbox import IMAGE_SUFFIXES
 from .masks import CameraMask
-from .model import AUTO, CameraModel
+from .model import AUTO, MAX_TILES, CameraModel
 from .sequences import DEFAULT_INTERVAL_S, frame_files, is_frame, is_sequence, load_sequence
 from .static import StaticMemory, StaticRule
 
@@ -72,19 +73,31 @@ class DetectResult:
 def expand_sources(sources: list[str], skip: Path | None = None) -> list[Path]:
     """Image files, folders (their images, recursively) and globs -> files in a stable order (name order per
     source, which is time order for frames named by time stamp or counter). A file named twice is taken once.
-    Files a folder or glob would bring in from under ``skip`` (detect's own annotated copies from an earlier run)
-    are left out; a source named inside ``skip`` itself stays in, for the no-overwrite check to refuse."""
-    skipped = skip.resolve() if skip is not None else None
+    Files a folder or glob would bring in from detect's own annotated copies (``skip``, this run's OUT/images, or
+    any earlier run's: an images/ folder beside a detections.jsonl) are left out: however often detect runs with its
+    output inside the frames, it never reads its own copies back; a source named inside them itself stays in, for
+    the no-overwrite check to refuse."""
+    skipped = _resolved(skip) if skip is not None else None
+    outputs: dict[Path, bool] = {}
+
+    def detect_output(folder: Path) -> bool:  # an OUT/images of detect (cached per folder)
+        if folder not in outputs:
+            outputs[folder] = folder.name == ANNOTATED_DIR and (folder.parent / DETECTIONS).is_file()
+        return outputs[folder]
 
     def ours(p: Path) -> bool:
-        return skipped is not None and skipped in p.resolve().parents
+        parents = _resolved(p).parents
+        return (skipped is not None and skipped in parents) or any(detect_output(d) for d in parents)
 
     files: list[Path] = []
     for source in sources:
         path = Path(source)
         found: list[Path]
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if is_frame(p))
+            try:
+                found = sorted(p for p in path.rglob("*") if is_frame(p))
+            except OSError as e:
+                raise InputError(f"{source}: cannot be listed ({e.strerror}: {e.filename})") from None
         elif path.exists():
             found = [path]
         elif matches := sorted(glob.glob(source, recursive=True)):
@@ -94,22 +107,38 @@ def expand_sources(sources: list[str], skip: Path | None = None) -> list[Path]:
         named_inside = ours(path / "x") if path.is_dir() else ours(path)
         files += found if named_inside else [p for p in found if not ours(p)]
     seen: set[Path] = set()
-    unique = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+    unique = [f for f in files if not (_resolved(f) in seen or seen.add(_resolved(f)))]
     if not unique:
         raise InputError(f"no images under {', '.join(sources)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return unique
 
 
-def check_thresholds(conf: float | None, iou: float, threads: int | None) -> None:
+MAX_THREADS = 256  # --threads at most: beyond the cores of any camera box, a runtime only thrashes (or hangs)
+
+
+def check_thresholds(conf: float | None, iou: float, threads: int | None, tiles: int | str | None = None) -> None:
     """The values both entry points take (`wildfire-kd detect`, `wildfire-kd-edge`), checked in one place: a
     confidence outside 0..1 (or NaN) is a blind or deaf camera, an NMS IoU outside 0..1 keeps duplicates or breaks
-    OpenCV's NMS."""
+    OpenCV's NMS, threads and tiles past their bounds make a camera hang."""
     if conf is not None and not 0.0 <= conf <= 1.0:
         raise InputError(f"--conf {conf}: a confidence threshold is between 0 and 1 (default: the model's own)")
     if not 0.0 <= iou <= 1.0:
         raise InputError(f"--iou {iou}: the NMS IoU threshold is between 0 and 1, e.g. 0.7")
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads {threads}: at least 1 (or leave it out for the runtime's default)")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise InputError(f"--threads {threads}: 1 to {MAX_THREADS} (or leave it out for the runtime's default)")
+    if tiles is not None and tiles != AUTO and not (isinstance(tiles, int) and 1 <= tiles <= MAX_TILES):
+        raise InputError(
+            f"--tiles {tiles}: 1 (the whole frame only) to {MAX_TILES}, or '{AUTO}' (by the frame's size); a frame "
+            "gets no more tiles than leave each a quarter of the model's input at least"
+        )
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` resolved; a symlink loop is bad input (exit 2), not a crash."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:
+        raise InputError(f"{path}: cannot be followed ({e}); a symlink loop? point at the frames themselves") from None
 
 
 def cameras_of(files: list[Path]) -> dict[Path, list[Path]]:
@@ -148,11 +177,14 @@ def _progress(done: int, total: int) -> None:
 
 
 def _prepare_out(out: Path, save_images: bool) -> None:
+    """OUT created and taken for this run (one run at a time: guard.lock_folder)."""
     try:
         (out / ANNOTATED_DIR if save_images else out).mkdir(parents=True, exist_ok=True)
-        (out / DETECTIONS).touch()
     except OSError as e:
-        raise InputError(f"output folder {out} is not writable ({e.strerror}); pass a writable --out") from None
+        if disk_full(e, out) is None:
+            raise InputError(f"output folder {out} is not writable ({e.strerror}); pass a writable --out") from None
+        raise
+    lock_folder(out)
 
 
 def detect(
@@ -180,9 +212,7 @@ def detect(
     ``static_memory``), the alarm rule shipped in the file (else the default) with ``alarm``'s fields in place of its
     own, and one event per fire (``events``). A camera folder's mask (masks.py) drops detections in its ignored
     regions."""
-    check_thresholds(conf, iou, threads)
-    if tiles is not None and tiles != AUTO and (not isinstance(tiles, int) or tiles < 1):
-        raise InputError(f"--tiles {tiles}: 1 (the whole frame only) or more, or '{AUTO}' (by the frame's size)")
+    check_thresholds(conf, iou, threads, tiles)
     out = Path(out)
     files = expand_sources(sources, skip=out / ANNOTATED_DIR)
     owned = [out / DETECTIONS, out / ALERTS, out / STATIC_MEMORY] + ([out / ANNOTATED_DIR] if save_images else [])
@@ -199,9 +229,13 @@ def detect(
     result.alarm_rule = settings.rule.to_dict() if settings else None
     result.camera = settings.to_dict() if settings else None
     start = time.perf_counter()
+    # each written beside its final name and renamed over it at the end: a run that fails (a full disk, a kill)
+    # leaves the previous complete detections.jsonl and alerts.jsonl as they were
     with (
-        open(out / DETECTIONS, "w", encoding="utf-8") as log,
-        open(out / ALERTS, "w", encoding="utf-8") if sequence else contextlib.nullcontext() as alerts,
+        atomic_file(out / DETECTIONS) as detections_tmp,
+        atomic_file(out / ALERTS) if sequence else contextlib.nullcontext() as alerts_tmp,
+        open(detections_tmp, "w", encoding="utf-8") as log,
+        open(alerts_tmp, "w", encoding="utf-8") if sequence else contextlib.nullcontext() as alerts,
     ):
         run = _Run(model, result, iou, tiles, log, alerts, out if save_images else None, annotated_names(files))
         result.cameras = len(cameras_of(files))
@@ -281,9 +315,20 @@ def read_memories(path: str | Path | None) -> dict[str, StaticMemory]:
 def write_memories(memories: dict[str, StaticMemory], out: Path, back_to: str | Path | None) -> None:
     text = json.dumps({camera: memory.to_dict() for camera, memory in memories.items()}, indent=1) + "\n"
     for target in {out, Path(back_to)} if back_to is not None else {out}:
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        atomic_write_text(target, text)
+
+
+def _write_image(target: Path, image) -> None:
+    """An annotated copy, written beside its name and renamed over it: never half an image. OpenCV says only that it
+    could not write: the disk is the usual reason (guard.disk_full tells)."""
+    import cv2
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")  # the suffix tells OpenCV the format
+    if not cv2.imwrite(str(tmp), image):
+        tmp.unlink(missing_ok=True)
+        raise OSError(errno.EIO, "OpenCV could not write the annotated copy", str(target))
+    os.replace(tmp, target)
 
 
 class _Run:
@@ -351,7 +396,6 @@ class _Run:
             self._frame(camera, frame, when, image, found, path)
 
     def _frame(self, camera, frame: Path, when: float, image, found: list[Detection], path: CameraPath | None) -> None:
-        import cv2
 
         conf = self.result.conf
         outcome = path.frame(str(frame), when, found) if path is not None else None
@@ -373,6 +417,4 @@ class _Run:
         self._write(self.log, row)
         if self.annotate_into is not None:
             target = self.annotate_into / ANNOTATED_DIR / self.copies[frame]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            alarmed = bool(outcome and outcome.alarms)
-            cv2.imwrite(str(target), _annotate(image, detections, alarmed))
+            _write_image(target, _annotate(image, detections, bool(outcome and outcome.alarms)))

@@ -143,6 +143,8 @@ TILE_OVERLAP = 0.25  # of a tile's side: a plume on a seam lies whole in one of 
 AUTO = "auto"  # tiles chosen by the frame's size (auto_tiles)
 AUTO_MAX_DOWNSCALE = 2.0  # automatic tiling shrinks a tile by at most this to the input: a plume keeps half its pixels
 AUTO_MAX_TILES = 3  # ... with at most this many tiles along the longer side (7 passes on a 3:2 frame)
+MAX_TILES = 16  # --tiles at most (256 crops of a square frame: minutes per frame on a camera's CPU)
+MAX_CROPS_PER_TILE = 4  # a grid of squares beyond this many crops per tile: the frame is a strip (tile_grid)
 
 
 def auto_tiles(width: int, height: int, imgsz: int) -> int:
@@ -188,12 +190,35 @@ class CameraProfile:
 
 
 def tile_grid(width: int, height: int, tiles: int) -> list[tuple[int, int, int, int]]:
-    """Square crops (x0, y0, x1, y1) covering a ``width`` x ``height`` frame: ``tiles`` along the longer side,
-    overlapping by TILE_OVERLAP of a side, as many along the shorter side as cover it."""
+    """Crops (x0, y0, x1, y1) covering a ``width`` x ``height`` frame: ``tiles`` squares along the longer side,
+    overlapping by TILE_OVERLAP of a side, as many along the shorter side as cover it. A frame so elongated that its
+    squares would number more than MAX_CROPS_PER_TILE x ``tiles`` (a 20000 x 20 strip: a thousand 20 px squares) gets
+    ``tiles`` crops of its whole short side instead (``grid_note`` says so)."""
     side = min(math.ceil(max(width, height) / (tiles - (tiles - 1) * TILE_OVERLAP)), width, height)
 
-    def starts(length: int) -> list[int]:
-        count = max(1, math.ceil((length - side) / (side * (1 - TILE_OVERLAP))) + 1)
-        return [round(i * (length - side) / (count - 1)) if count > 1 else 0 for i in range(count)]
+    def starts(length: int, size: int) -> list[int]:
+        count = max(1, math.ceil((length - size) / (size * (1 - TILE_OVERLAP))) + 1)
+        return [round(i * (length - size) / (count - 1)) if count > 1 else 0 for i in range(count)]
 
-    return [(x, y, x + side, y + side) for y in starts(height) for x in starts(width)]
+    squares = [(x, y, x + side, y + side) for y in starts(height, side) for x in starts(width, side)]
+    if len(squares) <= MAX_CROPS_PER_TILE * tiles:
+        return squares
+    long = math.ceil(max(width, height) / (tiles - (tiles - 1) * TILE_OVERLAP))
+    if width >= height:
+        return [(x, 0, x + long, height) for x in starts(width, long)]
+    return [(0, y, width, y + long) for y in starts(height, long)]
+
+
+def grid_note(width: int, height: int, tiles: int) -> str | None:
+    """What tile_grid did with a frame too elongated for a grid of squares, in words; None when nothing."""
+    squares = math.ceil(max(width, height) / max(min(width, height), 1))
+    if tiles > 1 and squares > MAX_CROPS_PER_TILE * tiles:
+        return f"a {width}x{height} frame would need about {squares} square tiles: {tiles} strips along it instead"
+    return None
+
+
+def max_tiles(width: int, height: int, imgsz: int) -> int:
+    """The most tiles along a frame's longer side: no tile smaller than a quarter of the input (enlarged 4x) nor
+    MAX_TILES."""
+    scale = max(width, height) / (imgsz / 4)
+    return max(1, min(MAX_TILES, math.floor((scale - TILE_OVERLAP) / (1 - TILE_OVERLAP))))

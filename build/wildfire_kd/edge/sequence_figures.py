@@ -15,6 +15,7 @@ sequences (``judged_by_frame_labels``). Any other alert is a false alarm.
 
 from __future__ import annotations
 
+import copy
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -25,6 +26,7 @@ from .alarms import AlarmRule
 from .boxes import Detection, box_iou
 from .camera import CameraPath, CameraSettings
 from .sequences import Sequence
+from .static import StaticMemory
 
 DAY_S = 86_400.0
 FrameDetections = list[Detection] | None  # None: the frame could not be read
@@ -86,10 +88,15 @@ def settings_of(rule: AlarmRule | CameraSettings) -> CameraSettings:
     return rule if isinstance(rule, CameraSettings) else CameraSettings(rule)
 
 
-def outcome(sequence: Sequence, detections: list[FrameDetections], rule: AlarmRule | CameraSettings) -> SequenceOutcome:
+def outcome(
+    sequence: Sequence,
+    detections: list[FrameDetections],
+    rule: AlarmRule | CameraSettings,
+    memory: StaticMemory | None = None,
+) -> SequenceOutcome:
     """One sequence through the camera path: the alerts ``detections`` (per frame, in order) raise, and what they
-    were."""
-    path = CameraPath(sequence.name, settings_of(rule))
+    were. ``memory``: the camera's static memory to start from (a copy is used)."""
+    path = CameraPath(sequence.name, settings_of(rule), copy.deepcopy(memory))
     alerts, false_alarms, on_fire, suppressed, detected_at = [], 0, 0, 0, None
     first_smoke = next((i for i, f in enumerate(sequence.frames) if f.smoke), None)
     for i, (frame, dets) in enumerate(zip(sequence.frames, detections, strict=True)):
@@ -131,12 +138,15 @@ def _ratio(a: int, b: int) -> float | None:
 
 
 def figures(
-    sequences: list[Sequence], detections: dict[str, list[FrameDetections]], rule: AlarmRule | CameraSettings
+    sequences: list[Sequence],
+    detections: dict[str, list[FrameDetections]],
+    rule: AlarmRule | CameraSettings,
+    memories: dict[str, StaticMemory] | None = None,
 ) -> SequenceFigures:
     """Every sequence through the camera path under ``rule`` (a bare rule: the default camera path), and the
-    totals (module doc)."""
+    totals (module doc). ``memories``: each camera's static memory to start from (by sequence name)."""
     settings = settings_of(rule)
-    outcomes = [outcome(s, detections[s.name], settings) for s in sequences]
+    outcomes = [outcome(s, detections[s.name], settings, (memories or {}).get(s.name)) for s in sequences]
     tp = sum(o.positive and o.detected for o in outcomes)
     fn = sum(o.positive and not o.detected for o in outcomes)
     fp = sum(not o.positive and o.false_alarms > 0 for o in outcomes)

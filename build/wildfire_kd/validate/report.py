@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ValidateSettings
+from ..guard import atomic_file, atomic_write_text
 from ..pool import describe_taught
-from ..reports import atomic_file, atomic_write_text
 from .result import ACCURACY, LABELS, ValidationResult, ratio, worst_retention
 
 
