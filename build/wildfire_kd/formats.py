@@ -22,6 +22,7 @@ from typing import Any
 from .config import ExportSettings
 from .edge import metadata as model_metadata
 from .errors import InputError
+from .guard import atomic_write_text
 from .layout import MODEL_FOLDERS, MODEL_SIDECAR
 from .onnx_files import ultralytics_export
 
@@ -62,7 +63,7 @@ def write_sidecar(folder: Path, metadata: dict[str, Any]) -> None:
     path = folder / MODEL_SIDECAR
     theirs = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
     theirs = {k: v for k, v in (theirs or {}).items() if not str(k).startswith(model_metadata.META_PREFIX)}
-    path.write_text(json.dumps({**theirs, **model_metadata.encode(metadata)}, indent=1, default=str) + "\n")
+    atomic_write_text(path, json.dumps({**theirs, **model_metadata.encode(metadata)}, indent=1, default=str) + "\n")
 
 
 # OpenVINO's converter and NNCF send usage telemetry (and keep a client id in ~/intel) unless the user opted out or
@@ -84,11 +85,24 @@ def _telemetry_declined():
                 os.environ[key] = value
 
 
+def install_folder(made: Path, target: Path, copy: bool = False) -> None:
+    """``made`` (a finished model folder, anywhere) becomes ``target``: first whole beside it, then swapped in, so
+    a failure (a full disk) leaves the previous ``target`` as it was."""
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        shutil.copytree(made, staging) if copy else shutil.move(made, staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def rerun_as(out: Path, fmt: str, source: str, variant: str, metadata: dict[str, Any]) -> Path:
     """A copy of the ``source`` variant's folder that the camera runs at ``variant`` (its metadata says so)."""
     target = out / MODEL_FOLDERS[(fmt, variant)]
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(out / MODEL_FOLDERS[(fmt, source)], target)
+    install_folder(out / MODEL_FOLDERS[(fmt, source)], target, copy=True)
     write_sidecar(target, {**metadata, "variant": variant, "format": fmt})
     return target
 
@@ -105,9 +119,7 @@ def export_format(
     if variant == "int8":
         options.update(int8=True, data=data, fraction=1.0)
     with _telemetry_declined(), ultralytics_export(weights, fmt, imgsz, full, **options) as made:
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(made, target)
+        install_folder(made, target)
     for extra in target.glob("*.py"):  # ultralytics' usage example: not part of the model
         extra.unlink()
     write_sidecar(target, {**metadata, "variant": variant, "format": fmt})

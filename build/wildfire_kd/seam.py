@@ -510,6 +510,10 @@ class SeamTrainer(DetectionTrainer):
         self.save_period = 0  # upstream would write epochN.pt in place
         try:
             saved = super().save_model()
+        except BaseException:  # a full disk, say: no half-written temporary file stays behind
+            for tmp in (self.last, self.best):
+                tmp.unlink(missing_ok=True)
+            raise
         finally:
             pending = [(self.last, real_last), (self.best, real_best)]
             self.last, self.best, self.save_period = real_last, real_best, save_period

@@ -7,8 +7,11 @@ distractors (tree crowns, rocks). Same arguments, same files.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,9 +185,13 @@ def synthesize(out: str | Path, settings: SynthSettings | None = None, force: bo
     ``out`` must be new or empty, or (with ``force``) an earlier output of `synth`, which is cleared first.
     """
     s = _settings(settings, changes)
+    with staged_output(Path(out), force, {"kind": "dataset", **s.model_dump()}) as root:
+        _write_dataset(root, s)
+    return Path(out) / "data.yaml"
+
+
+def _write_dataset(root: Path, s: SynthSettings) -> None:
     classes = list(s.classes)
-    root = Path(out)
-    prepare_output(root, force, {"kind": "dataset", **s.model_dump()})
     folders = {split: (root / "images" / split, root / "labels" / split) for split in ("train", "val")}
     folders["unlabeled"] = (root / UNLABELED_DIR, root / UNLABELED_TRUTH_DIR)  # off ultralytics' images/ -> labels/
     counts = {"train": s.train_images, "val": s.val_images, "unlabeled": s.unlabeled_images}
@@ -198,15 +205,13 @@ def synthesize(out: str | Path, settings: SynthSettings | None = None, force: bo
             image.save(images / f"{stem}.jpg", quality=92)
             rows = "".join(f"{c} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}\n" for c, x, y, bw, bh in boxes)
             (labels / f"{stem}.txt").write_text(rows, encoding="utf-8")
-    data_yaml = root / "data.yaml"
-    data_yaml.write_text(
+    (root / "data.yaml").write_text(
         "# synthetic smoke/fire dataset written by `wildfire-kd synth` (deterministic; for demos and tests)\n"
         + yaml.safe_dump(
             {"train": "images/train", "val": "images/val", "names": dict(enumerate(classes))}, sort_keys=False
         ),
         encoding="utf-8",
     )
-    return data_yaml
 
 
 def _settings(settings: SynthSettings | None, changes: dict[str, Any]) -> SynthSettings:
@@ -233,9 +238,9 @@ def _earlier_output(root: Path) -> bool:
     )
 
 
-def prepare_output(root: Path, force: bool, marker: dict[str, Any]) -> None:
-    """``root`` ready for a new output: new or empty; an earlier `synth` output is cleared with ``force`` only.
-    Anything else is refused (exit 2): synth never writes into a folder it did not make."""
+def _check_output(root: Path, force: bool) -> None:
+    """``root`` may take a new output: new or empty; an earlier `synth` output only with ``force``. Anything else is
+    refused (exit 2): synth never writes into a folder it did not make."""
     if root.exists() and not root.is_dir():
         raise InputError(f"{root} is a file; pass a new or empty folder to synth")
     if root.is_dir() and any(root.iterdir()):
@@ -246,7 +251,25 @@ def prepare_output(root: Path, force: bool, marker: dict[str, Any]) -> None:
             )
         if not force:
             raise InputError(f"{root} holds an earlier output of `wildfire-kd synth`; pass --force to replace it")
-        for child in root.iterdir():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+@contextmanager
+def staged_output(root: Path, force: bool, marker: dict[str, Any]) -> Iterator[Path]:
+    """A staging folder beside ``root`` for the new output; when the block ends it replaces ``root``'s content (an
+    earlier output of synth, with ``force``). A run that fails (a full disk, a kill) leaves ``root`` as it was."""
+    _check_output(root, force)
     root.mkdir(parents=True, exist_ok=True)
-    (root / SYNTH_MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.synth-", dir=root.parent))
+    except OSError:  # a parent we may not write (a volume mounted at /out): stage inside root itself
+        stage = Path(tempfile.mkdtemp(prefix=".synth-", dir=root))
+    try:
+        yield stage
+        (stage / SYNTH_MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        for child in root.iterdir():
+            if child != stage:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        for child in stage.iterdir():
+            os.replace(child, root / child.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

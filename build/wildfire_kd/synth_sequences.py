@@ -217,7 +217,7 @@ def synthesize_sequences(
     into ``out``; returns their folders. ``out`` must be new or empty, or (``force``) an earlier synth output.
     ``static_distractors``: each view's static artefact, its history/ and plumes that drift and lift (the module's
     doc); off, the sequences of earlier versions."""
-    from .synth import prepare_output
+    from .synth import staged_output
 
     if frames < MIN_FRAMES:
         raise InputError(
@@ -227,10 +227,8 @@ def synthesize_sequences(
         raise InputError(f"--sequences {sequences}, --width {width}, --interval {interval}: at least 1, 64 px, > 0 s")
     root = Path(out)
     marker = {"kind": "sequences", "sequences": sequences, "frames": frames, "width": width, "seed": seed}
-    prepare_output(root, force, marker | {"interval": interval, "static_distractors": static_distractors})
-    folders = []
-    for index in range(sequences):
-        folder = root / f"{'fire' if index % 2 == 0 else 'clear'}_{index:02d}"
-        _write_sequence(folder, index, frames, width, interval, seed, static_distractors)
-        folders.append(folder)
-    return folders
+    names = [f"{'fire' if index % 2 == 0 else 'clear'}_{index:02d}" for index in range(sequences)]
+    with staged_output(root, force, marker | {"interval": interval, "static_distractors": static_distractors}) as stage:
+        for index, name in enumerate(names):
+            _write_sequence(stage / name, index, frames, width, interval, seed, static_distractors)
+    return [root / name for name in names]

@@ -38,6 +38,21 @@ from .loss import UNLABELED_SUFFIX, ResponseKDLoss, kd_alpha, make_criterion  # 
 __all__ = ["RUN_ENV", "DistillationTrainer", "KDRun"]
 
 
+def _epoch_of(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.inf  # not a row: dropped
+
+
+def _record_epoch(line: str) -> float:
+    """A batch-log line's epoch; a line cut short or not JSON is dropped (inf)."""
+    try:
+        return float(json.loads(line).get("epoch", 0)) if line.strip() and line.endswith("\n") else math.inf
+    except (ValueError, AttributeError):
+        return math.inf
+
+
 def _refuse_dropped(names: list[str], split: str, mirror: Path) -> None:
     if names:
         shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
@@ -201,15 +216,16 @@ class DistillationTrainer(SeamTrainer):
         import csv as _csv
 
         if self.csv.exists():
-            with open(self.csv, newline="", encoding="utf-8") as f:
+            with open(self.csv, newline="", encoding="utf-8", errors="replace") as f:
                 rows = list(_csv.reader(f))
-            kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= completed_epochs]
-            if len(kept) != len(rows):
+            width = len(rows[0]) if rows else 0
+            kept = rows[:1] + [r for r in rows[1:] if len(r) == width and _epoch_of(r[0]) <= completed_epochs]
+            if len(kept) != len(rows):  # later epochs, or a row cut short (a full disk, a kill mid-write)
                 atomic_write_text(self.csv, "".join(",".join(r) + "\n" for r in kept))
         log = Path(self.save_dir) / BATCH_LOG
         if log.exists():
-            lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
-            kept_lines = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) <= completed_epochs]
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+            kept_lines = [ln for ln in lines if _record_epoch(ln) <= completed_epochs]
             if len(kept_lines) != len(lines):
                 atomic_write_text(log, "".join(kept_lines))
 
