@@ -386,6 +386,7 @@ def parity(
     allow_unsafe_weights: UnsafeOpt = None,
 ) -> None:
     """PyTorch vs an exported model in its camera runtime, same tensors; exit 1 when anything is out of tolerance."""
+    from .config import image_size_option
     from .parity import parity as run_parity
 
     given = {"parity.images": images, "train.data": data, "train.allow_unsafe_weights": allow_unsafe_weights}
@@ -393,7 +394,7 @@ def parity(
     onnx_path = Path(onnx)
     out = out or onnx_path.parent
     _writes_to(out, "--out")
-    given = {"data": cfg.train.data, "imgsz": imgsz, "out": out, "fp32_onnx": fp32_onnx}
+    given = {"data": cfg.train.data, "imgsz": image_size_option(imgsz, "--imgsz"), "out": out, "fp32_onnx": fp32_onnx}
     result = run_parity(weights, onnx_path, cfg.parity, **given, **_student_pin(cfg))
     typer.echo(
         f"parity: {result.variant} {onnx_path} on {result.inputs['images']} images + "

@@ -22,6 +22,21 @@ from .textfiles import read_yaml
 
 # distill.unlabeled_ratio's default: chosen by measurement (BENCHMARKS.md, issue 28)
 UNLABELED_RATIO = 1.0
+MAX_IMGSZ = 4096  # every image-size option at most: 4096 px is 41x a 640 input's work and already gigabytes in training
+
+
+def check_image_size(value: int | None) -> int | None:
+    """Every image-size option's one rule: positive, a multiple of 32 (the largest YOLOv8 stride), at most MAX_IMGSZ
+    (None: the option's own default)."""
+    if value is None:
+        return value
+    if value < 32 or value > MAX_IMGSZ:
+        raise ValueError(f"must be between 32 and {MAX_IMGSZ} pixels (a multiple of 32)")
+    if value % 32:
+        raise ValueError(
+            f"must be a multiple of 32 (the largest YOLOv8 stride), e.g. {max(32, round(value / 32) * 32)}"
+        )
+    return value
 
 
 class _Section(BaseModel):
@@ -100,11 +115,7 @@ class TrainSettings(_Section):
     @field_validator("imgsz")
     @classmethod
     def _stride_multiple(cls, v: int) -> int:
-        if v % 32:
-            raise ValueError(
-                f"must be a multiple of 32 (the largest YOLOv8 stride), e.g. {max(32, round(v / 32) * 32)}"
-            )
-        return v
+        return check_image_size(v)
 
     @field_validator("teacher_sha256", "student_sha256")
     @classmethod
@@ -210,7 +221,7 @@ class FinetuneSettings(_Section):
     @field_validator("imgsz")
     @classmethod
     def _stride_multiple(cls, v: int | None) -> int | None:
-        return TrainSettings._stride_multiple(v) if v is not None else v
+        return check_image_size(v)
 
 
 class SynthSettings(_Section):
@@ -225,7 +236,7 @@ class SynthSettings(_Section):
         description="also a pool of frames without labels (unlabeled/), drawn like the train images; their labels go"
         " to unlabeled_labels/, which training never reads (for the all-labelled comparison of benchmarks)",
     )
-    imgsz: int = Field(160, ge=32, description="image side in pixels")
+    imgsz: int = Field(160, ge=32, le=MAX_IMGSZ, description="image side in pixels")
     max_objects: int = Field(3, ge=1, description="objects per image at most (some images get none)")
     distractor_frames: float = Field(
         0.15, ge=0, le=1, description="fraction of smoke-free frames with a cloud bank, haze, sun glare or dust"
@@ -253,7 +264,7 @@ class CameraProfileSetting(_Section):
     @field_validator("imgsz")
     @classmethod
     def _stride_multiple(cls, v: int | None) -> int | None:
-        return TrainSettings._stride_multiple(v) if v is not None else v
+        return check_image_size(v)
 
     @field_validator("tiles")
     @classmethod
@@ -279,6 +290,12 @@ class ValidateSettings(_Section):
     after_train: bool = Field(True, description="`train` ends with this comparison against its teacher")
     split: Literal["val", "test"] = Field("val", description="dataset split both models are scored on")
     imgsz: int | None = Field(None, description="evaluation image size; null = train.imgsz")
+
+    @field_validator("imgsz")
+    @classmethod
+    def _image_size(cls, v: int | None) -> int | None:
+        return check_image_size(v)
+
     batch: int = Field(16, ge=1, description="validation batch size")
     device: str | None = Field(None, description="device for evaluation and latency; null = train.device")
     conf: float = Field(0.001, ge=0, le=1, description="confidence threshold for mAP (ultralytics' validation default)")
@@ -358,6 +375,12 @@ class ExportSettings(_Section):
     """`wildfire-kd export`: the student as ONNX for the cameras, plus optional fp16 / int8 variants."""
 
     imgsz: int | None = Field(None, description="static input size; null = the size the student was trained at")
+
+    @field_validator("imgsz")
+    @classmethod
+    def _image_size(cls, v: int | None) -> int | None:
+        return check_image_size(v)
+
     opset: int = Field(17, ge=11, le=21, description="ONNX opset (pinned so every build emits the same graph ops)")
     dynamic: bool = Field(False, description="dynamic batch/height/width instead of a static 1x3ximgszximgsz input")
     simplify: bool = Field(True, description="onnxslim simplification; a simplifier failure fails the export")
@@ -597,6 +620,12 @@ class DemoSettings(_Section):
     teacher_epochs: int = Field(25, ge=1, description="teacher training epochs")
     epochs: int = Field(20, ge=1, description="student (distillation) epochs")
     imgsz: int = Field(128, ge=32, description="training image size for both (multiple of 32)")
+
+    @field_validator("imgsz")
+    @classmethod
+    def _image_size(cls, v: int) -> int:
+        return check_image_size(v)
+
     batch: int = Field(8, ge=1, description="batch size; one optimizer step per batch (nbs = batch)")
     optimizer: Literal["SGD", "Adam", "AdamW"] = Field("AdamW", description="AdamW learns in few steps from scratch")
     lr0: float = Field(0.002, gt=0, description="initial learning rate for both")

@@ -324,6 +324,15 @@ class TeacherClasses:
         return {"teacher": self.teacher, "dataset": self.dataset, "teacher_index": self.keep}
 
 
+def _missing_class(dataset_name: str, wanted: str, teacher_names: list[str]) -> str:
+    """A dataset class the teacher has no class for, said as it is: the name looked for, and where a mapping led
+    there from a name the teacher does know."""
+    if wanted == dataset_name:
+        return f"{wanted!r}"
+    known = f"; it does know {dataset_name!r} itself: drop that mapping" if dataset_name in teacher_names else ""
+    return f"{wanted!r} (distill.class_map maps the dataset's {dataset_name!r} to it{known})"
+
+
 def teacher_classes(
     teacher_names: Sequence[str], data_names: Sequence[str], class_map: dict[str, str], teacher: str, data: str
 ) -> TeacherClasses:
@@ -342,13 +351,19 @@ def teacher_classes(
             "its keys are the dataset's class names, its values the teacher's"
         )
     wanted = [class_map.get(name, name) for name in data_names]
-    missing = [f"{d!r}" + (f" (mapped to {w!r})" if w != d else "") for d, w in zip(data_names, wanted, strict=True)
+    missing = [_missing_class(d, w, teacher_names) for d, w in zip(data_names, wanted, strict=True)
                if w not in teacher_names]  # fmt: skip
     if missing:
+        mapped = any(class_map.get(n, n) != n and class_map[n] not in teacher_names for n in data_names)
+        fix = (
+            "Correct distill.class_map: each dataset class name maps to one of the teacher's"
+            if mapped
+            else "Map differing names with distill.class_map (e.g. --set 'distill.class_map={smoke: Smoke}'), or "
+            "finetune a teacher on this dataset's classes"
+        )
         raise InputError(
             f"class names differ: teacher {teacher} has {teacher_names}, dataset {data} has {data_names}; the "
-            f"teacher knows no class {', '.join(missing)}. Map differing names with distill.class_map (e.g. "
-            "--set 'distill.class_map={smoke: Smoke}'), or finetune a teacher on this dataset's classes"
+            f"teacher knows no class {', '.join(missing)}. {fix}"
         )
     if len(set(wanted)) != len(wanted):
         mapping = dict(zip(data_names, wanted, strict=True))

@@ -63,7 +63,13 @@ def write_sidecar(folder: Path, metadata: dict[str, Any]) -> None:
     path = folder / MODEL_SIDECAR
     theirs = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
     theirs = {k: v for k, v in (theirs or {}).items() if not str(k).startswith(model_metadata.META_PREFIX)}
-    atomic_write_text(path, json.dumps({**theirs, **model_metadata.encode(metadata)}, indent=1, default=str) + "\n")
+    # sealed (edge/metadata.py): the folder's files with the seal's digest unset, hashed, then the digest set
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) + [MODEL_SIDECAR]
+    sealed = {**metadata, model_metadata.SEAL_KEY: model_metadata.seal_value(sorted(set(names)))}
+    text = json.dumps({**theirs, **model_metadata.encode(sealed)}, indent=1, default=str) + "\n"
+    files = {n: (folder / n).read_bytes() for n in set(names) if n != MODEL_SIDECAR}
+    digest = model_metadata.sealed_digest({**files, MODEL_SIDECAR: text.encode()})
+    atomic_write_text(path, text.replace(model_metadata.seal_value([])["sha256"], digest))
 
 
 # OpenVINO's converter and NNCF send usage telemetry (and keep a client id in ~/intel) unless the user opted out or

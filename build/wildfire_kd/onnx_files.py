@@ -14,17 +14,27 @@ from pathlib import Path
 from typing import Any
 
 from .config import ExportSettings
+from .edge import metadata as model_metadata
+from .edge.metadata import SEAL_KEY as SEAL
 from .errors import StageFailure
 from .guard import atomic_file
 from .weights import ultralytics_loading
 
 
 def save_checked(model, path: Path) -> None:
-    """Write ``model`` to ``path`` only if onnx.checker passes it (atomically: never half a file)."""
+    """Write ``model`` to ``path`` only if onnx.checker passes it (atomically: never half a file). A model with our
+    metadata is sealed (edge/metadata.py): a camera refuses it when its metadata or weights are edited later."""
     import onnx
 
+    ours = model_metadata.read_onnx(model, path)
+    if ours:
+        model_metadata.write_onnx(model, {**ours, SEAL: model_metadata.seal_value([path.name])})
+    data = model.SerializeToString()
+    if ours:
+        digest = model_metadata.sealed_digest({path.name: data})
+        data = data.replace(model_metadata.seal_value([])["sha256"].encode(), digest.encode())
     with atomic_file(path) as tmp:
-        onnx.save(model, str(tmp))
+        tmp.write_bytes(data)
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
         except Exception as e:

@@ -125,6 +125,14 @@ UPSTREAM: dict[str, tuple[str, str]] = {
         "981b10cf054f7a1b",
         "DistillationTrainer.get_dataloader: the datasets built by build_dataset under torch_distributed_zero_first",
     ),
+    "ultralytics.data.base.BaseDataset.get_img_files": (
+        "baca2eb4485fbd45",
+        "selected_by_fraction: the sorted listing, cut to round(n x fraction) or a count",
+    ),
+    "ultralytics.data.utils.get_split_fraction": (
+        "4958549e3aac2e58",
+        "selected_by_fraction: a scalar applies to the train split, a list per split",
+    ),
     "ultralytics.utils.tal.TaskAlignedAssigner.forward": (
         "ef22692946368b14",
         "on_ground_truth_assignment: its outputs (labels, boxes, scores, fg_mask, gt_idx)",
@@ -320,6 +328,17 @@ def on_ground_truth_assignment(detection, record: Callable[[torch.Tensor, torch.
         record(target_scores, fg_mask)
 
     detection.assigner.register_forward_hook(hook)
+
+
+def selected_by_fraction(images: list[Path], fraction, split: str) -> list[Path]:
+    """The images ultralytics trains or validates on when ``fraction`` (train.ultralytics.fraction) leaves some out
+    on purpose: mirrors ``BaseDataset.get_img_files`` (sorted, then the first round(n x fraction), or a count)."""
+    from ultralytics.data.utils import get_split_fraction
+
+    share = get_split_fraction(fraction, split)
+    ordered = sorted(images, key=str)
+    count = share if isinstance(share, int) else max(1, round(len(ordered) * share))
+    return ordered[:count] if count < len(ordered) else ordered
 
 
 # --- the unlabelled pool's loader ----------------------------------------------------------------------------

@@ -167,8 +167,8 @@ def load_modules(specs: list[str]) -> list[str]:
         else:
             try:
                 module = importlib.import_module(spec)
-            except Exception as e:
-                raise InputError(f"{MODULES_KEY}: cannot import {spec} ({type(e).__name__}: {e})") from None
+            except (Exception, SystemExit) as e:
+                raise InputError(f"{MODULES_KEY}: cannot import {spec} ({_what_it_did(e)})") from None
         for attr, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ in (module.__name__, "__main__"):
                 cls.__module__ = "__main__"  # pickled as the checkpoint names them
@@ -177,15 +177,21 @@ def load_modules(specs: list[str]) -> list[str]:
     return provided
 
 
+def _what_it_did(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r}) while being imported; a module of classes must not exit"
+    return f"{type(error).__name__}: {error}"
+
+
 def _run_user_module(spec, module, given: str, name: str) -> None:
     import sys
 
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # a module that calls sys.exit() would end wildfire-kd without a word
         del sys.modules[name]
-        raise InputError(f"{MODULES_KEY}: {given} failed to import ({type(e).__name__}: {e})") from None
+        raise InputError(f"{MODULES_KEY}: {given} failed to import ({_what_it_did(e)})") from None
 
 
 def _missing_class(error: Exception, checked: CheckedWeights) -> InputError | None:

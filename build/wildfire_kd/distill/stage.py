@@ -89,17 +89,8 @@ class TrainInputs:
 
 
 def _ultralytics_overrides(config: Config) -> dict[str, Any]:
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-
     t, d = config.train, config.distill
-    extra = dict(t.ultralytics)
-    for key in extra:
-        if key in _OWNED:
-            raise InputError(f"train.ultralytics.{key}: set this through the config's own key instead")
-        if key not in DEFAULT_CFG_DICT:
-            close = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise InputError(f"train.ultralytics.{key}: not an ultralytics train argument{hint}")
+    extra = check_ultralytics_args(t.ultralytics)
     overrides = {
         "model": t.student,
         "data": str(Path(t.data).resolve()),
@@ -136,6 +127,26 @@ def _ultralytics_overrides(config: Config) -> dict[str, Any]:
     return overrides
 
 
+def check_ultralytics_args(extra: dict[str, Any]) -> dict[str, Any]:
+    """train.ultralytics, each key checked: not one this config owns, an argument ultralytics knows, and a value its
+    own check (type, range) accepts: exit 2 naming the key now rather than deep inside its trainer."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
+
+    for key, value in extra.items():
+        if key in _OWNED:
+            raise InputError(f"train.ultralytics.{key}: set this through the config's own key instead")
+        if key not in DEFAULT_CFG_DICT:
+            close = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise InputError(f"train.ultralytics.{key}: not an ultralytics train argument{hint}")
+        try:
+            check_cfg({key: value}, hard=True)
+        except (TypeError, ValueError) as e:
+            why = " ".join(str(e).split())
+            raise InputError(f"train.ultralytics.{key}: {value!r} refused by ultralytics ({why})") from None
+    return dict(extra)
+
+
 def check_inputs(
     config: Config,
     resume_checkpoint: Path | None = None,
@@ -154,6 +165,8 @@ def check_inputs(
     t, d = config.train, config.distill
     if not t.data:
         raise InputError("no dataset: pass --data path/to/data.yaml (or set train.data)")
+    prepare_ultralytics()
+    check_ultralytics_args(t.ultralytics)
     if t.teacher_modules:  # before anything is unpickled: the checkpoints may name their classes
         load_modules(t.teacher_modules)
     if info is None:

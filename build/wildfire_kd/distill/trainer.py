@@ -29,6 +29,7 @@ from ..seam import (  # noqa: E402
     PooledDataset,
     SeamTrainer,
     pooled_dataloader,
+    selected_by_fraction,
     student_of,
     switch_off_ultralytics_trackers,
 )
@@ -164,7 +165,9 @@ class DistillationTrainer(SeamTrainer):
             if dataset is None:
                 continue
             used = {Path(f).name for f in dataset.im_files}
-            dropped = [p.name for p in split_images(self.args.data, split) if p.name not in used]
+            # train.ultralytics.fraction leaves images out on purpose: only those it keeps must all be there
+            kept = selected_by_fraction(split_images(self.args.data, split), self.args.fraction, split)
+            dropped = [p.name for p in kept if p.name not in used]
             dropped = [n for n in dropped if not any(n.endswith(t) for t in self.kd.tolerated_images)]
             _refuse_dropped(dropped, split, Path(self.args.data).parent / "images" / split)
         pool = getattr(self.train_loader.dataset, "pool_set", None)

@@ -218,10 +218,7 @@ def detect(
     owned = [out / DETECTIONS, out / ALERTS, out / STATIC_MEMORY] + ([out / ANNOTATED_DIR] if save_images else [])
     refuse_overwriting_inputs(owned, [*files, model_path])
     model = CameraModel(model_path, threads=threads, runtime=runtime)
-    settings = None
-    if sequence:
-        settings = CameraSettings(rule_with(model.alarm_rule, alarm), StaticRule() if static else None,
-                                  EventRule() if events else None)  # fmt: skip
+    settings = _camera_settings(model, alarm, static, events) if sequence else None
     memories = read_memories(static_memory) if settings and settings.static else {}
     _prepare_out(out, save_images)
     result = DetectResult(str(out), conf=model.default_conf if conf is None else conf)
@@ -249,6 +246,12 @@ def detect(
     if result.images == 0:
         raise InputError(f"none of the {len(files)} image(s) could be read: {', '.join(result.unreadable[:5])}")
     return result
+
+
+def _camera_settings(model: CameraModel, alarm: dict[str, Any] | None, static: bool, events: bool) -> CameraSettings:
+    """The camera path of ``detect --sequence``: the model's alarm rule (else the default) with ``alarm``'s fields."""
+    return CameraSettings(rule_with(model.alarm_rule, alarm), StaticRule() if static else None,
+                          EventRule() if events else None)  # fmt: skip
 
 
 def _cameras(

@@ -19,6 +19,7 @@ from ..layout import MASK_IMAGE, MASK_POLYGONS
 from .boxes import Detection
 
 MASKED_FRACTION = 0.5  # of a box's area in ignored pixels: the box is the mast, not a plume behind it
+MAX_COORDINATE = 100_000  # px: no camera frame is wider (a polygon beyond it is a typo, and slows OpenCV to a crawl)
 
 
 class CameraMask:
@@ -68,11 +69,17 @@ def _polygons(path: Path) -> list[np.ndarray]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in raw["ignore"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as e:
         raise InputError(
             f'{path}: not a camera mask ({type(e).__name__}: {e}); write {{"ignore": [[[x, y], ...], ...]}} in the '
             "frame's pixels"
         ) from None
-    if any(len(p) < 3 for p in polygons):
-        raise InputError(f"{path}: a polygon needs at least 3 points")
+    for i, polygon in enumerate(polygons):
+        if len(polygon) < 3:
+            raise InputError(f"{path}: polygon {i} has {len(polygon)} points; a polygon needs at least 3")
+        if not np.isfinite(polygon).all() or np.abs(polygon).max() > MAX_COORDINATE:
+            raise InputError(
+                f"{path}: polygon {i} has a point that is not a frame pixel (NaN, infinite, or beyond "
+                f"{MAX_COORDINATE:,} px): {polygon.tolist()[:4]}; give its corners in the frame's pixels"
+            )
     return polygons

@@ -70,3 +70,57 @@ def names_of(metadata: Mapping[str, Any], source: object) -> list[str]:
     if not (isinstance(value, list) and value and all(isinstance(n, str) for n in value)):
         raise InputError(f"{source}: metadata wildfire_kd.names is {value!r}, not a list of class names")
     return list(value)
+
+
+# --- the seal: what export wrote, unedited -------------------------------------------------------------------------
+
+SEAL_KEY = "seal"  # metadata {"sha256": ..., "files": [...]}: the model's files as export wrote them
+_UNSEALED = "0" * 64  # the digest's place while the digest is computed (the same length: nothing else moves)
+
+
+def sealed_digest(files: dict[str, bytes]) -> str:
+    """sha256 over each file's name and bytes, in name order, the seal's digest replaced by _UNSEALED first: a file
+    can carry its own digest (its metadata) and still be checked against it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
+def seal_value(names: list[str], digest: str = _UNSEALED) -> dict[str, Any]:
+    return {"sha256": digest, "files": sorted(names)}
+
+
+def unsealed(data: bytes, digest: str) -> bytes:
+    """``data`` with its seal's digest put back to _UNSEALED (as it was when the digest was computed)."""
+    return data.replace(digest.encode(), _UNSEALED.encode())
+
+
+def check_seal(metadata: Mapping[str, Any], model, source: object) -> bool:
+    """True when the model's files are what export sealed; False when it carries no seal (an earlier export). Edited
+    metadata or weights: exit 2. ``model``: the file (a one-file model: its name may have changed since) or the
+    folder holding the sealed files."""
+    from pathlib import Path
+
+    seal = metadata.get(SEAL_KEY)
+    if seal is None:
+        return False
+    if not (isinstance(seal, dict) and isinstance(seal.get("sha256"), str) and isinstance(seal.get("files"), list)):
+        raise InputError(f"{source}: metadata wildfire_kd.seal is {seal!r}, not export's; export it again")
+    model = Path(model)
+
+    def where(name: str) -> Path:
+        return model if model.is_file() else model / name
+
+    try:
+        files = {name: unsealed(where(name).read_bytes(), seal["sha256"]) for name in seal["files"]}
+    except OSError as e:
+        raise InputError(f"{source}: a file export sealed is gone or unreadable ({e}); export it again") from None
+    if sealed_digest(files) != seal["sha256"]:
+        raise InputError(
+            f"{source}: its files or metadata changed after export (the operating point, the input size, the "
+            "weights…): a camera would run it on values nobody checked; export it again rather than edit it"
+        )
+    return True

@@ -80,6 +80,7 @@ class OnnxSession:
         except Exception as e:
             raise InputError(f"{path} is not a loadable ONNX model: {str(e).splitlines()[0]}") from None
         self.metadata = meta.decode(self.session.get_modelmeta().custom_metadata_map, path)
+        self.sealed = meta.check_seal(self.metadata, path, path)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.input_shape = list(model_input.shape)
@@ -104,6 +105,7 @@ class OpenVinoSession:
         ov = _import("openvino")
         xml = path if path.is_file() else next(path.glob("*.xml"))
         self.metadata = _sidecar_metadata(xml.parent)
+        self.sealed = meta.check_seal(self.metadata, xml.parent, xml.parent)
         core = ov.Core()
         try:
             model = core.read_model(model=str(xml), weights=str(xml.with_suffix(".bin")))
@@ -131,9 +133,10 @@ class NcnnSession:
 
     def __init__(self, path: Path, threads: int | None = None):
         ncnn = _import("ncnn")
-        self.ncnn = ncnn
+        self.ncnn, self.path = ncnn, path
         param = next(path.glob("*.param"))
         self.metadata = _sidecar_metadata(path)
+        self.sealed = meta.check_seal(self.metadata, path, path)
         half = self.metadata.get("variant") == "fp16"
         self.net = ncnn.Net()
         self.net.opt.use_vulkan_compute = False
@@ -150,7 +153,19 @@ class NcnnSession:
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         with self.net.create_extractor() as ex:
             ex.input(self.input_name, self.ncnn.Mat(np.ascontiguousarray(tensor[0])))
-            return np.array(ex.extract(self.output_name)[1])
+            output = np.array(ex.extract(self.output_name)[1])
+        expected = anchors_at(self.input_shape[2]) if self.input_shape[2] else None
+        if expected is not None and output.shape[-1] != expected:  # NCNN runs any size: the metadata's must fit
+            raise InputError(
+                f"{self.path}: its metadata says {self.input_shape[2]} px ({expected} anchors) but the network gives "
+                f"{output.shape[-1]} anchors: the metadata belongs to another model or was edited; export it again"
+            )
+        return output
+
+
+def anchors_at(imgsz: int, strides: tuple[int, ...] = (8, 16, 32)) -> int:
+    """The anchors a YOLOv8 head (P3-P5) gives for an ``imgsz`` x ``imgsz`` input."""
+    return sum((imgsz // s) ** 2 for s in strides)
 
 
 SESSIONS = {"onnxruntime": OnnxSession, "openvino": OpenVinoSession, "ncnn": NcnnSession}

@@ -67,36 +67,68 @@ class Sequence:
         return statistics.median(gaps) if gaps else DEFAULT_INTERVAL_S
 
 
-def _time(text: str, where: str) -> float:
+def _time(text: str | None, where: str) -> float:
     try:
-        return float(text)
+        value = float(text or "")
     except ValueError:
-        pass
+        try:
+            value = datetime.fromisoformat((text or "").strip()).timestamp()
+        except ValueError:
+            raise InputError(f"{where}: time {text!r} is neither seconds nor ISO 8601 (2024-06-05T14:03:00)") from None
+    if not math.isfinite(value):
+        raise InputError(f"{where}: time {text!r} is not a finite number of seconds")
+    return value
+
+
+def _box(row: dict, where: str) -> tuple[float, float, float, float] | None:
+    """The row's plume box (x1, y1, x2, y2 in frame pixels), None when it gives none; a box that is not numbers,
+    not finite, or inverted is bad input naming the line."""
+    cells = [(row.get(k) or "").strip() for k in ("x1", "y1", "x2", "y2")]
+    if not any(cells):
+        return None
     try:
-        return datetime.fromisoformat(text.strip()).timestamp()
+        box = tuple(float(c) for c in cells)
     except ValueError:
-        raise InputError(f"{where}: time {text!r} is neither seconds nor ISO 8601 (2024-06-05T14:03:00)") from None
+        raise InputError(f"{where}: the box {cells} is not four numbers (x1, y1, x2, y2 in frame pixels)") from None
+    if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+        raise InputError(f"{where}: the box {list(box)} is not a box with x1 < x2 and y1 < y2 (frame pixels)")
+    return box
+
+
+def _rows(path: Path) -> list[dict]:
+    """frames.csv's rows (a byte-order mark allowed); bytes that are not UTF-8, a missing column, or a row shorter
+    than the header are bad input naming the line."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 CSV") from None
+    needed = {"file", "time", "smoke"}
+    if not needed <= {h.strip() for h in header}:
+        raise InputError(f"{path}: its header is {header}; it needs file, smoke and time (and optionally x1,y1,x2,y2)")
+    if not rows:
+        raise InputError(f"{path}: a header and no frames: add a row per frame (file,time,smoke)")
+    for n, row in enumerate(rows, 2):  # csv fills a short row's missing cells with None, keeps extra ones under None
+        missing = [k for k in header if k.strip() in needed and row.get(k) is None]
+        if missing or None in row:
+            what = f"no {', '.join(missing)}" if missing else f"more cells than the header's {len(header)} columns"
+            raise InputError(f"{path}:{n}: {what}; each row is file,time,smoke[,x1,y1,x2,y2]")
+    return [{k.strip(): (v or "") for k, v in row.items()} for row in rows]
 
 
 def _from_csv(folder: Path) -> Sequence:
     path = folder / SEQUENCE_FRAMES
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    needed = {"file", "time", "smoke"}
-    if not rows or not needed <= set(rows[0]):
-        raise InputError(f"{path}: needs a header with {', '.join(sorted(needed))} (and optionally x1,y1,x2,y2)")
     frames = []
-    for n, row in enumerate(rows, 2):
+    for n, row in enumerate(_rows(path), 2):
         where = f"{path}:{n}"
-        image = folder / row["file"]
-        if not image.is_file():
+        image = folder / row["file"].strip()
+        if not row["file"].strip() or not image.is_file():
             raise InputError(f"{where}: no frame {image}")
         if row["smoke"].strip() not in ("0", "1"):
             raise InputError(f"{where}: smoke is {row['smoke']!r}; write 0 or 1")
-        box = None
-        if all((row.get(k) or "").strip() for k in ("x1", "y1", "x2", "y2")):
-            box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
-        frames.append(Frame(image, _time(row["time"], where), row["smoke"].strip() == "1", box))
+        frames.append(Frame(image, _time(row["time"], where), row["smoke"].strip() == "1", _box(row, where)))
     frames.sort(key=lambda f: f.time)
     onset = next((f.time for f in frames if f.smoke), None)
     return Sequence(folder.name, folder, frames, onset)

@@ -166,6 +166,10 @@ def _sequences_markdown(section: dict[str, Any] | None) -> list[str]:
         ]
         lines.append(f"| {ss['name']} | {'yes' if ss['positive'] else 'no'} | {cells[0]} | {cells[1]} |")
     lines += _profiles_markdown(section, s)
+    unreadable = section.get("unreadable_frames") or []
+    if unreadable:
+        shown = ", ".join(f"`{u}`" for u in unreadable[:5]) + (" …" if len(unreadable) > 5 else "")
+        lines += ["", f"{len(unreadable)} listed frame(s) could not be read and were left out: {shown}."]
     unmasked = section.get("student_without_masks")
     if unmasked:
         lines += [

@@ -116,6 +116,9 @@ def sequence_section(
             args = (sequences, floor, DEFAULT_IOU, best.profile.tiles)
             unmasked = detections_of(camera("student", best.profile.imgsz), *args, masks=False)
     rule, student = best.rule, best.figures
+    unreadable = [
+        str(f.path) for q in sequences for f, d in zip(q.frames, best.found[q.name], strict=True) if d is None
+    ]
     section = {
         "folder": str(Path(settings.sequences).resolve()),
         "profile": best.profile.to_dict(),
@@ -128,6 +131,7 @@ def sequence_section(
         "within_budget": (student.false_alarms_per_camera_day or 0.0) <= settings.sequence_budget,
         "student": student.to_dict(),
         "teacher": figures(sequences, teacher, rule).to_dict(),
+        "unreadable_frames": unreadable,  # listed frames no decoder could read: left out of every figure
     }
     if unmasked is not None:
         section["student_without_masks"] = _summary(figures(sequences, unmasked, rule))
