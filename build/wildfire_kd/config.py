@@ -39,6 +39,14 @@ def check_image_size(value: int | None) -> int | None:
     return value
 
 
+def image_size_option(value: int | None, flag: str) -> int | None:
+    """``check_image_size`` for a command-line option outside the config: exit 2 naming ``flag``."""
+    try:
+        return check_image_size(value)
+    except ValueError as e:
+        raise InputError(f"{flag} {value}: {e}") from None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

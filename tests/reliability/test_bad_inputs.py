@@ -121,9 +121,105 @@ def _teacher_into(rel: str) -> Callable[[Path], None]:
     return damage
 
 
+# --- round 4 (issue 30): the inputs that crashed (exit 3) or hung, and files edited after export ---
+
+
+def _sequence_csv(text: str | bytes) -> Callable[[Path], None]:
+    """seq/cam: three frames (copies of val images) and a frames.csv of ``text`` ({f0} {f1} {f2}: the frames)."""
+
+    def damage(inp: Path) -> None:
+        cam = inp / "seq" / "cam"
+        cam.mkdir(parents=True)
+        names = []
+        for image in sorted((inp / "data" / "images" / "val").glob("*.jpg"))[:3]:
+            shutil.copyfile(image, cam / image.name)
+            names.append(image.name)
+        body = text if isinstance(text, bytes) else text.format(f0=names[0], f1=names[1], f2=names[2]).encode()
+        (cam / "frames.csv").write_bytes(body)
+
+    return damage
+
+
+def _camera_with_mask(polygons: str) -> Callable[[Path], None]:
+    def damage(inp: Path) -> None:
+        _frames_in("cam")(inp)
+        (inp / "cam" / "mask.json").write_text('{"ignore": ' + polygons + "}")
+
+    return damage
+
+
+def _symlink_loop(inp: Path) -> None:
+    (inp / "loop_a").symlink_to(inp / "loop_b")
+    (inp / "loop_b").symlink_to(inp / "loop_a")
+
+
+def _module_that_exits(inp: Path) -> None:
+    (inp / "blocks.py").write_text("import sys\nclass Block:\n    pass\nsys.exit(5)\n")
+
+
+def _model_folder(kind: str, edit: Callable[[dict], None] | None = None, remove: str | None = None):
+    """A model folder as export seals it (files of ``kind``: openvino or ncnn, the network stand-ins), then its
+    metadata edited by ``edit`` (or one of its files removed), as a hand on the camera might."""
+
+    def damage(inp: Path) -> None:
+        import json
+
+        from wildfire_kd.edge import metadata as model_metadata
+        from wildfire_kd.edge.letterbox import INPUT_CONTRACT
+        from wildfire_kd.formats import write_sidecar
+
+        folder = inp / f"student_{kind}_model"
+        folder.mkdir()
+        files = {"openvino": ("student.xml", "student.bin"), "ncnn": ("model.ncnn.param", "model.ncnn.bin")}[kind]
+        for name in files:
+            (folder / name).write_bytes(b"stand-in for the network: the seal is checked before it is read")
+        meta = {"names": ["smoke", "fire"], "imgsz": [96, 96], "input": INPUT_CONTRACT, "variant": "fp32",
+                "operating_point": {"conf": 0.3}}  # fmt: skip
+        write_sidecar(folder, meta)
+        sidecar = folder / "metadata.yaml"
+        raw = json.loads(sidecar.read_text())
+        ours = model_metadata.decode(raw)
+        if edit is not None:
+            edit(ours)
+            raw.update(model_metadata.encode(ours))
+            sidecar.write_text(json.dumps(raw, indent=1))
+        if remove is not None:
+            (folder / remove).unlink()
+
+    return damage
+
+
+def _sealed_onnx_edited(inp: Path) -> None:
+    import onnx
+
+    from wildfire_kd.onnx_files import save_checked
+
+    model = onnx.load(str(inp / "tiny.onnx"))
+    save_checked(model, inp / "sealed.onnx")  # as export writes it: sealed
+    model = onnx.load(str(inp / "sealed.onnx"))
+    prop = model.metadata_props.add()  # a shipped confidence threshold slipped in by hand
+    prop.key, prop.value = "wildfire_kd.operating_point", '{"conf": 0.9}'
+    onnx.save(model, str(inp / "sealed.onnx"))
+
+
+def _pool(inp: Path) -> None:
+    from wildfire_kd.synth import synthesize
+
+    synthesize(inp / "pooled", train_images=1, val_images=1, imgsz=96, seed=77, unlabeled_images=4)
+
+
+def _pool_with_a_val_frame(inp: Path) -> None:
+    _pool(inp)
+    val = sorted((inp / "data" / "images" / "val").glob("*.jpg"))[0]
+    shutil.copyfile(val, inp / "pooled" / "unlabeled" / "copy_of_val.jpg")
+
+
 TRAIN = ["train", "--config", "{config}", "--data", "{data}", "--teacher", "{teacher}", "--out", "{out}"]
 VALIDATE = ["validate", "--student", "{teacher}", "--teacher", "{teacher}", "--data", "{data}", "--out", "{out}"]
 EXPORT_INT8 = ["export", "--weights", "{teacher}", "--out", "{out}", "--int8", "--data", "{data}"]
+SEQUENCES = [*VALIDATE, "--sequences", "{inp}/seq"]
+DETECT_CAM = ["detect", "--onnx", "{inp}/tiny.onnx", "{inp}/cam", "--out", "{out}", "--sequence"]
+CSV_HEAD = "file,time,smoke,x1,y1,x2,y2\n"
 LBL0 = "data/labels/train/train_00000.txt"
 IMG0 = "data/images/train/train_00000.jpg"
 CASES = [
@@ -447,6 +543,259 @@ CASES = [
         2,
         ["'conv' (did you mean 'Conv'?)"],
     ),
+    # --- round 4 (issue 30) ---
+    Case(
+        "detect_tiles_huge",
+        _frames_in("cam"),
+        ["detect", "--onnx", "{inp}/tiny.onnx", "{inp}/cam", "--out", "{out}", "--tiles", "1000000000"],
+        2,
+        ["--tiles 1000000000: 1 (the whole frame only) to 16"],
+    ),  # fmt: skip
+    Case(
+        "detect_threads_huge",
+        _frames_in("cam"),
+        ["detect", "--onnx", "{inp}/tiny.onnx", "{inp}/cam", "--out", "{out}", "--threads", "1000000"],
+        2,
+        ["--threads 1000000: 1 to 256"],
+    ),  # fmt: skip
+    Case(
+        "sequence_row_without_smoke",
+        _sequence_csv("file,time,smoke\n{f0},0\n"),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/frames.csv:2: no smoke"],
+    ),  # fmt: skip
+    Case(
+        "sequence_row_with_extra_cells",
+        _sequence_csv("file,time,smoke\n{f0},0,0,1,2,3,4,5,6\n"),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/frames.csv:2: more cells than the header's 3 columns"],
+    ),  # fmt: skip
+    Case(
+        "sequence_box_not_a_number",
+        _sequence_csv(CSV_HEAD + "{f0},0,1,left,2,30,40\n"),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/frames.csv:2: the box", "is not four numbers"],
+    ),  # fmt: skip
+    Case(
+        "sequence_box_inverted",
+        _sequence_csv(CSV_HEAD + "{f0},0,1,50,50,10,10\n"),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/frames.csv:2: the box [50.0, 50.0, 10.0, 10.0] is not a box with x1 < x2"],
+    ),  # fmt: skip
+    Case(
+        "sequence_box_nan",
+        _sequence_csv(CSV_HEAD + "{f0},0,1,nan,1,20,20\n"),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/frames.csv:2: the box [nan, 1.0, 20.0, 20.0]"],
+    ),  # fmt: skip
+    Case(
+        "sequence_time_nan",
+        _sequence_csv("file,time,smoke\n{f0},nan,0\n"),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/frames.csv:2: time 'nan' is not a finite number"],
+    ),  # fmt: skip
+    Case(
+        "sequence_csv_not_utf8",
+        _sequence_csv(b"file,time,smoke\n\xff\xfe\x80.jpg,0,0\n"),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/frames.csv: not UTF-8 text"],
+    ),  # fmt: skip
+    Case(
+        "sequence_csv_header_only",
+        _sequence_csv("file,time,smoke\n"),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/frames.csv: a header and no frames"],
+    ),  # fmt: skip
+    Case(
+        "sequence_csv_wrong_header",
+        _sequence_csv("file;time;smoke\n{f0};0;0\n"),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/frames.csv: its header is ['file;time;smoke']"],
+    ),  # fmt: skip
+    Case(
+        "sequence_smoke_region_inverted",
+        lambda inp: (
+            _sequence_csv("file,time,smoke\n{f0},0,1\n")(inp)
+            or (inp / "seq" / "cam" / "smoke.json").write_text('{"region": [9, 9, 1, 1]}')
+        ),
+        SEQUENCES,
+        2,
+        ["{inp}/seq/cam/smoke.json: region [9.0, 9.0, 1.0, 1.0] is not a box"],
+    ),  # fmt: skip
+    Case(
+        "ultralytics_value_not_a_number",
+        _nothing,
+        [*TRAIN, "--set", "train.ultralytics={{mosaic: abc}}"],
+        2,
+        ["train.ultralytics.mosaic: 'abc' refused by ultralytics"],
+    ),  # fmt: skip
+    Case(
+        "ultralytics_value_out_of_range",
+        _nothing,
+        [*TRAIN, "--set", "train.ultralytics={{mosaic: 5.0}}"],
+        2,
+        ["train.ultralytics.mosaic: 5.0 refused by ultralytics", "between 0.0 and 1.0"],
+    ),  # fmt: skip
+    Case(
+        "detect_on_a_symlink_loop",
+        _symlink_loop,
+        ["detect", "--onnx", "{inp}/tiny.onnx", "{inp}/loop_a", "--out", "{out}"],
+        2,
+        ["{inp}/loop_a"],
+    ),  # fmt: skip
+    Case(
+        "teacher_module_exits",
+        _module_that_exits,
+        [*TRAIN, "--teacher-modules", "{inp}/blocks.py"],
+        2,
+        ["train.teacher_modules: {inp}/blocks.py failed to import", "sys.exit(5)"],
+    ),  # fmt: skip
+    Case(
+        "export_imgsz_negative",
+        _nothing,
+        ["export", "--weights", "{teacher}", "--out", "{out}", "--imgsz", "-64"],
+        2,
+        ["export.imgsz", "between 32 and 4096"],
+    ),  # fmt: skip
+    Case(
+        "export_imgsz_huge",
+        _nothing,
+        ["export", "--weights", "{teacher}", "--out", "{out}", "--set", "export.imgsz=100000"],
+        2,
+        ["export.imgsz", "between 32 and 4096"],
+    ),  # fmt: skip
+    Case(
+        "export_imgsz_zero",
+        _nothing,
+        ["export", "--weights", "{teacher}", "--out", "{out}", "--set", "export.imgsz=0"],
+        2,
+        ["export.imgsz", "between 32 and 4096"],
+    ),  # fmt: skip
+    Case("train_imgsz_huge", _nothing, [*TRAIN, "--imgsz", "100000"], 2, ["train.imgsz", "between 32 and 4096"]),
+    Case(
+        "validate_imgsz_negative",
+        _nothing,
+        [*VALIDATE, "--imgsz", "-64"],
+        2,
+        ["validation.imgsz", "between 32 and 4096"],
+    ),  # fmt: skip
+    Case(
+        "parity_imgsz_negative",
+        _nothing,
+        ["parity", "--weights", "{teacher}", "--onnx", "{inp}/tiny.onnx", "--out", "{out}", "--imgsz", "-64"],
+        2,
+        ["--imgsz -64: must be between 32 and 4096"],
+    ),  # fmt: skip
+    Case(
+        "openvino_operating_point_edited",
+        _model_folder("openvino", lambda m: m.update(operating_point={"conf": 0.9})),
+        ["detect", "--model", "{inp}/student_openvino_model", "{inp}/data/images/val", "--out", "{out}"],
+        2,
+        ["{inp}/student_openvino_model: its files or metadata changed after export"],
+    ),  # fmt: skip
+    Case(
+        "ncnn_imgsz_edited",
+        _model_folder("ncnn", lambda m: m.update(imgsz=[64, 64])),
+        ["detect", "--model", "{inp}/student_ncnn_model", "{inp}/data/images/val", "--out", "{out}"],
+        2,
+        ["{inp}/student_ncnn_model: its files or metadata changed after export"],
+    ),  # fmt: skip
+    Case(
+        "ncnn_weights_gone",
+        _model_folder("ncnn", remove="model.ncnn.bin"),
+        ["detect", "--model", "{inp}/student_ncnn_model", "{inp}/data/images/val", "--out", "{out}"],
+        2,
+        ["{inp}/student_ncnn_model"],
+    ),  # fmt: skip
+    Case(
+        "onnx_operating_point_edited",
+        _sealed_onnx_edited,
+        ["detect", "--model", "{inp}/sealed.onnx", "{inp}/data/images/val", "--out", "{out}"],
+        2,
+        ["{inp}/sealed.onnx: its files or metadata changed after export"],
+    ),  # fmt: skip
+    Case(
+        "mask_polygon_nan",
+        _camera_with_mask("[[[0, 0], [NaN, 0], [10, 10]]]"),
+        DETECT_CAM,
+        2,
+        ["{inp}/cam/mask.json: polygon 0 has a point that is not a frame pixel"],
+    ),  # fmt: skip
+    Case(
+        "mask_polygon_huge",
+        _camera_with_mask("[[[0, 0], [1e12, 0], [10, 10]]]"),
+        DETECT_CAM,
+        2,
+        ["{inp}/cam/mask.json: polygon 0 has a point that is not a frame pixel"],
+    ),  # fmt: skip
+    Case(
+        "mask_polygon_64bit",
+        _camera_with_mask("[[[0, 0], [9223372036854775807, 0], [10, 10]]]"),
+        DETECT_CAM,
+        2,
+        ["{inp}/cam/mask.json: polygon 0"],
+    ),  # fmt: skip
+    Case(
+        "class_map_to_a_name_the_teacher_lacks",
+        _nothing,
+        [*TRAIN, "--set", "distill.class_map={{smoke: Smoke}}"],
+        2,
+        ["knows no class 'Smoke'", "it does know 'smoke' itself: drop that mapping"],
+    ),  # fmt: skip
+    Case(
+        "camera_profile_tiles_zero",
+        _nothing,
+        [*VALIDATE, "--set", "validation.camera_profiles=[{{tiles: 0}}]"],
+        2,
+        ["validation.camera_profiles.0.tiles"],
+    ),  # fmt: skip
+    Case(
+        "static_memory_not_json",
+        lambda inp: _frames_in("cam")(inp) or (inp / "memory.json").write_text("[oops"),
+        [*DETECT_CAM, "--static-memory", "{inp}/memory.json"],
+        2,
+        ["--static-memory {inp}/memory.json: not readable JSON"],
+    ),  # fmt: skip
+    Case(
+        "learn_static_without_the_cameras_folder",
+        _frames_in("cam"),
+        [*DETECT_CAM, "--learn-static", "{inp}/data"],
+        2,
+        ["--learn-static {inp}/data: no folder cam/"],
+    ),
+    Case(
+        "unlabeled_pool_missing",
+        _nothing,
+        [*TRAIN, "--unlabeled", "{inp}/nowhere"],
+        2,
+        ["train.unlabeled: {inp}/nowhere does not exist"],
+    ),  # fmt: skip
+    Case(
+        "unlabeled_pool_holds_a_val_frame",
+        _pool_with_a_val_frame,
+        [*TRAIN, "--unlabeled", "{inp}/pooled/unlabeled"],
+        2,
+        ["{inp}/pooled/unlabeled/copy_of_val.jpg has the same bytes as"],
+    ),  # fmt: skip
+    Case(
+        "unlabeled_pool_without_kd",
+        _pool,
+        [*TRAIN, "--unlabeled", "{inp}/pooled/unlabeled", "--set", "distill.response=false"],
+        2,
+        ["train.unlabeled", "set distill.response=true"],
+    ),  # fmt: skip
+    Case(
+        "synth_unlabeled_negative", _nothing, ["synth", "{out}", "--unlabeled", "-5"], 2, ["synth.unlabeled_images"]
+    ),  # fmt: skip
 ]
 
 
@@ -468,8 +817,8 @@ def _hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-def test_there_are_at_least_forty_hostile_inputs():
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+def test_there_are_at_least_seventy_five_hostile_inputs():
+    assert len(CASES) >= 75 and len({c.id for c in CASES}) == len(CASES)  # 45 before round 4 (issue 30)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
