@@ -332,3 +332,26 @@ def test_synthetic_sequences_carry_a_static_artefact_a_rising_plume_and_a_histor
     assert 0 < masks[0].mean() < 0.02, "a small artefact"
     assert all((m & masks[0]).sum() / (m | masks[0]).sum() > 0.8 for m in masks), "at the same place in every frame"
     assert r.returncode == 0 and not (plain / "history").exists()
+
+
+@pytest.mark.slow
+def test_an_ncnn_folder_whose_metadata_names_another_size_is_refused(exported, learnt_data, tmp_path):
+    """An NCNN folder without a seal (an earlier export) whose metadata says another size: NCNN runs any size, so the
+    anchors it gives are checked against the metadata's."""
+    import shutil
+
+    from wildfire_kd.edge.detect import detect
+    from wildfire_kd.edge.metadata import SEAL_KEY, decode, encode
+
+    folder = tmp_path / "ncnn"
+    shutil.copytree(exported / "student_ncnn_model", folder)
+    sidecar = folder / "metadata.yaml"
+    raw = json.loads(sidecar.read_text())
+    ours = decode(raw)
+    ours.pop(SEAL_KEY)
+    ours["imgsz"] = [64, 64]  # the model is 128
+    sidecar.write_text(json.dumps({**{k: v for k, v in raw.items() if not k.startswith("wildfire_kd.")},
+                                   **encode(ours)}))  # fmt: skip
+    images = learnt_data.parent / "images" / "val"
+    with pytest.raises(InputError, match="metadata says 64 px .* but the network gives"):
+        detect(folder, [str(images)], tmp_path / "out")

@@ -254,6 +254,10 @@ def test_validate_reports_sequences_and_robustness_and_their_gates_fail_naming_t
 ):
     r = run_cli("synth", str(tmp_path / "s"), "--sequence", "--sequences", "2", "--frames", "8", "--width", "192")
     assert r.returncode == 0, r.stderr
+    clear = tmp_path / "s" / "clear_01"
+    (clear / "notes.txt").write_text("not a frame")  # listed in frames.csv: it must be said, not skipped in silence
+    with open(clear / "frames.csv", "a", encoding="utf-8") as f:
+        f.write("notes.txt,1717290000,0\n")
     r = run_cli(
         "validate",
         *opts(student=str(learnt_model), teacher=str(learnt_model), data=str(learnt_data), out=str(tmp_path / "v")),
@@ -268,6 +272,9 @@ def test_validate_reports_sequences_and_robustness_and_their_gates_fail_naming_t
     assert AlarmRule.from_dict(seq["rule"]) and seq["student"]["sequences"] == 2 and seq["student"]["positives"] == 1
     assert seq["student"]["recall"] == seq["teacher"]["recall"], "one model on both sides, one rule"
     assert "student_without_masks" in seq
+    assert seq["unreadable_frames"] == [str(clear / "notes.txt")]
+    assert [p["profile"] for p in seq["profiles"]] == [{"imgsz": 128, "tiles": 1}, {"imgsz": 128, "tiles": "auto"}]
+    assert seq["profile"] in [p["profile"] for p in seq["profiles"]]
     assert set(report["robustness"]["perturbed"]) >= {"jpeg_q30", "downscale_x0.5", "contrast_x0.6"}
     text = (tmp_path / "v" / "validation.md").read_text()
     assert "## Camera sequences: alarm rule" in text and "## Robustness" in text
