@@ -20,7 +20,7 @@ PURE_HELPERS = {
 }
 # what every edge image installs (edge/requirements.txt): the only third-party imports allowed under edge/, beside the
 # inference runtimes, which edge/runtimes.py imports by name when a model needs one (requirements-<runtime>.txt)
-RUNTIME_PACKAGES = {"numpy", "cv2"}
+RUNTIME_PACKAGES = {"numpy", "cv2", "yaml", "requests", "urllib3", "prometheus_client"}
 
 
 def test_nothing_under_edge_imports_torch_ultralytics_or_the_pipeline():
@@ -48,7 +48,12 @@ def _pinned(file: str) -> list[str]:
 
 
 def test_the_edge_requirements_are_what_the_edge_imports():
-    assert _pinned("requirements.txt") == ["numpy", "opencv-python-headless"]  # cv2 is opencv-python-headless
+    # cv2 is opencv-python-headless; the service's yaml is PyYAML; requests brings urllib3, idna, certifi and
+    # charset-normalizer (installed with --no-deps: every one pinned)
+    assert _pinned("requirements.txt") == [
+        "numpy", "opencv-python-headless", "PyYAML", "requests", "urllib3", "idna", "certifi", "charset-normalizer",
+        "prometheus-client",
+    ]  # fmt: skip
     from wildfire_kd.edge.runtimes import RUNTIMES
 
     # one requirements file per runtime, pinning exactly that runtime's package and nothing else

@@ -523,6 +523,19 @@ detect.__signature__ = _detect_signature()
 detect = command(detect)
 
 
+@app.command(
+    "serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def serve(ctx: typer.Context) -> None:
+    """The camera service on the tower (`wildfire-kd serve --help`): the very command `wildfire-kd-edge serve` is, its
+    options and all (one parser, so the two never drift apart)."""
+    from .edge.cli import main as edge_main
+
+    raise typer.Exit(edge_main(["serve", *ctx.args]))
+
+
 image_app = typer.Typer(help="Build the container image, or run a pipeline command in it with all GPUs.")
 app.add_typer(image_app, name="image")
 

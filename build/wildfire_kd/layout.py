@@ -79,6 +79,10 @@ DETECTIONS = "detections.jsonl"
 ALERTS = "alerts.jsonl"
 ANNOTATED_DIR = "images"
 
+# `wildfire-kd-edge serve`: its state folder
+SERVICE_DB = "service.sqlite"  # the cameras' state and the alerts' outbox (SQLite, WAL)
+SERVICE_ALERTS = "alerts.jsonl"  # every alert, as delivered
+
 # any command
 ERROR_LOG = "wildfire-kd-error.log"  # an internal error's traceback
 

@@ -146,6 +146,18 @@ class Confirmer:
     def _follows(self, a: Detection, d: Detection) -> bool:
         return a.class_id == d.class_id and float(box_iou(np.array([a.box]), np.array([d.box]))[0, 0]) >= self.rule.iou
 
+    def state(self) -> dict[str, Any]:
+        """The window and the ongoing alarms, to save (a restarted camera neither re-alarms a held plume nor forgets
+        one that was building)."""
+        window = [[name, [d.state() for d in dets]] for name, dets in self._window]
+        return {"window": window, "active": [d.state() for d in self._active]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._window.clear()
+        for name, dets in state.get("window", [])[-self.rule.n :]:
+            self._window.append((name, [Detection.from_state(d) for d in dets]))
+        self._active = [Detection.from_state(d) for d in state.get("active", [])]
+
     @property
     def held(self) -> list[Detection]:
         """The objects whose alarm is still on (hysteresis), where each was last seen."""

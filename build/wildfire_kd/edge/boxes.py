@@ -28,6 +28,15 @@ class Detection:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "box": [round(v, 2) for v in self.box], "confidence": round(self.confidence, 5)}
 
+    def state(self) -> list:
+        """Exactly this detection, compactly (a camera's saved state: restored, it gives the same alarms)."""
+        return [self.class_id, self.name, self.confidence, list(self.box)]
+
+    @classmethod
+    def from_state(cls, raw: list) -> Detection:
+        class_id, name, confidence, box = raw
+        return cls(int(class_id), str(name), float(confidence), tuple(float(v) for v in box))
+
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), xyxy -> (N, M)."""

@@ -65,6 +65,21 @@ class CameraPath:
         alerts = self.events.update(frame, time, alarms, self.confirmer.held, static)
         return FrameOutcome(seen, suppressed, alarms, alerts)
 
+    def state(self) -> dict:
+        """All this camera knows from its frames so far (alarm window, held alarms, events, static memory)."""
+        return {
+            "confirmer": self.confirmer.state(),
+            "events": self.events.state(),
+            "memory": self.memory.to_dict() if self.memory is not None else None,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Back to a saved ``state`` (a restarted service): the same alarms follow as if it had never stopped."""
+        self.confirmer.restore(state.get("confirmer") or {})
+        self.events.restore(state.get("events") or {})
+        if self.memory is not None and state.get("memory"):
+            self.memory = StaticMemory.from_dict(state["memory"], f"camera {self.camera}'s saved static memory")
+
     def new_view(self) -> None:
         """The view changed (another frame size): boxes no longer line up with the past; start again from here."""
         self.confirmer = Confirmer(self.settings.rule)

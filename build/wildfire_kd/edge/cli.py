@@ -14,11 +14,15 @@ import sys
 from ..errors import DEBUG_ENV, INTERNAL_ERROR_EXIT, DiskFull, WildfireKDError
 from ..guard import disk_full
 from .detect import detect
-from .options import DETECT_OPTIONS, detect_keywords, tiles_value
+from .options import DETECT_OPTIONS, SERVE_OPTIONS, detect_keywords, serve_keywords, tiles_value
+from .serve import ServeOptions, serve
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wildfire-kd-edge", description="Run student.onnx over images as a camera.")
+    parser = argparse.ArgumentParser(
+        prog="wildfire-kd-edge",
+        description="Run student.onnx over images as a camera. `wildfire-kd-edge serve --help`: the camera service.",
+    )
     parser.add_argument("sources", nargs="+", help="images, folders or globs")
     parser.add_argument(
         "--model",
@@ -30,11 +34,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default="detections", help="folder for detections.jsonl / alerts.jsonl")
     parser.add_argument("--sequence", action="store_true", help="frames of one camera in time order: raise alarms")
-    groups = {"": parser}
-    for option in DETECT_OPTIONS:  # the same table as `wildfire-kd detect` (options.py)
-        where = groups.get(option.group) or groups.setdefault(option.group, parser.add_argument_group(option.group))
-        where.add_argument(*option.flags[:1], dest=option.dest, help=option.help, default=None, **_kind(option))
+    _add(parser, DETECT_OPTIONS)
     return parser
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wildfire-kd-edge serve",
+        description="The camera service: frames from each camera every interval, alarms, alerts delivered without "
+        "loss (SIGTERM: finishes the frame in hand, exits 143).",
+    )
+    _add(parser, SERVE_OPTIONS)
+    return parser
+
+
+def _add(parser: argparse.ArgumentParser, options) -> None:
+    """The options of the table (options.py), each in its group: the same as `wildfire-kd`'s."""
+    groups = {"": parser}
+    for option in options:
+        where = groups.get(option.group) or groups.setdefault(option.group, parser.add_argument_group(option.group))
+        extra = {"required": True} if option.required else {}
+        where.add_argument(*option.flags[:1], dest=option.dest, help=option.help, default=None, **extra,
+                           **_kind(option))  # fmt: skip
 
 
 def _kind(option) -> dict:
@@ -54,14 +75,31 @@ def _tiles(text: str) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        args = _serve_parser().parse_args(argv[1:])
+        return _run(lambda: serve(ServeOptions(**serve_keywords(vars(args)))), args.state)
     args = _parser().parse_args(argv)
+    return _run(lambda: _detect(args), args.out)
+
+
+def _detect(args) -> int:
+    result = detect(args.onnx, args.sources, args.out, sequence=args.sequence, **detect_keywords(vars(args)))
+    for warning in result.warnings:
+        print(f"wildfire-kd-edge: warning: {warning}", file=sys.stderr)
+    print(f"detect: {result.summary()}")
+    return 0
+
+
+def _run(command, out) -> int:
+    """``command``'s exit code; our errors are their codes, a full disk 4, any other exception 3 (one line)."""
     try:
-        result = detect(args.onnx, args.sources, args.out, sequence=args.sequence, **detect_keywords(vars(args)))
+        return command()
     except WildfireKDError as e:
         print(f"wildfire-kd-edge: error: {e}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a bug, not the input: one line and exit 3, as the full CLI does
-        if (full := disk_full(e, args.out)) is not None:  # unless the disk is full: the machine, exit 4
+        if (full := disk_full(e, out)) is not None:  # unless the disk is full: the machine, exit 4
             print(f"wildfire-kd-edge: error: {full}", file=sys.stderr)
             return DiskFull.exit_code
         if os.environ.get(DEBUG_ENV) == "1":
@@ -72,7 +110,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return INTERNAL_ERROR_EXIT
-    for warning in result.warnings:
-        print(f"wildfire-kd-edge: warning: {warning}", file=sys.stderr)
-    print(f"detect: {result.summary()}")
-    return 0

@@ -28,7 +28,7 @@ from .events import EventRule
 from .letterbox import IMAGE_SUFFIXES
 from .masks import CameraMask
 from .model import AUTO, MAX_TILES, CameraModel
-from .sequences import DEFAULT_INTERVAL_S, frame_files, is_frame, is_sequence, load_sequence
+from .sequences import DEFAULT_INTERVAL_S, frame_files, is_frame, is_sequence, load_sequence, name_time
 from .static import StaticMemory, StaticRule
 
 COLORS = {0: (160, 160, 160), 1: (0, 90, 255)}  # BGR per class id: smoke grey, fire orange
@@ -271,14 +271,17 @@ def _cameras(
 
 def timed_frames(camera: Path, frames: list[Path], result: DetectResult) -> list[tuple[Path, float]]:
     """A camera's frames in time order with their times (seconds): as its sequence says (frames.csv, HPWREN names;
-    sequences.py, as validate reads it), else in name order a minute apart. Frames a frames.csv leaves out are
-    left out, with a warning."""
+    sequences.py, as validate reads it), else by the unix times their names start with (as the service reads them),
+    else in name order a minute apart. Frames a frames.csv leaves out are left out, with a warning."""
     try:
         listed = load_sequence(camera) if is_sequence(camera) else None
     except InputError as e:
         result.warnings.append(f"{camera}: {e}; its frames are taken in name order, a minute apart")
         listed = None
     if listed is None:
+        times = [name_time(f.name) for f in frames]
+        if all(t is not None for t in times):  # time-stamped names (as the service reads a drop folder's)
+            return sorted(zip(frames, times, strict=True), key=lambda pair: pair[1])
         return [(f, i * DEFAULT_INTERVAL_S) for i, f in enumerate(frames)]
     given = {f.resolve() for f in frames}
     ordered = [(f.path, f.time) for f in listed.frames if f.path.resolve() in given]

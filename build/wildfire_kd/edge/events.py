@@ -70,6 +70,12 @@ class Event:
     last_seen: float  # the last time something confirmed was on it
     alarms: int = 1
     classes: list[str] = field(default_factory=list)
+    reports: int = 0  # alerts about it so far: the next alert's number (stable alert ids)
+
+    def report(self, status: str, frame: str, time: float, detection, confirmed_by, reason=None) -> Alert:
+        alert = Alert(self.id, status, self.camera, frame, time, detection, list(confirmed_by), reason, self.reports)
+        self.reports += 1
+        return alert
 
     def neighbourhood(self, rule: EventRule) -> tuple[float, float, float, float]:
         x1, y1, x2, y2 = self.region
@@ -89,9 +95,15 @@ class Alert:
     detection: Detection | None
     confirmed_by: list[str] = field(default_factory=list)
     reason: str | None = None  # why an update or a close happened
+    number: int = 0  # its place among its event's alerts
+
+    @property
+    def id(self) -> str:
+        """Stable: the same alert has the same id after a restart, so a receiver can drop duplicates."""
+        return f"{self.event}/{self.number}"
 
     def to_dict(self) -> dict[str, Any]:
-        row = {"event": self.event, "status": self.status, "camera": self.camera, "frame": self.frame,
+        row = {"id": self.id, "event": self.event, "status": self.status, "camera": self.camera, "frame": self.frame,
                "time": self.time}  # fmt: skip
         if self.detection is not None:
             row |= self.detection.to_dict()
@@ -119,7 +131,7 @@ class EventGrouper:
         event = Event(self._new_id(time), self.camera, alarm.frame, time, d.box, d.box, time, classes=[d.name])
         if self.rule is not None:
             self.open.append(event)
-        return Alert(event.id, "opened", self.camera, alarm.frame, time, d, alarm.confirmed_by)
+        return event.report("opened", alarm.frame, time, d, alarm.confirmed_by)
 
     def _joins(self, d: Detection) -> Event | None:
         return next((e for e in self.open if _touch(e.neighbourhood(self.rule), d.box)), None)
@@ -138,16 +150,9 @@ class EventGrouper:
                 alerts.append(self._open(alarm, time))
                 continue
             d = alarm.detection
-            event.region, event.box, event.last_seen, event.alarms = (
-                _union(event.region, d.box),
-                d.box,
-                time,
-                event.alarms + 1,
-            )
-            event.classes = sorted({*event.classes, d.name})
-            alerts.append(
-                Alert(event.id, "updated", self.camera, frame, time, d, alarm.confirmed_by, "another alarm on it")
-            )
+            event.region, event.box, event.last_seen = _union(event.region, d.box), d.box, time
+            event.alarms, event.classes = event.alarms + 1, sorted({*event.classes, d.name})
+            alerts.append(event.report("updated", frame, time, d, alarm.confirmed_by, "another alarm on it"))
         alerts += self._follow(frame, time, held)
         return alerts + self._close(frame, time, static)
 
@@ -162,7 +167,7 @@ class EventGrouper:
             event.region = _union(event.region, d.box)
             if float(box_iou(np.array([d.box]), np.array([event.box]))[0, 0]) < UPDATE_IOU:
                 event.box = d.box
-                alerts.append(Alert(event.id, "updated", self.camera, frame, time, d, [frame], "grew or moved"))
+                alerts.append(event.report("updated", frame, time, d, [frame], "grew or moved"))
         return alerts
 
     def _close(self, frame: str, time: float, static: list[Detection]) -> list[Alert]:
@@ -170,15 +175,20 @@ class EventGrouper:
         for event in self.open:
             taken = next((d for d in static if _touch(event.box, d.box)), None)
             if taken is not None:
-                alerts.append(Alert(event.id, "closed", self.camera, frame, time, taken, [], "static: suppressed"))
+                alerts.append(event.report("closed", frame, time, taken, [], "static: suppressed"))
             elif time - event.last_seen > self.rule.close_minutes * 60:
                 minutes = f"nothing confirmed on it for {self.rule.close_minutes:g} min"
-                alerts.append(Alert(event.id, "closed", self.camera, frame, time, None, [], minutes))
+                alerts.append(event.report("closed", frame, time, None, [], minutes))
             else:
                 still.append(event)
         self.open = still
         return alerts
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"camera": self.camera, "rule": self.rule and self.rule.to_dict(), "opened": self.opened,
-                "open": [asdict(e) for e in self.open]}  # fmt: skip
+    def state(self) -> dict[str, Any]:
+        """The open events and the count of events opened, to save (ids count on after a restart)."""
+        return {"opened": self.opened, "open": [asdict(e) for e in self.open]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.opened = int(state.get("opened", 0))
+        boxes = ("region", "box")
+        self.open = [Event(**{**e, **{k: tuple(e[k]) for k in boxes}}) for e in state.get("open", [])]

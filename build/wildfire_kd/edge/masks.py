@@ -25,11 +25,31 @@ MAX_COORDINATE = 100_000  # px: no camera frame is wider (a polygon beyond it is
 class CameraMask:
     """A camera's ignored regions (from its folder), rasterised once per frame size."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, file: Path | None = None):
+        """The mask of a camera ``folder`` (its mask.png and mask.json), or the one ``file`` (a .png or a .json)."""
         self.folder = folder
-        self.image_path = folder / MASK_IMAGE if (folder / MASK_IMAGE).is_file() else None
-        self.polygons = _polygons(folder / MASK_POLYGONS) if (folder / MASK_POLYGONS).is_file() else []
+        if file is not None:
+            json_file = Path(file).suffix.lower() == ".json"
+            self.image_path, self.polygons = (None, _polygons(Path(file))) if json_file else (Path(file), [])
+        else:
+            self.image_path = folder / MASK_IMAGE if (folder / MASK_IMAGE).is_file() else None
+            self.polygons = _polygons(folder / MASK_POLYGONS) if (folder / MASK_POLYGONS).is_file() else []
         self._raster: dict[tuple[int, int], np.ndarray] = {}
+
+    def fits(self, width: int, height: int) -> str | None:
+        """Why the mask image does not fit ``width`` x ``height`` frames (another aspect ratio: another view), or None
+        (a mask drawn on a smaller copy of the view is stretched to it)."""
+        import cv2
+
+        if self.image_path is None:
+            return None
+        image = cv2.imread(str(self.image_path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            return f"{self.image_path} is not a readable image"
+        h, w = image.shape
+        if abs(w / h - width / height) > 0.02 * width / height:
+            return f"{self.image_path} is {w}x{h}, the frames {width}x{height}: another view's mask"
+        return None
 
     @property
     def empty(self) -> bool:

@@ -31,6 +31,7 @@ class Option:
     help: str
     choices: tuple[str, ...] | None = None
     group: str = ""  # where --help lists it
+    required: bool = False
 
 
 RULE = "alarm rule (each left out: the model file's rule, else summed confidence 1.25 over 5 frames, floor 0.1)"
@@ -101,3 +102,60 @@ def detect_keywords(values: dict[str, Any]) -> dict[str, Any]:
     keywords = {o.dest: values.get(o.dest) for o in DETECT_OPTIONS if not o.dest.startswith("alarm_")}
     keywords = {k: v for k, v in keywords.items() if v is not None}
     return {**keywords, "alarm": {k: v for k, v in rule.items() if v is not None}}
+
+
+SERVE = "the service"
+SERVE_OPTIONS: tuple[Option, ...] = (
+    Option(
+        ("--cameras",),
+        "cameras",
+        "str",
+        "cameras.yaml: the cameras (id, source, interval, mask, tiles) and the delivery",
+        group=SERVE,
+        required=True,
+    ),  # fmt: skip
+    Option(
+        ("--model",),
+        "model",
+        "str",
+        "student.onnx, or an OpenVINO / NCNN folder, from `wildfire-kd export`",
+        group=SERVE,
+        required=True,
+    ),  # fmt: skip
+    Option(
+        ("--state",),
+        "state",
+        "str",
+        "the service's own folder: the cameras' state and the alerts' outbox "
+        "(SQLite), alerts.jsonl; one service at a time",
+        group=SERVE,
+        required=True,
+    ),  # fmt: skip
+    Option(
+        ("--webhook",),
+        "webhook",
+        "str",
+        "an http(s) URL each alert is POSTed to as JSON until acknowledged (default: cameras.yaml's delivery.webhook)",
+        group=SERVE,
+    ),  # fmt: skip
+    Option(
+        ("--host",), "host", "str", "address of /healthz and /metrics (default 127.0.0.1: this box only)", group=SERVE
+    ),  # fmt: skip
+    Option(("--port",), "port", "int", "port of /healthz and /metrics (default 9108; 0: none)", group=SERVE),
+    *(
+        o
+        for o in DETECT_OPTIONS
+        if o.dest in ("conf", "iou", "runtime", "threads", "static", "events") or o.dest.startswith("alarm_")
+    ),  # fmt: skip
+)
+
+
+def serve_keywords(values: dict[str, Any]) -> dict[str, Any]:
+    """ServeOptions' fields from the options' values (None: not given, the default; --port 0: no /healthz)."""
+    detect = detect_keywords(values)
+    shared = {k: v for k, v in detect.items() if k in {"conf", "iou", "runtime", "threads", "static", "events"}}
+    own = {o.dest: values.get(o.dest) for o in SERVE_OPTIONS if o.group == SERVE}
+    own = {k: v for k, v in own.items() if v is not None}
+    if own.get("port") == 0:
+        own["port"] = None
+    return {**own, **shared, "alarm": detect["alarm"]}

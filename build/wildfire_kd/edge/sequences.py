@@ -33,6 +33,7 @@ from ..layout import MASK_IMAGE, SEQUENCE_FRAMES, SEQUENCE_SMOKE
 from .letterbox import IMAGE_SUFFIXES
 
 HPWREN_NAME = re.compile(r"^(\d{9,11})_([+-]\d+)$")  # <unix seconds>_<±seconds from ignition>
+LEADING_TIME = re.compile(r"^(\d{9,11})(?:[_.-]|$)")  # a frame name that starts with its unix time
 DEFAULT_INTERVAL_S = 60.0  # a tower camera's frame every minute (HPWREN, Pyronear); used for a one-frame sequence
 
 
@@ -174,6 +175,12 @@ def _region(folder: Path) -> tuple[float, float, float, float] | None:
     if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
         raise InputError(f"{path}: region {list(box)} is not a box x1 < x2, y1 < y2 in the frame's pixels")
     return box
+
+
+def name_time(name: str) -> float | None:
+    """The unix time a frame's name starts with (HPWREN's, a camera's time-stamped snapshots), if any."""
+    found = LEADING_TIME.match(Path(name).stem)
+    return float(found.group(1)) if found else None
 
 
 def is_sequence(folder: Path) -> bool:
