@@ -135,3 +135,16 @@ def test_the_alarm_benchmark_compares_the_camera_paths_parts_at_each_profile(tmp
         assert bare["suppressed"] == 0 and bare["camera"]["static"] is None and both["camera"]["events"]
         assert setting["ms_per_frame"] > 0
     assert "| 64 px · + static (seeded) + events |" in (out / "RESULTS.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_service_capacity_benchmark_measures_a_served_model(tmp_path, learnt_model):
+    out = tmp_path / "capacity"
+    _run_benchmark(
+        "serve_capacity.py", "--weights", str(learnt_model), "--imgsz", "128", "--runtimes", "onnxruntime",
+        "--seconds", "6", "--cameras", "2", "--frames", "40", "--early", "2", "--late", "4", "--out", str(out),
+    )  # fmt: skip
+    result = json.loads((out / "results.json").read_text())["128 px, onnxruntime"]
+    assert result["fps"] > 0 and result["frames"] > 0 and result["exit"] == 143
+    assert result["rss_early_mb"] > 50 and result["cpu_percent"] > 0
+    assert "| 128 px, onnxruntime |" in (out / "RESULTS.md").read_text()

@@ -8,6 +8,7 @@
         mask: /etc/wildfire/tower7n.png   # optional: its ignored regions (mask.png or mask.json); a folder's own
                                           # mask.png / mask.json otherwise
         tiles: auto                       # optional: tiles (a number, auto); default: the model's camera profile
+        backlog: 30                       # folder: more frames waiting than this: skip to the newest (0: never)
         auth: {scheme: digest, user_env: TOWER7_USER, password_env: TOWER7_PASSWORD}   # optional, http(s):
                                           # the credentials come from those environment variables, never this file
     delivery:
@@ -57,6 +58,7 @@ class CameraConfig:
     tiles: int | str | None = None
     auth: CameraAuth | None = None
     line: int = 0  # where cameras.yaml defines it
+    backlog: int = 30  # a folder camera this many frames behind skips to its newest (0: takes every frame)
 
     @property
     def folder(self) -> Path | None:
@@ -131,7 +133,7 @@ def _kind(source: Any, where: str) -> str:
     return {"folder": "folder", "http": "http", "https": "http"}.get(scheme, "video")
 
 
-KNOWN = {"id", "source", "interval", "mask", "tiles", "auth", "__line__"}
+KNOWN = {"id", "source", "interval", "mask", "tiles", "auth", "backlog", "__line__"}
 
 
 def _camera(raw: Any, path: Path) -> CameraConfig:
@@ -150,8 +152,11 @@ def _camera(raw: Any, path: Path) -> CameraConfig:
     if mask is not None and not mask.is_file():
         raise InputError(f"{where}: mask {mask} is not a file (a mask.png, white = ignore, or a mask.json)")
     interval = _number(raw.get("interval", 60), where, "interval")
+    backlog = raw.get("backlog", 30)
+    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0:
+        raise InputError(f"{where}: backlog {backlog!r}: frames a folder camera may fall behind (0: never skip)")
     return CameraConfig(str(camera_id), raw["source"], kind, interval, mask, _tiles(raw.get("tiles"), where),
-                        _auth(raw.get("auth"), where), line)  # fmt: skip
+                        _auth(raw.get("auth"), where), line, backlog)  # fmt: skip
 
 
 def _delivery(raw: Any, path: Path) -> tuple[str | None, float]:

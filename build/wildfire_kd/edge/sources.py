@@ -3,7 +3,7 @@
 - a folder a camera uploads snapshots to (an FTP/SMB drop): the frames arrive as files; each poll takes the next
   complete one after the last taken, in name order (time order for time-stamped names), so none is skipped; a file
   still being written (its size still changing, a JPEG without its end marker, younger than SETTLE_S) waits for the
-  next poll; a backlog of more than MAX_BACKLOG frames (the service was down) is skipped to the newest, said once;
+  next poll; a backlog of more than the camera's ``backlog`` frames (the service was down) is skipped to the newest;
 - an http(s) snapshot URL (most IP cameras): one GET per interval, with a timeout and retries, basic or digest auth
   from the environment;
 - a video URL (rtsp://, through OpenCV): one frame per interval, the stream reopened when it fails.
@@ -27,7 +27,6 @@ from .cameras import CameraConfig
 from .sequences import is_frame, name_time
 
 SETTLE_S = 1.0  # a file younger than this may still be written (an FTP upload in progress)
-MAX_BACKLOG = 30  # more untaken frames than this in a folder: skip to the newest (the service was down)
 
 
 class Frame:
@@ -40,8 +39,9 @@ GIVE_UP_S = 30.0  # a file that still does not decode this long after its last c
 
 
 def _complete(path: Path, seen: dict[str, tuple[int, float]]) -> bool:
-    """Written whole: its size unchanged for SETTLE_S (``seen``: name -> (size, when first seen at that size)), and
-    a JPEG or PNG ends with its end marker."""
+    """Written whole: untouched for SETTLE_S (its modification time, or its size as polls saw it: ``seen``, name ->
+    (size, when first seen at that size)), and a JPEG or PNG ends with its end marker (a writer that pauses
+    mid-file leaves none); the frame that still does not decode is given GIVE_UP_S more (FolderSource.next)."""
     try:
         stat = path.stat()
     except OSError:
@@ -51,7 +51,7 @@ def _complete(path: Path, seen: dict[str, tuple[int, float]]) -> bool:
     if size != stat.st_size:
         seen[path.name] = (stat.st_size, now)
         since = now
-    if stat.st_size == 0 or min(now - since, now - stat.st_mtime) < SETTLE_S:
+    if stat.st_size == 0 or max(now - since, now - stat.st_mtime) < SETTLE_S:
         return False
     marker = END_MARKERS.get(path.suffix.lower())
     if marker is not None:
@@ -87,7 +87,7 @@ class FolderSource:
         import cv2
 
         pending = self.pending()
-        if len(pending) > MAX_BACKLOG:
+        if self.camera.backlog and len(pending) > self.camera.backlog:
             self.notes.append(f"{len(pending) - 1} frames behind: skipped to the newest, {pending[-1].name}")
             pending = pending[-1:]
         for path in pending[:1]:
