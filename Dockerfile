@@ -59,10 +59,13 @@ COPY --chown=1000:1000 . /opt/wildfire-kd/
 # Last, so that the legacy builder (which builds every stage before the target) builds it only when asked for.
 #   docker run --rm --network none -v /frames:/frames:ro -v /models:/models:ro -v "$PWD/out":/out \
 #       wildfire-kd-edge --onnx /models/student.onnx /frames --sequence --out /out
+#   docker run -d -v /etc/wildfire:/etc/wildfire:ro -v /models:/models:ro -v wildfire-state:/state wildfire-kd-edge \
+#       serve --cameras /etc/wildfire/cameras.yaml --model /models/student.onnx --state /state --host 0.0.0.0
 FROM ${BASE_IMAGE} AS edge
+# /state: the camera service's state folder (`serve --state /state`); a named volume mounted there takes its owner
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin kd \
-    && mkdir -p /out /opt/edge \
-    && chown 1000:1000 /out /opt/edge
+    && mkdir -p /out /opt/edge /state \
+    && chown 1000:1000 /out /opt/edge /state
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -73,6 +76,8 @@ USER 1000:1000
 WORKDIR /out
 ENTRYPOINT ["python3", "-m", "wildfire_kd.edge"]
 CMD ["--help"]
+# serve's /healthz and /metrics
+EXPOSE 9108
 # one inference runtime per image: onnxruntime (default), openvino (Intel CPUs) or ncnn (ARM boards)
 ARG EDGE_RUNTIME=onnxruntime
 COPY --chown=1000:1000 build/wildfire_kd/edge/requirements.txt \
