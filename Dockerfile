@@ -90,7 +90,7 @@ RUN python3 -m venv /opt/edge/venv \
     && find /opt/edge/venv \( -name tests -o -name __pycache__ \) -type d -prune -exec rm -rf {} + \
     && find /opt/edge/venv -name "*.pyi" -delete
 # the edge package whole, and the pure helpers it imports (tests/test_edge_imports.py checks this list against the
-# imports): if it ever imports more (torch, yaml, pydantic), the edge container test fails
+# imports): if it ever imports more (torch, ultralytics, pydantic), the edge container test fails
 COPY --chown=1000:1000 build/wildfire_kd/__init__.py build/wildfire_kd/errors.py build/wildfire_kd/guard.py \
     build/wildfire_kd/layout.py \
     /opt/edge/src/wildfire_kd/

@@ -105,11 +105,8 @@ def test_demo_in_the_container_delivers_checked_artifacts(image, tmp_path):
 EDGE_TAG = "wildfire-kd-edge:container-test"
 
 
-def test_the_edge_image_runs_detect_offline_and_gives_the_hosts_detections(image, exported, learnt_data, tmp_path):
-    import json
-
-    from wildfire_kd.edge.detect import detect
-
+@pytest.fixture(scope="module")
+def edge_image(image) -> str:
     # after the pipeline image: the legacy builder builds every stage before the target, from its cache here
     r = run_cli(
         "image",
@@ -126,7 +123,9 @@ def test_the_edge_image_runs_detect_offline_and_gives_the_hosts_detections(image
     ).stdout.split()
     added_mb = (int(sizes[0]) - int(sizes[1])) / 1e6
     print(f"edge image: {added_mb:.0f} MB on top of its base")  # BENCHMARKS.md records it
-    assert added_mb < 300, "numpy, OpenCV and onnxruntime only, without tests or stubs (the pipeline adds ~7.3 GB)"
+    assert added_mb < 300, (
+        "numpy, OpenCV, onnxruntime and the service's few, without tests or stubs (the pipeline adds ~7.3 GB)"
+    )
     probe = subprocess.run(
         [
             "docker",
@@ -138,23 +137,39 @@ def test_the_edge_image_runs_detect_offline_and_gives_the_hosts_detections(image
             "python3",
             EDGE_TAG,
             "-c",
-            "import importlib.util as u; print([m for m in ('torch', 'ultralytics', 'yaml', 'pydantic')"
-            " if u.find_spec(m)])",
+            "import importlib.util as u; print([m for m in ('torch', 'ultralytics', 'pydantic')"
+            " if u.find_spec(m)], [m for m in ('yaml', 'requests', 'prometheus_client') if not u.find_spec(m)])",
         ],
         capture_output=True,
         text=True,
     )
-    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
-    frames, models, out = tmp_path / "frames", tmp_path / "models", tmp_path / "out"
+    # none of the pipeline's weight, every one of the service's own needs (cameras.yaml, the webhook, /metrics)
+    assert probe.stdout.strip() == "[] []", probe.stdout + probe.stderr
+    return EDGE_TAG
+
+
+def _edge_inputs(exported: Path, learnt_data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The val frames and student.onnx in folders the container's uid 1234 can read (pytest's own are 700)."""
+    frames, models = tmp_path / "frames", tmp_path / "models"
     frames.mkdir()
     models.mkdir()
     shutil.copyfile(exported / "student.onnx", models / "student.onnx")
     for p in (tmp_path, frames, models):
-        p.chmod(0o755)  # the container's uid 1234 reads these (pytest's own folders are 700)
+        p.chmod(0o755)
     for path in sorted((learnt_data.parent / "images" / "val").glob("*.jpg")):
         shutil.copyfile(path, frames / path.name)
+    return frames, models
+
+
+def test_the_edge_image_runs_detect_offline_and_gives_the_hosts_detections(edge_image, exported, learnt_data, tmp_path):
+    import json
+
+    from wildfire_kd.edge.detect import detect
+
+    frames, models = _edge_inputs(exported, learnt_data, tmp_path)
+    out = tmp_path / "out"
     detect_args = [*opts(onnx="/weights/student.onnx"), "/data", *opts(out="/out"), "--sequence"]
-    _run_offline_as_uid_1234(EDGE_TAG, out, detect_args, 600, data=frames, weights=models)
+    _run_offline_as_uid_1234(edge_image, out, detect_args, 600, data=frames, weights=models)
     assert (out / "alerts.jsonl").is_file() and (out / "detections.jsonl").stat().st_uid == 1234
     host = detect(exported / "student.onnx", [str(frames)], tmp_path / "host")
     assert host.images == len(list(frames.iterdir()))
@@ -171,3 +186,61 @@ def test_the_edge_image_runs_detect_offline_and_gives_the_hosts_detections(image
                 abs(a["confidence"] - b["confidence"]) <= 1e-4
                 and max(abs(x - y) for x, y in zip(a["box"], b["box"], strict=True)) <= 0.05
             ), name
+
+
+def test_the_edge_image_serves_a_folder_camera_offline_and_stops_cleanly_on_sigterm(
+    edge_image, exported, learnt_data, tmp_path
+):
+    """`serve` in the edge image, as uid 1234 without network: it takes every frame of a folder camera, logs the
+    alerts `detect --sequence` raises on the host from the same frames, and `docker stop` ends it with 143."""
+    import json
+    import sqlite3
+    import time
+
+    from wildfire_kd.edge.detect import detect
+
+    frames, models = _edge_inputs(exported, learnt_data, tmp_path)
+    (models / "cameras.yaml").write_text("cameras:\n  - {id: tower, source: /data, interval: 0.05, tiles: 1}\n")
+    (models / "cameras.yaml").chmod(0o644)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    name = "wildfire-kd-serve-test"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    started = subprocess.run(
+        ["docker", "run", "-d", "--name", name, "--network", "none", "--user", "1234:1234",
+         "-v", f"{frames}:/data:ro", "-v", f"{models}:/weights:ro", "-v", f"{out}:/out", edge_image,
+         "serve", "--cameras", "/weights/cameras.yaml", "--model", "/weights/student.onnx", "--state", "/out/state"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    last = max(p.name for p in frames.iterdir())
+
+    def taken() -> str | None:
+        db_path = out / "state" / "service.sqlite"
+        if not db_path.is_file():
+            return None
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT source FROM cameras WHERE id = 'tower'").fetchone()
+        return json.loads(row[0]).get("last") if row else None
+
+    try:
+        deadline = time.monotonic() + 300
+        while taken() != last:
+            assert time.monotonic() < deadline, subprocess.run(["docker", "logs", name], capture_output=True,
+                                                               text=True).stderr[-3000:]  # fmt: skip
+            time.sleep(1)
+        subprocess.run(["docker", "stop", "--time", "30", name], capture_output=True, check=True)
+        code = subprocess.run(["docker", "inspect", "--format", "{{.State.ExitCode}}", name],
+                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        assert code == "143", logs.stdout[-2000:] + logs.stderr[-3000:]
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    detect(exported / "student.onnx", [str(frames)], tmp_path / "host", sequence=True, tiles=1)
+
+    def keys(path: Path) -> list[tuple]:
+        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+        return sorted((r["status"], r["time"], tuple(r.get("box", ()))) for r in rows)
+
+    assert keys(out / "state" / "alerts.jsonl") == keys(tmp_path / "host" / "alerts.jsonl")
