@@ -109,6 +109,25 @@ def test_a_rising_growing_plume_makes_one_event_with_updates_not_several_alarms(
     assert alerts[0].to_dict()["event"].startswith("cam-") and alerts[0].to_dict()["status"] == "opened"
 
 
+def test_a_plume_of_many_boxes_is_one_event_with_one_alert_per_frame_at_most_and_news_only():
+    """A detector that sees a plume as a grid of small boxes (each re-alarming, shifting, some parts staying put)
+    must not flood the dispatcher: one event, at most one alert a frame, an update only when the extent changed."""
+    frames = []
+    for k in range(30):
+        top = 400 - 8 * (k // 3)  # the plume's top rises one cell every 3 frames; its base cells stay put
+        cells = [(x, y, x + 8, y + 8) for x in range(300, 332, 8) for y in range(top, 408, 8)]
+        frames.append([c for i, c in enumerate(cells) if (i + k) % 5])  # a cell missed now and then
+    outcomes = _run(CameraPath("cam", CameraSettings(RULE)), frames)
+    alerts = [a for o in outcomes for a in o.alerts]
+    assert [a.status for a in alerts].count("opened") == 1 and len({a.event for a in alerts}) == 1
+    assert all(len(o.alerts) <= 1 for o in outcomes), [len(o.alerts) for o in outcomes]
+    updates = [a for a in alerts if a.status == "updated"]
+    assert 1 <= len(updates) <= 8 and all(a.reason == "grew or moved" for a in updates), [a.reason for a in alerts]
+    tops = [a.detection.box[1] for a in alerts if a.status != "closed"]
+    assert tops == sorted(tops, reverse=True) and tops[-1] < tops[0], "each update shows the plume higher"
+    assert "closed" not in [a.status for a in alerts], "cells that stay put while the plume grows do not close it"
+
+
 def test_two_fires_far_apart_are_two_events_and_an_event_closes_after_silence():
     path = CameraPath("cam", CameraSettings(RULE, events=EventRule(close_minutes=5)))
     a, b = (10, 300, 30, 330), (600, 300, 620, 330)

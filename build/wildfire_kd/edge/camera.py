@@ -62,7 +62,7 @@ class CameraPath:
             seen, suppressed = self.memory.filter(time, detections)
         alarms = self.confirmer.update(frame, seen)
         static = [s.detection for s in suppressed]
-        alerts = self.events.update(frame, time, alarms, self.confirmer.held, static)
+        alerts = self.events.update(frame, time, alarms, self.confirmer.held, static, seen)
         return FrameOutcome(seen, suppressed, alarms, alerts)
 
     def state(self) -> dict:

@@ -2,11 +2,12 @@
 
 A growing plume rises and widens: its box soon overlaps its first box too little for the alarm logic to call it the
 same object, the held alarm is released and the plume alarms again, and again. Here an alarm that overlaps an open
-event's neighbourhood (the boxes the event has had, widened by ``margin`` of their size sideways and downwards and
-by ``rise`` upwards: the plume's column) updates that event instead of opening another. Each event has a stable id
-and a life: ``opened`` (its first alarm), ``updated`` (another alarm joined it, or the object it follows has grown or
-moved), ``closed`` (nothing confirmed on it for ``close_minutes``, or static suppression took it: the reason says).
-Fire and smoke of one fire are one event: grouping does not look at the class.
+event's neighbourhood (the boxes the event has had, widened by ``margin`` of their size sideways and downwards and by
+``rise`` upwards: the plume's column) updates that event instead of opening another. Each event has a stable id and a
+life: ``opened`` (its first alarm), ``updated`` (news: an alarm of a class it did not have, or its extent, the union
+of a frame's boxes on it, grown or moved off the last one reported; one alert per frame at most), ``closed`` (nothing
+confirmed on it for ``close_minutes``, or static suppression took it: the reason says). Fire and smoke of one fire are
+one event: grouping does not look at the class.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..errors import InputError
 from .alarms import Alarm
 from .boxes import Detection, box_iou
 
-UPDATE_IOU = 0.5  # a held object whose box overlaps its last reported box less than this is reported again
+UPDATE_IOU = 0.5  # an event whose extent overlaps its last reported extent less than this is reported again
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,44 @@ class Alert:
 
 
 @dataclass
+class _FrameEvent:
+    """What one frame brought to one event: its boxes (the extent), the alarms on it, the classes it adds."""
+
+    event: Event
+    opened: bool = False
+    detections: list[Detection] = field(default_factory=list)
+    confirmed_by: list[str] = field(default_factory=list)
+    new_classes: list[str] = field(default_factory=list)
+
+    def add(self, d: Detection, confirmed_by: list[str], alarm: bool) -> None:
+        event = self.event
+        self.detections.append(d)
+        self.confirmed_by += [f for f in confirmed_by if f not in self.confirmed_by]
+        event.region = _union(event.region, d.box)  # the neighbourhood widens as the plume does, within the frame
+        if alarm and d.name not in event.classes:
+            event.classes = sorted({*event.classes, d.name})
+            if not self.opened:
+                self.new_classes.append(d.name)
+
+    def alert(self, frame: str, time: float) -> Alert | None:
+        event, boxes = self.event, [d.box for d in self.detections]
+        extent = tuple(min(b[i] for b in boxes) for i in (0, 1)) + tuple(max(b[i] for b in boxes) for i in (2, 3))
+        best = max(self.detections, key=lambda d: d.confidence)
+        shown = Detection(best.class_id, best.name, best.confidence, extent)
+        event.last_seen = time
+        if self.opened:
+            event.box = extent
+            return event.report("opened", frame, time, shown, self.confirmed_by)
+        reasons = [f"new class: {name}" for name in self.new_classes]
+        if float(box_iou(np.array([extent]), np.array([event.box]))[0, 0]) < UPDATE_IOU:
+            reasons.append("grew or moved")
+        if not reasons:
+            return None
+        event.box = extent
+        return event.report("updated", frame, time, shown, self.confirmed_by, "; ".join(reasons))
+
+
+@dataclass
 class EventGrouper:
     """One camera's events under ``rule`` (None: grouping off, every alarm is an event of its own)."""
 
@@ -137,43 +176,48 @@ class EventGrouper:
         return next((e for e in self.open if _touch(e.neighbourhood(self.rule), d.box)), None)
 
     def update(
-        self, frame: str, time: float, alarms: list[Alarm], held: list[Detection], static: list[Detection] = ()
+        self,
+        frame: str,
+        time: float,
+        alarms: list[Alarm],
+        held: list[Detection],
+        static: list[Detection] = (),
+        seen: list[Detection] = (),
     ) -> list[Alert]:
         """This frame's alerts: from its new ``alarms``, the objects the alarm logic still ``held`` (alive, perhaps
-        grown), and the detections ``static`` suppression took (closing the event they were on)."""
+        grown), and the detections ``static`` suppression took (closing the event they were on, unless this frame
+        ``seen`` something else on it). An event gets one alert per frame at most, and an update only with news: a
+        class it did not have, or its extent (the union of this frame's boxes on it) grown or moved off the last one
+        reported; a plume of many boxes, each re-alarming or shifting a little, is one event that speaks when the fire
+        changes, not at every frame."""
         if self.rule is None:
             return [self._open(a, time) for a in alarms]
-        alerts = []
+        frame_events: dict[str, _FrameEvent] = {}  # in order of first touch this frame
         for alarm in alarms:
-            event = self._joins(alarm.detection)
-            if event is None:
-                alerts.append(self._open(alarm, time))
-                continue
             d = alarm.detection
-            event.region, event.box, event.last_seen = _union(event.region, d.box), d.box, time
-            event.alarms, event.classes = event.alarms + 1, sorted({*event.classes, d.name})
-            alerts.append(event.report("updated", frame, time, d, alarm.confirmed_by, "another alarm on it"))
-        alerts += self._follow(frame, time, held)
-        return alerts + self._close(frame, time, static)
-
-    def _follow(self, frame: str, time: float, held: list[Detection]) -> list[Alert]:
-        """Held objects keep their events alive; one that grew or moved off its last report updates it."""
-        alerts = []
-        for d in held:
             event = self._joins(d)
             if event is None:
-                continue
-            event.last_seen = time
-            event.region = _union(event.region, d.box)
-            if float(box_iou(np.array([d.box]), np.array([event.box]))[0, 0]) < UPDATE_IOU:
-                event.box = d.box
-                alerts.append(event.report("updated", frame, time, d, [frame], "grew or moved"))
-        return alerts
+                event = Event(self._new_id(time), self.camera, frame, time, d.box, d.box, time)
+                self.open.append(event)
+                frame_events[event.id] = _FrameEvent(event, opened=True)
+            else:
+                event.alarms += 1
+            frame_events.setdefault(event.id, _FrameEvent(event)).add(d, alarm.confirmed_by, alarm=True)
+        for d in held:
+            event = self._joins(d)
+            if event is not None:
+                frame_events.setdefault(event.id, _FrameEvent(event)).add(d, [frame], alarm=False)
+        alerts = [a for f in frame_events.values() if (a := f.alert(frame, time)) is not None]
+        return alerts + self._close(frame, time, static, seen)
 
-    def _close(self, frame: str, time: float, static: list[Detection]) -> list[Alert]:
+    def _close(self, frame: str, time: float, static: list[Detection], seen: list[Detection] = ()) -> list[Alert]:
+        """Close the events static suppression took (all this frame saw on them was static: a part of a plume that
+        stays put while the rest grows does not close its fire) and those quiet for close_minutes."""
         alerts, still = [], []
         for event in self.open:
             taken = next((d for d in static if _touch(event.box, d.box)), None)
+            if taken is not None and any(_touch(event.box, d.box) for d in seen):
+                taken = None
             if taken is not None:
                 alerts.append(event.report("closed", frame, time, taken, [], "static: suppressed"))
             elif time - event.last_seen > self.rule.close_minutes * 60:
