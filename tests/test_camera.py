@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, unseal
 from wildfire_kd.edge.alarms import AlarmRule, Confirmer
 from wildfire_kd.edge.boxes import Detection, decode, nms
 from wildfire_kd.errors import InputError
@@ -178,15 +178,6 @@ def test_detect_gives_the_pipelines_detections(variant, exported, learnt_model, 
     assert problems == []
 
 
-def _unsealed(model):
-    """``model`` (an onnx ModelProto) without export's seal: what an export before seals wrote, which a camera still
-    runs, so that the checks behind the seal can be reached by editing its metadata."""
-    kept = [p for p in model.metadata_props if p.key != "wildfire_kd.seal"]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    return model
-
-
 @pytest.mark.slow
 def test_a_file_without_our_metadata_or_with_another_input_size_is_refused(exported, learnt_data, tmp_path):
     import onnx
@@ -200,7 +191,7 @@ def test_a_file_without_our_metadata_or_with_another_input_size_is_refused(expor
     r = run_cli("detect", "--onnx", str(tmp_path / "bare.onnx"), images, "--out", str(tmp_path / "o1"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{tmp_path / 'bare.onnx'} has no wildfire_kd metadata (names, imgsz, input missing)" in r.stderr
-    other = _unsealed(onnx.load(str(exported / "student.onnx")))  # as a file exported before seals (an edit: exit 2)
+    other = unseal(onnx.load(str(exported / "student.onnx")))  # as a file exported before seals (an edit: exit 2)
     for prop in other.metadata_props:
         if prop.key == "wildfire_kd.imgsz":
             prop.value = "[320, 320]"
@@ -301,7 +292,7 @@ def test_detect_uses_the_operating_point_shipped_in_the_file(exported, learnt_da
 
     from wildfire_kd.edge.model import CameraModel
 
-    model = _unsealed(onnx.load(str(exported / "student.onnx")))  # as exported before seals (sealed, an edit: exit 2)
+    model = unseal(onnx.load(str(exported / "student.onnx")))  # as exported before seals (sealed, an edit: exit 2)
     prop = model.metadata_props.add()
     prop.key, prop.value = "wildfire_kd.operating_point", json.dumps({"conf": 0.61, "rule": "max_f1"})
     onnx.save(model, str(tmp_path / "with_point.onnx"))

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import make_teacher, opts, run_cli
+from conftest import make_teacher, opts, run_cli, unseal
 
 pytestmark = pytest.mark.slow
 
@@ -91,9 +91,12 @@ def test_parity_fails_on_a_slightly_perturbed_copy(exported, learnt_model, learn
     array = onnx.numpy_helper.to_array(weight) * np.float32(1.01)  # +1% on one early conv weight tensor
     weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
     onnx.save(model, str(tmp_path / "student.onnx"))
-    r = run_cli(
-        "parity", "--weights", str(learnt_model), "--onnx", str(tmp_path / "student.onnx"), "--data", str(learnt_data)
-    )
+    args = ["parity", "--weights", str(learnt_model), "--onnx", str(tmp_path / "student.onnx"), "--data",
+            str(learnt_data)]  # fmt: skip
+    r = run_cli(*args)
+    assert r.returncode == 2 and "changed after export" in r.stderr, "the seal catches the edit before any value"
+    onnx.save(unseal(model), str(tmp_path / "student.onnx"))  # an export before seals: the values must catch it
+    r = run_cli(*args)
     assert r.returncode == 1, r.stdout[-2000:]
     assert "✗ boxes" in r.stdout
     assert "boxes max |Δ|" in r.stderr and "> atol 0.02" in r.stderr
@@ -169,7 +172,7 @@ def test_an_int8_file_must_be_int8(exported, learnt_model, learnt_data, tmp_path
     assert r.returncode == 2, r.stderr[-2000:]
     message = r.stderr.strip().splitlines()[-1]
     assert "int8 export quantized no node" in message and "Conv" in message and "Traceback" not in r.stderr
-    model = onnx.load(str(exported / "student.onnx"))
+    model = unseal(onnx.load(str(exported / "student.onnx")))  # an export before seals (sealed, an edit: exit 2)
     next(p for p in model.metadata_props if p.key == "wildfire_kd.variant").value = '"int8"'
     onnx.save(model, str(tmp_path / "student_int8.onnx"))
     shutil.copyfile(exported / "student.onnx", tmp_path / "student.onnx")
@@ -216,7 +219,11 @@ def test_parity_fails_on_a_perturbed_folder_naming_it(exported, learnt_model, le
     copy = tmp_path / folder
     shutil.copytree(exported / folder, copy)
     _scale_weights(copy, ".bin")
-    r = run_cli("parity", *opts(weights=str(learnt_model), onnx=str(copy), data=str(learnt_data), out=str(tmp_path)))
+    args = ["parity", *opts(weights=str(learnt_model), onnx=str(copy), data=str(learnt_data), out=str(tmp_path))]
+    r = run_cli(*args)
+    assert r.returncode == 2 and "changed after export" in r.stderr and str(copy) in r.stderr, r.stderr[-2000:]
+    unseal(copy)  # an export before seals: the values must catch it
+    r = run_cli(*args)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     assert "max |Δ|" in r.stderr and "Traceback" not in r.stderr
     assert str(copy) in r.stdout, "the file that fails is named"

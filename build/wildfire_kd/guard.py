@@ -7,7 +7,8 @@
 - Nothing is left half-written: every file others read is written to a temporary file beside it and renamed over it
   (``atomic_file``), so after a crash or a full disk it is the previous file or the new one, whole.
 - One run at a time per folder: ``lock_folder`` takes an OS file lock on the folder a command writes (released when
-  the process ends, however it ends); a second run into it is refused naming the holder.
+  the process ends, however it ends, or when the library call that took it returns: ``releases_its_locks``); a
+  second run into it is refused naming the holder.
 """
 
 from __future__ import annotations
@@ -126,6 +127,25 @@ def lock_folder(folder: str | Path, flag: str = "--out") -> Path:
     os.set_inheritable(fd, False)
     _held[folder] = fd
     return folder
+
+
+def releases_its_locks(function):
+    """Decorate a command's library entry point: the folder locks it takes are given up when it returns or raises.
+    Called from Python (pipeline.build in a notebook, a test that interrupts a training), a run must not keep its
+    folder locked for the rest of the process, or the rerun that resumes it is refused as "in use". Locks the caller
+    already held stay held."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        before = set(_held)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for folder in set(_held) - before:
+                os.close(_held.pop(folder))
+
+    return wrapper
 
 
 def release_folders() -> None:

@@ -148,17 +148,22 @@ def edge_image(image) -> str:
     return EDGE_TAG
 
 
-def _edge_inputs(exported: Path, learnt_data: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """The val frames and student.onnx in folders the container's uid 1234 can read (pytest's own are 700)."""
+def _edge_inputs(exported: Path, learnt_data: Path, tmp_path: Path, stamped: bool = False) -> tuple[Path, Path]:
+    """The val frames and student.onnx in folders the container's uid 1234 can read (pytest's own are 700).
+    ``stamped``: each frame's name starts with its unix time, a minute apart (as a camera's drop folder names them),
+    so that the service and the host read the same times from the names, not from the copies' modification times."""
     frames, models = tmp_path / "frames", tmp_path / "models"
     frames.mkdir()
     models.mkdir()
     shutil.copyfile(exported / "student.onnx", models / "student.onnx")
     for p in (tmp_path, frames, models):
         p.chmod(0o755)
-    for path in sorted((learnt_data.parent / "images" / "val").glob("*.jpg")):
-        shutil.copyfile(path, frames / path.name)
+    for i, path in enumerate(sorted((learnt_data.parent / "images" / "val").glob("*.jpg"))):
+        shutil.copyfile(path, frames / (f"{STAMP_START + 60 * i}_{path.name}" if stamped else path.name))
     return frames, models
+
+
+STAMP_START = 1_796_600_000  # a unix time (2026-12): the first stamped frame's
 
 
 def test_the_edge_image_runs_detect_offline_and_gives_the_hosts_detections(edge_image, exported, learnt_data, tmp_path):
@@ -199,7 +204,7 @@ def test_the_edge_image_serves_a_folder_camera_offline_and_stops_cleanly_on_sigt
 
     from wildfire_kd.edge.detect import detect
 
-    frames, models = _edge_inputs(exported, learnt_data, tmp_path)
+    frames, models = _edge_inputs(exported, learnt_data, tmp_path, stamped=True)
     (models / "cameras.yaml").write_text("cameras:\n  - {id: tower, source: /data, interval: 0.05, tiles: 1}\n")
     (models / "cameras.yaml").chmod(0o644)
     out = tmp_path / "out"

@@ -221,6 +221,43 @@ def test_two_trainings_into_one_run_folder(tmp_path, fire_smoke_data):
         release_folders()
 
 
+def test_a_library_call_that_raises_gives_its_run_folder_back(tmp_path):
+    """pipeline.build / train / detect called from Python: an interrupted run must not keep its folder locked, or the
+    rerun that resumes it is refused; a lock the caller held before stays held."""
+    from wildfire_kd.guard import _held, lock_folder, release_folders, releases_its_locks
+
+    outer, run = tmp_path / "outer", tmp_path / "run"
+
+    @releases_its_locks
+    def interrupted():
+        lock_folder(outer)
+        lock_folder(run)
+        raise KeyboardInterrupt
+
+    lock_folder(outer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interrupted()
+        assert set(_held) == {outer.resolve()}
+        probe = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(run)], capture_output=True, text=True, timeout=60)
+        assert probe.stdout.strip() == "free", probe.stderr
+        probe = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(outer)], capture_output=True, text=True,
+                               timeout=60)  # fmt: skip
+        assert probe.stdout.strip() == "held", probe.stderr
+    finally:
+        release_folders()
+
+
+LOCK_PROBE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("free")
+except BlockingIOError:
+    print("held")
+"""
+
 # --- detect's own outputs, and the frames' order ---------------------------------------------------------------------
 
 

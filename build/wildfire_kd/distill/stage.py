@@ -17,7 +17,7 @@ from typing import Any
 from ..config import Config, load_config, save_config
 from ..data import DatasetInfo, TeacherClasses, dataset_folders, preflight, teacher_classes, write_preflight_report
 from ..errors import InputError
-from ..guard import lock_folder, refuse_overwriting_inputs
+from ..guard import lock_folder, refuse_overwriting_inputs, releases_its_locks
 from ..layout import BATCH_LOG, LAST, PREFLIGHT, RUN_CONFIG, TRAIN_REPORT, VALIDATION_DIR, VALIDATION_JSON, weights_file
 from ..pool import PoolInfo, preflight_pool, read_run_list, update_run_report, write_run_files
 from ..reports import write_json
@@ -294,6 +294,7 @@ def _resume_config(resume: str, config: Config, force: bool) -> tuple[Config, Pa
     return resumed, last
 
 
+@releases_its_locks
 def train(
     config: Config,
     resume: str | None = None,

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..guard import atomic_file, atomic_write_text, disk_full, lock_folder, refuse_overwriting_inputs
+from ..guard import (
+    atomic_file,
+    atomic_write_text,
+    disk_full,
+    lock_folder,
+    refuse_overwriting_inputs,
+    releases_its_locks,
+)
 from ..layout import ALERTS, ANNOTATED_DIR, DETECTIONS, SEQUENCE_FRAMES, STATIC_MEMORY
 from .alarms import rule_with
 from .boxes import DEFAULT_IOU, Detection
@@ -187,6 +194,7 @@ def _prepare_out(out: Path, save_images: bool) -> None:
     lock_folder(out)
 
 
+@releases_its_locks
 def detect(
     model_path: str | Path,
     sources: list[str],
