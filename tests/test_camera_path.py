@@ -71,6 +71,23 @@ def test_a_box_that_drifts_off_its_spot_is_not_suppressed_and_the_time_limit_rel
         StaticRule(growth=0)
 
 
+def test_an_artefact_that_never_leaves_is_renewed_at_the_time_limit_and_raises_no_alarm_a_day():
+    """A lens artefact seen every minute for 3 days (max_hours 24): suppressed from its 10th minute on, never
+    unsuppressed at a time limit (that would be one false alarm per artefact per day); a fire growing there still
+    releases it."""
+    fixed = (100, 100, 140, 150)
+    days = [[fixed]] * (3 * 24 * 60)
+    outcomes = _run(CameraPath("cam", CameraSettings(RULE)), days)
+    learnt = next(i for i, o in enumerate(outcomes) if o.suppressed)
+    assert learnt == 10 and all(o.suppressed and not o.seen for o in outcomes[learnt:])
+    assert all(i < learnt for i in _alarm_frames(outcomes))
+    memory = StaticMemory(StaticRule(max_hours=24.0))
+    for i in range(26 * 60):
+        memory.filter(60.0 * i, [_det(fixed)])
+    kept, _ = memory.filter(26 * 3600.0, [_det((100, 80, 150, 150))])  # after a renewal, it grows: released
+    assert kept and memory.released == 1
+
+
 def test_spots_seeded_from_smoke_free_frames_are_static_from_the_first_frame():
     memory = StaticMemory()
     for i in range(3):

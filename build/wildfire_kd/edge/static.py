@@ -11,9 +11,11 @@ drifts off the spot matches it no more, and is not suppressed.
 What it would take to suppress a real fire: a smoulder detected at one place for ``minutes`` whose box never grows by
 ``growth``. Such a fire alarms before it is learnt (the alarm rule needs a few frames; the memory needs ``minutes``),
 and its later growth releases it. The guards: growth and drift release a spot at once; a spot learnt online stays
-static for ``max_hours`` at most (then it must be learnt again, alarming once more if the alarm rule calls it); a spot
-not seen for ``forget_hours`` is forgotten. Spots seeded from a folder of the camera's smoke-free frames
-(``learn``) are static from the start.
+static for ``max_hours`` at a time: then, if it was not seen in the last ``minutes``, it is dropped and must be learnt
+again (alarming once more if the alarm rule calls it); if it is still there, unchanged against the box it was learnt
+from, it is renewed for another ``max_hours`` (dropping a spot that never left would raise one false alarm per
+artefact per day, the whole budget of a camera-day). A spot not seen for ``forget_hours`` is forgotten. Spots seeded
+from a folder of the camera's smoke-free frames (``learn``) are static from the start.
 
 The memory is learnt online from the frames themselves and kept per camera (``to_dict`` / ``from_dict``: detect
 writes it to OUT/static_memory.json and reads one back with ``--static-memory``; the service keeps it in its state).
@@ -41,7 +43,7 @@ class StaticRule:
     sightings: int = 3  # ... in at least this many frames
     iou: float = 0.5  # a detection at the same place: IoU with the spot's reference box
     growth: float = 0.25  # area growth over the reference that releases a static spot (a fire grows)
-    max_hours: float = 24.0  # a spot learnt online stays static this long at most, then it is learnt again
+    max_hours: float = 24.0  # a spot learnt online is re-examined after this long: renewed if still there, else dropped
     forget_hours: float = 6.0  # a spot not seen this long is forgotten
 
     def __post_init__(self) -> None:
@@ -124,7 +126,11 @@ class StaticMemory:
             if now - s.last_seen > r.forget_hours * 3600:
                 continue  # forgotten
             if s.origin == "online" and s.static_since is not None and now - s.static_since > r.max_hours * 3600:
-                continue  # the time limit: learnt again from scratch
+                if now - s.last_seen > r.minutes * 60:
+                    continue  # gone a while at its time limit: learnt again from scratch if it returns
+                # still there, never grown past its reference: dropping it would raise one false alarm per artefact
+                # per max_hours while it is learnt again (a camera-day's budget is one), so it is renewed instead
+                s.static_since = now
             kept.append(s)
         self.spots = sorted(kept, key=lambda s: s.last_seen)[-MAX_SPOTS:]
 
