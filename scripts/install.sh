@@ -1,6 +1,8 @@
 #!/bin/sh
 # Install wildfire-kd into a virtual environment: the one install path, used by `make install` and the Dockerfile.
-#   scripts/install.sh VENV                  the package and its pinned runtime dependencies
+#   scripts/install.sh VENV                  the package and its runtime dependencies (pyproject's ranges, not a
+#                                            lock: OpenCV, say, is whatever is newest, and its augmentation moves
+#                                            training figures; BENCHMARKS.md names the versions behind each)
 #   scripts/install.sh VENV openvino,ncnn    the same plus the export formats (the image)
 #   scripts/install.sh VENV dev              all of it plus the dev tools: pytest, ruff, hadolint, zizmor (the README)
 set -eu
