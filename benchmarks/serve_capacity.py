@@ -33,7 +33,7 @@ def _export(weights: str, imgsz: int, out: Path) -> dict[str, Path]:
     return {"onnxruntime": out / "student.onnx", "openvino": out / "student_openvino_model"}
 
 
-def _cameras(root: Path, sources: list[Path], cameras: int, frames: int, tiles: int | None = None) -> Path:
+def _cameras(root: Path, sources: list[Path], cameras: int, frames: int, tiles: int | None, suffix: str) -> Path:
     """``cameras`` folders of ``frames`` links each, to the sequences' frames, named by increasing unix time;
     ``tiles``: each camera's tiles (None: the model file's camera profile, else auto by the frame's size)."""
     yaml = ["cameras:"]
@@ -46,9 +46,8 @@ def _cameras(root: Path, sources: list[Path], cameras: int, frames: int, tiles: 
                 os.symlink(sources[(c * 7 + i) % len(sources)].resolve(), link)
         yaml += [f"  - id: cam{c}", f"    source: {folder}", "    interval: 0.01", "    backlog: 0"]
         yaml += [f"    tiles: {tiles}"] if tiles is not None else []
-    name = "cameras.yaml" if tiles is None else f"cameras-tiles{tiles}.yaml"
-    (root / name).write_text("\n".join(yaml) + "\n")
-    return root / name
+    (root / f"cameras{suffix}.yaml").write_text("\n".join(yaml) + "\n")
+    return root / f"cameras{suffix}.yaml"
 
 
 def _frames_done(port: int) -> float:
@@ -121,17 +120,16 @@ def main() -> None:
     if not (out / "sequences").is_dir():
         synthesize_sequences(out / "sequences", 2, 20, 2048)
     sources = sorted(p for p in (out / "sequences").glob("*_0*/*.jpg"))
-    cameras_yaml = _cameras(out / "cameras", sources, args.cameras, args.frames, args.tiles)
+    suffix = "" if args.tiles is None else f"-tiles{args.tiles}"  # a run with --tiles beside one without
+    cameras_yaml = _cameras(out / "cameras", sources, args.cameras, args.frames, args.tiles, suffix)
     results = {}
     for size in args.imgsz:
         files = _export(args.weights, size, out / f"export-{size}")
         for runtime in args.runtimes:
             name = f"{size} px, {runtime}" + ("" if args.tiles is None else f", tiles {args.tiles}")
             print(f"{name} ...", flush=True)
-            state = out / (f"state-{size}-{runtime}" + ("" if args.tiles is None else f"-t{args.tiles}"))
-            results[name] = measure(files[runtime], cameras_yaml, state, args)
-    report = out / ("results.json" if args.tiles is None else f"results-tiles{args.tiles}.json")
-    report.write_text(json.dumps(results, indent=2))
+            results[name] = measure(files[runtime], cameras_yaml, out / f"state-{size}-{runtime}{suffix}", args)
+    (out / f"results{suffix}.json").write_text(json.dumps(results, indent=2))
     rows = [
         f"| {name} | {r['fps']:.2f} | {r['cameras_served']:.0f} | {r['cpu_percent']:.0f} | "
         f"{r.get('rss_early_mb', float('nan')):.0f} | {r.get('rss_late_mb', float('nan')):.0f} | {r['frames']:.0f} |"
@@ -146,7 +144,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
-    print(write_markdown(out / ("RESULTS.md" if args.tiles is None else f"RESULTS-tiles{args.tiles}.md"), lines))
+    print(write_markdown(out / f"RESULTS{suffix}.md", lines))
 
 
 if __name__ == "__main__":

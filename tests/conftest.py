@@ -217,14 +217,18 @@ def unseal(model):
     metadata.yaml loses the key (a Path, returned)."""
     import json
 
+    from wildfire_kd.edge.metadata import META_PREFIX, SEAL_KEY
+    from wildfire_kd.layout import MODEL_SIDECAR
+
+    key = META_PREFIX + SEAL_KEY
     if isinstance(model, Path):
-        sidecar = model / "metadata.yaml"
+        sidecar = model / MODEL_SIDECAR
         data = json.loads(sidecar.read_text())
-        if data.pop("wildfire_kd.seal", None) is None:
+        if data.pop(key, None) is None:
             raise ValueError(f"{sidecar} carries no seal: the test's premise is wrong")
         sidecar.write_text(json.dumps(data, indent=1) + "\n")
         return model
-    kept = [p for p in model.metadata_props if p.key != "wildfire_kd.seal"]
+    kept = [p for p in model.metadata_props if p.key != key]
     if len(kept) == len(model.metadata_props):
         raise ValueError("the model carries no seal: the test's premise is wrong")
     del model.metadata_props[:]

@@ -216,9 +216,7 @@ class EventGrouper:
         alerts, still = [], []
         for event in self.open:
             taken = next((d for d in static if _touch(event.box, d.box)), None)
-            if taken is not None and any(_touch(event.box, d.box) for d in seen):
-                taken = None
-            if taken is not None:
+            if taken is not None and not any(_touch(event.box, d.box) for d in seen):
                 alerts.append(event.report("closed", frame, time, taken, [], "static: suppressed"))
             elif time - event.last_seen > self.rule.close_minutes * 60:
                 minutes = f"nothing confirmed on it for {self.rule.close_minutes:g} min"
