@@ -21,8 +21,8 @@ from .errors import InputError
 from .textfiles import read_yaml
 
 # distill.unlabeled_ratio's default (BENCHMARKS.md, issue 28): over 3 seeds it beat kd by +0.083 / +0.033 mAP50-95
-# (regimes L / M) with fewer false alarms, for an epoch at 2x the labelled split's cost, not 11x; ratio 10 scored
-# higher per epoch (one seed)
+# (regimes L / M) with fewer false alarms on the means (not on every seed in L), for an epoch at 2x the labelled
+# split's cost, not 11x; ratio 10 scored higher per epoch (one seed)
 UNLABELED_RATIO = 1.0
 MAX_IMGSZ = 4096  # every image-size option at most: 4096 px is 41x a 640 input's work and already gigabytes in training
 
